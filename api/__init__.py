@@ -1,0 +1,1 @@
+"""The HTTP front end (Flask), its HTTP client and the `dlaas` CLI."""

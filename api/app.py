@@ -1,0 +1,57 @@
+"""The Flask app factory: settings, Redis, the run store and the Celery client are passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+from flask import Flask
+
+from api.auth import TokenFile
+from api.errors import register_error_handlers
+from common.artifacts import ArtifactStore
+from common.crypto import CredentialBox
+from common.runstore import RunStore
+from common.settings import Settings
+from common.taskqueue import make_celery
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: redis.Redis
+    runs: RunStore
+    celery: Celery
+    tokens: TokenFile
+    artifacts: ArtifactStore
+    box: CredentialBox
+
+
+def create_app(
+    settings: Settings | None = None,
+    redis_client: redis.Redis | None = None,
+    celery_app: Celery | None = None,
+) -> Flask:
+    settings = settings or Settings.from_env()
+    redis_client = redis_client or redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    app = Flask("dlaas")
+    # Werkzeug stops reading a body past this (413) instead of buffering it whole.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_zip_bytes + settings.max_manifest_bytes + 65536
+    app.json.sort_keys = False
+    app.extensions["dlaas"] = Services(
+        settings=settings,
+        redis=redis_client,
+        runs=RunStore(redis_client, settings.retention_seconds),
+        celery=celery_app or make_celery(settings, main="dlaas-api"),
+        tokens=TokenFile(settings.tokens_file),
+        artifacts=ArtifactStore(settings.artifact_dir),
+        box=CredentialBox(settings.secret_key),
+    )
+    from api.health import bp as health_bp
+    from api.models import bp as models_bp
+
+    app.register_blueprint(health_bp)
+    app.register_blueprint(models_bp)
+    register_error_handlers(app)
+    return app

@@ -1,0 +1,194 @@
+"""`dlaas`: the command line, shaped on the classic `bx ml` verbs.
+
+    dlaas train MODEL.zip MANIFEST.yml [--wait]
+    dlaas list trained-models
+    dlaas show trained-models ID
+    dlaas delete trained-models ID
+
+Every command takes --json; on error it prints FAILED and one line, and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from api.client import ClientError, DlaasClient, resolve_target
+from common.clock import iso_seconds
+
+NOUNS = ("trained-models", "training-runs")
+TERMINAL = ("COMPLETED", "FAILED", "HALTED")
+
+
+def _cli_state(state: str) -> str:
+    return "running" if state == "PROCESSING" else state.lower()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dlaas", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = verbs.add_parser(name, help=help_text)
+        p.add_argument("--json", action="store_true", help="print the service's JSON answer")
+        return p
+
+    train = verb("train", "submit a training run")
+    train.add_argument("model_zip")
+    train.add_argument("manifest")
+    train.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    train.add_argument("--timeout", type=float, default=1800, help="seconds --wait waits at most")
+    lister = verb("list", "list your training runs")
+    lister.add_argument("noun", choices=NOUNS)
+    show = verb("show", "show one training run")
+    show.add_argument("noun", choices=NOUNS)
+    show.add_argument("run_id")
+    delete = verb("delete", "remove a run from the service (its outputs stay in your bucket)")
+    delete.add_argument("noun", choices=NOUNS)
+    delete.add_argument("run_id")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    url, token = resolve_target()
+    client = DlaasClient(url, token)
+    out = _Printer(args.json)
+    try:
+        return COMMANDS[args.verb](client, args, out)
+    except ClientError as exc:
+        out.fail(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        out.fail("interrupted (the run itself is untouched)")
+        return 130
+
+
+class _Printer:
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+
+    def say(self, text: str = "") -> None:
+        if not self.as_json:
+            print(text, flush=True)
+
+    def data(self, value) -> None:
+        if self.as_json:
+            print(json.dumps(value, indent=2))
+
+    def fail(self, reason: str) -> None:
+        if self.as_json:
+            print(json.dumps({"error": reason}))
+        else:
+            print("FAILED")
+        print(reason.splitlines()[0] if reason else "unknown error", file=sys.stderr)
+
+
+def _train(client: DlaasClient, args, out: _Printer) -> int:
+    out.say("Starting to train ...")
+    created = client.submit(args.model_zip, args.manifest)
+    out.say("OK")
+    out.say(f"Model-ID is '{created['model_id']}'")
+    if not args.wait:
+        out.data(created)
+        return 0
+    final = _wait(client, created["model_id"], args.timeout, out)
+    out.data(final)
+    out.say(f"Final state: {_cli_state(final['state'])}")
+    loc = final.get("results_location") or {}
+    out.say(f"Results: {loc.get('type')} bucket '{loc.get('bucket')}', folder {loc.get('prefix')}")
+    if final["state"] != "COMPLETED":
+        out.say(f"Reason: {final.get('status_message', '')}")
+        return 1
+    return 0
+
+
+def _wait(client: DlaasClient, run_id: str, timeout: float, out: _Printer) -> dict:
+    deadline = time.monotonic() + timeout
+    seen = None
+    while True:
+        run = client.show(run_id)
+        if run["state"] != seen:
+            seen = run["state"]
+            out.say(f"Status: {seen}")
+        if seen in TERMINAL:
+            return run
+        if time.monotonic() > deadline:
+            raise ClientError(f"{run_id} still {seen} after {timeout:.0f} s (it goes on running)")
+        time.sleep(0.5)
+
+
+def _list(client: DlaasClient, args, out: _Printer) -> int:
+    out.say("Fetching the list of trained models ...")
+    models = client.list_all()
+    out.data({"models": models, "total": len(models)})
+    width = max([len(m["name"]) for m in models] + [24]) + 3
+    out.say(f"{'SI No':<8}{'Name':<{width}}{'guid':<21}{'status':<12}submitted-at")
+    for i, m in enumerate(models, 1):
+        out.say(f"{i:<8}{m['name']:<{width}}{m['model_id']:<21}{_cli_state(m['state']):<12}"
+                f"{iso_seconds(m['submitted_at'])}")
+    out.say()
+    out.say(f"{len(models)} records found.")
+    out.say("OK")
+    out.say("List all trained-models successful")
+    return 0
+
+
+def _show(client: DlaasClient, args, out: _Printer) -> int:
+    out.say(f"Fetching the trained model details with MODEL-ID '{args.run_id}' ...")
+    run = client.show(args.run_id)
+    out.data(run)
+    rows = [
+        ("ModelId", run["model_id"]),
+        ("url", run["url"]),
+        ("Name", run["name"]),
+        ("State", _cli_state(run["state"])),
+        ("Submitted_at", iso_seconds(run["submitted_at"])),
+        ("Framework", f"{run['framework']['name']} {run['framework']['version']}"),
+        ("Resource", f"{run['resource']} ({run['gpu_count']} GPU{'s' if run['gpu_count'] != 1 else ''})"),
+        ("Worker", run.get("worker") or "-"),
+        ("GPUs", ",".join(map(str, run.get("gpus") or [])) or "-"),
+    ]
+    if run.get("exit_code") is not None:
+        rows.append(("Exit_code", str(run["exit_code"])))
+    if run.get("error_code"):
+        rows.append(("Error_code", run["error_code"]))
+    if run.get("status_message"):
+        rows.append(("Status", run["status_message"].splitlines()[0]))
+    loc = run.get("results_location") or {}
+    rows.append(("Results", f"{loc.get('type')} {loc.get('bucket')}/{loc.get('prefix')}"))
+    for label, value in rows:
+        out.say(f"{label:<15}{value}")
+    out.say("History")
+    for entry in run.get("history", []):
+        code = f" [{entry['error_code']}]" if entry.get("error_code") else ""
+        first = (entry.get("message") or "").splitlines()[:1]
+        out.say(f"  {iso_seconds(entry['at'])}  {_cli_state(entry['state']):<12}{code} "
+                f"{first[0] if first else ''}".rstrip())
+    message = run.get("status_message") or ""
+    if run["state"] == "FAILED" and "\n" in message:
+        out.say("Last lines of the log")
+        for line in message.split("\n", 1)[1].splitlines():
+            out.say(f"  {line}")
+    out.say("OK")
+    out.say("Show trained-models details successful")
+    return 0
+
+
+def _delete(client: DlaasClient, args, out: _Printer) -> int:
+    out.say(f"Deleting the trained model '{args.run_id}' ...")
+    answer = client.delete(args.run_id)
+    out.data(answer)
+    out.say("OK")
+    out.say("Delete trained-models successful")
+    return 0
+
+
+COMMANDS = {"train": _train, "list": _list, "show": _show, "delete": _delete}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""A small HTTP client for the dlaas API, and where it finds the server and the token."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+
+import requests
+
+DEFAULT_URL = "http://127.0.0.1:18080"
+ENV_FILE = Path(".dlaas") / "env"
+
+
+class ClientError(RuntimeError):
+    """One line a person can act on."""
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """`export NAME=VALUE` lines, as `make up` writes them."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["export"]:
+            words = words[1:]
+        for word in words:
+            name, sep, value = word.partition("=")
+            if sep:
+                values[name] = value
+    return values
+
+
+def find_env_file(start: Path | None = None) -> Path | None:
+    """`.dlaas/env` in the working directory or a parent, else beside this checkout."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents, Path(__file__).resolve().parents[1]):
+        if (folder / ENV_FILE).is_file():
+            return folder / ENV_FILE
+    return None
+
+
+def resolve_target(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    env = os.environ if environ is None else environ
+    url, token = env.get("DLAAS_URL", ""), env.get("DLAAS_TOKEN", "")
+    if not (url and token):
+        found = find_env_file()
+        if found:
+            saved = read_env_file(found)
+            url = url or saved.get("DLAAS_URL", "")
+            token = token or saved.get("DLAAS_TOKEN", "")
+    return (url or DEFAULT_URL).rstrip("/"), token
+
+
+class DlaasClient:
+    def __init__(self, url: str, token: str, timeout: float = 30.0):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.trust_env = False  # the service is addressed directly, never via a proxy
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def _call(self, method: str, path: str, **kwargs) -> dict:
+        try:
+            response = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
+        except requests.ConnectionError:
+            raise ClientError(f"cannot reach the dlaas service at {self.url} (is it up? `make up`)") from None
+        except requests.Timeout:
+            raise ClientError(f"the dlaas service at {self.url} did not answer in {self.timeout:.0f} s") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.status_code >= 400:
+            error = body.get("error", {}) if isinstance(body, dict) else {}
+            message = error.get("message") or response.reason
+            raise ClientError(f"{message} (HTTP {response.status_code})")
+        return body
+
+    def submit(self, model_zip: Path, manifest: Path) -> dict:
+        try:
+            with open(model_zip, "rb") as zf, open(manifest, "rb") as mf:
+                files = {
+                    "model_definition": (Path(model_zip).name, zf, "application/zip"),
+                    "manifest": (Path(manifest).name, mf, "application/x-yaml"),
+                }
+                return self._call("POST", "/v3/models", files=files)
+        except OSError as exc:
+            raise ClientError(f"{exc.filename}: {exc.strerror}") from None
+
+    def list(self, offset: int = 0, limit: int = 200) -> dict:
+        return self._call("GET", "/v3/models", params={"offset": offset, "limit": limit})
+
+    def list_all(self) -> list[dict]:
+        models: list[dict] = []
+        offset: int | None = 0
+        while offset is not None:
+            page = self.list(offset)
+            models.extend(page["models"])
+            offset = page.get("next_offset")
+        return models
+
+    def show(self, run_id: str) -> dict:
+        return self._call("GET", f"/v3/models/{run_id}")
+
+    def delete(self, run_id: str) -> dict:
+        return self._call("DELETE", f"/v3/models/{run_id}")
+
+    def health(self) -> dict:
+        return self._call("GET", "/health")

@@ -1,0 +1,45 @@
+"""One JSON error shape for every failure the API answers: {"error": {...}}."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, message: str, field: str | None = None, code: str = ""):
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.field = field
+        self.code = code
+
+    def to_dict(self) -> dict:
+        body = {"status": self.status_code, "message": self.message}
+        if self.field:
+            body["field"] = self.field
+        if self.code:
+            body["code"] = self.code
+        return {"error": body}
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return jsonify(exc.to_dict()), exc.status_code
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        error = ApiError(exc.code or 500, exc.description or exc.name)
+        return jsonify(error.to_dict()), error.status_code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        # Never a stack trace to the caller; the service log keeps it.
+        log.exception("unhandled error")
+        error = ApiError(500, "internal error; the service log has the details")
+        return jsonify(error.to_dict()), 500

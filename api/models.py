@@ -1,0 +1,187 @@
+"""`/v3/models`: submit, list, show and delete training runs."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, current_app, jsonify, request
+
+from api.auth import current_user
+from api.errors import ApiError
+from api.views import run_detail, run_location, run_summary
+from common.clock import iso, utcnow
+from common.crypto import CredentialsError
+from common.ids import is_run_id, new_run_id
+from common.manifest import Manifest, ManifestError, StoreType, parse_manifest
+from common.modelzip import ModelZipError, ZipLimits, check_zip
+from common.run import Run
+from common.states import TERMINAL, RunState
+from common.storage import StorageError, resolve_local_root
+from common.taskqueue import enqueue_run
+
+log = logging.getLogger(__name__)
+bp = Blueprint("models", __name__, url_prefix="/v3/models")
+
+MAX_PAGE = 200
+
+
+def _services():
+    return current_app.extensions["dlaas"]
+
+
+def _read_upload(field: str, limit: int) -> bytes:
+    upload = request.files.get(field)
+    if upload is None:
+        if field in request.form:  # the manifest may come as a plain form field
+            data = request.form[field].encode()
+        else:
+            raise ApiError(400, f"{field}: required (multipart field)", field=field)
+    else:
+        data = upload.stream.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, f"{field}: larger than the limit of {limit} bytes", field=field)
+    if not data:
+        raise ApiError(400, f"{field}: empty", field=field)
+    return data
+
+
+def _check_manifest(text: bytes) -> Manifest:
+    settings = _services().settings
+    try:
+        manifest = parse_manifest(text)
+    except ManifestError as exc:
+        raise ApiError(400, f"manifest: {exc}", field=exc.field or "manifest", code="C101") from None
+    parts = (
+        ("training_data_reference[0]", manifest.training_data),
+        ("training_results_reference", manifest.training_results),
+    )
+    for where, store in parts:
+        if store.type.value not in settings.store_types:
+            raise ApiError(
+                422,
+                f"manifest: {where}.source.type: {store.type.value!r} stores are not enabled on "
+                f"this service (enabled: {', '.join(settings.store_types)})",
+                field=f"{where}.type",
+                code="C101",
+            )
+        if store.type is StoreType.LOCAL:
+            try:
+                resolve_local_root(settings.local_store_root, store.connection["path"])
+            except StorageError as exc:
+                raise ApiError(
+                    400, f"manifest: {where}.connection.path: {exc}",
+                    field=f"{where}.connection.path", code="C101",
+                ) from None
+    return manifest
+
+
+@bp.post("")
+def submit():
+    services = _services()
+    settings = services.settings
+    user = current_user(services.tokens)
+    manifest = _check_manifest(_read_upload("manifest", settings.max_manifest_bytes))
+    zip_bytes = _read_upload("model_definition", settings.max_zip_bytes)
+    limits = ZipLimits(
+        settings.zip_max_entries, settings.zip_max_uncompressed_bytes, settings.zip_max_ratio
+    )
+    try:
+        check_zip(zip_bytes, limits)
+    except ModelZipError as exc:
+        raise ApiError(400, f"model_definition: {exc}", field="model_definition", code="C102") from None
+
+    run_id = new_run_id()
+    while services.runs.exists(run_id):
+        run_id = new_run_id()
+    try:
+        sealed = services.box.seal(manifest.secrets())
+    except CredentialsError as exc:
+        raise ApiError(503, f"service misconfigured: {exc}") from None
+    run = Run(
+        id=run_id,
+        user=user,
+        name=manifest.name,
+        state=RunState.PENDING,
+        framework_name=manifest.framework_name,
+        framework_version=manifest.framework_version,
+        resource=manifest.resource,
+        gpu_count=settings.size_gpus[manifest.resource],
+        command=manifest.command,
+        submitted_at=iso(utcnow()),
+        manifest=manifest.to_dict(redact=True),
+        credentials=sealed,
+    )
+    run.artifact = services.artifacts.put(run_id, zip_bytes)
+    try:
+        services.runs.create(run)
+        enqueue_run(services.celery, run_id, manifest.resource)
+    except Exception as exc:
+        # Leave nothing behind: no half-created run, no stored zip.
+        log.exception("submission of %s failed", run_id)
+        services.runs.delete(run_id, user)
+        services.artifacts.delete(run.artifact)
+        raise ApiError(503, f"could not queue the run: {type(exc).__name__}") from None
+    log.info("user %s submitted %s (%s)", user, run_id, manifest.resource.value)
+    response = jsonify({"model_id": run_id, "location": run_location(run_id)})
+    response.status_code = 201
+    response.headers["Location"] = run_location(run_id)
+    return response
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    text = request.args.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ApiError(400, f"{name}: expected a whole number from {low} to {high}", field=name)
+    return int(text)
+
+
+@bp.get("")
+def list_runs():
+    services = _services()
+    user = current_user(services.tokens)
+    limit = _int_arg("limit", 50, 1, MAX_PAGE)
+    offset = _int_arg("offset", 0, 0, 10**9)
+    runs, total = services.runs.list_for_user(user, offset, limit)
+    return jsonify(
+        {
+            "models": [run_summary(r) for r in runs],
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+            "next_offset": offset + len(runs) if offset + len(runs) < total else None,
+        }
+    )
+
+
+def _own_run(run_id: str) -> Run:
+    services = _services()
+    user = current_user(services.tokens)
+    run = services.runs.get(run_id) if is_run_id(run_id) else None
+    # Another user's run answers exactly like a missing one.
+    if run is None or run.user != user:
+        raise ApiError(404, f"no training run {run_id!r}")
+    return run
+
+
+@bp.get("/<run_id>")
+def show(run_id: str):
+    run = _own_run(run_id)
+    return jsonify(run_detail(run, _services().runs.history(run_id)))
+
+
+@bp.delete("/<run_id>")
+def delete(run_id: str):
+    services = _services()
+    run = _own_run(run_id)
+    deletable = {RunState.PENDING, *TERMINAL}
+    # Atomic with the worker's claim: a PENDING run's queued message then finds no record
+    # and is dropped. Cancelling an executing run comes with the cancel work; until then, 409.
+    if run.state not in deletable or not services.runs.delete(run_id, run.user, deletable):
+        current = services.runs.get(run_id)
+        state = current.state.value if current else run.state.value
+        raise ApiError(409, f"{run_id} is {state}; it can be deleted once it has ended", code="busy")
+    if run.artifact:
+        services.artifacts.delete(run.artifact)
+    return jsonify({"model_id": run_id, "deleted": True})

@@ -1,0 +1,45 @@
+"""How a run is shown over HTTP: the exact state, never a credential."""
+
+from __future__ import annotations
+
+from common.run import HistoryEntry, Run
+
+
+def run_location(run_id: str) -> str:
+    return f"/v3/models/{run_id}"
+
+
+def run_summary(run: Run) -> dict:
+    return {
+        "model_id": run.id,
+        "url": run_location(run.id),
+        "name": run.name,
+        "state": run.state.value,
+        "submitted_at": run.submitted_at,
+        "resource": run.resource.value,
+        "error_code": run.error_code.value if run.error_code else None,
+    }
+
+
+def run_detail(run: Run, history: list[HistoryEntry]) -> dict:
+    results = run.manifest.get("training_results", {})
+    return {
+        **run_summary(run),
+        "updated_at": run.updated_at or None,
+        "ended_at": run.ended_at or None,
+        "framework": {"name": run.framework_name, "version": run.framework_version},
+        "gpu_count": run.gpu_count,
+        "command": run.command,
+        "worker": run.worker or None,
+        "gpus": run.gpus,
+        "exit_code": run.exit_code,
+        "status_message": run.status_message,
+        "results_location": {
+            "type": results.get("type"),
+            "bucket": results.get("bucket"),
+            "prefix": f"{run.id}/",
+        },
+        "history": [entry.to_dict() for entry in history],
+        # Stored redacted at submission: passwords and secret keys never come back.
+        "manifest": run.manifest,
+    }

@@ -1,0 +1,18 @@
+"""Run ids shaped like the original service's: `training-` and nine letters or digits."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+
+_ALPHABET = string.ascii_letters + string.digits
+RUN_ID_PATTERN = re.compile(r"^training-[A-Za-z0-9]{9}$")
+
+
+def new_run_id() -> str:
+    return "training-" + "".join(secrets.choice(_ALPHABET) for _ in range(9))
+
+
+def is_run_id(text: str) -> bool:
+    return bool(RUN_ID_PATTERN.match(text))

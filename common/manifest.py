@@ -1,0 +1,319 @@
+"""The training manifest: YAML read safely into a validated `Manifest`, errors naming the field.
+
+Both spellings of the seed are accepted: `training_data` / `training_data_reference` and
+`training_results` / `training_results_reference`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import yaml
+
+from common.frameworks import framework_problem
+from common.sizes import ResourceSize
+
+MAX_ALIASES = 50
+REDACTED = "<redacted>"
+
+
+class ManifestError(ValueError):
+    """A manifest problem, phrased `field.path: what is wrong`."""
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}" if field else problem)
+
+
+class StoreType(str, Enum):
+    S3 = "s3"
+    SWIFT = "bluemix_objectstore"
+    LOCAL = "local"
+
+
+# Per store type: required connection fields, optional ones, and which of them are secret.
+CONNECTION_FIELDS: dict[StoreType, tuple[tuple[str, ...], tuple[str, ...], frozenset[str]]] = {
+    StoreType.S3: (
+        ("endpoint_url", "aws_access_key_id", "aws_secret_access_key"),
+        ("region", "region_name"),
+        frozenset({"aws_secret_access_key"}),
+    ),
+    StoreType.SWIFT: (
+        ("auth_url", "user_name", "password"),
+        ("region", "domain_name", "project_id", "project_name", "user_domain_name"),
+        frozenset({"password"}),
+    ),
+    StoreType.LOCAL: (("path",), (), frozenset()),
+}
+
+
+@dataclass(frozen=True)
+class DataStore:
+    type: StoreType
+    bucket: str
+    connection: dict[str, str]
+
+    def to_dict(self, redact: bool = False) -> dict[str, Any]:
+        secret = CONNECTION_FIELDS[self.type][2]
+        connection = {
+            k: (REDACTED if redact and k in secret else v) for k, v in self.connection.items()
+        }
+        return {"type": self.type.value, "bucket": self.bucket, "connection": connection}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataStore:
+        return cls(StoreType(data["type"]), data["bucket"], dict(data["connection"]))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    framework_name: str
+    framework_version: str
+    command: str
+    resource: ResourceSize
+    training_data: DataStore
+    training_results: DataStore
+    description: str = ""
+    author_name: str = ""
+    author_email: str = ""
+
+    def to_dict(self, redact: bool = False) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "author": {"name": self.author_name, "email": self.author_email},
+            "framework": {"name": self.framework_name, "version": self.framework_version},
+            "execution": {"command": self.command, "resource": self.resource.value},
+            "training_data": self.training_data.to_dict(redact),
+            "training_results": self.training_results.to_dict(redact),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        return cls(
+            name=data["name"],
+            description=data.get("description", ""),
+            author_name=data.get("author", {}).get("name", ""),
+            author_email=data.get("author", {}).get("email", ""),
+            framework_name=data["framework"]["name"],
+            framework_version=data["framework"]["version"],
+            command=data["execution"]["command"],
+            resource=ResourceSize(data["execution"]["resource"]),
+            training_data=DataStore.from_dict(data["training_data"]),
+            training_results=DataStore.from_dict(data["training_results"]),
+        )
+
+    def secrets(self) -> dict[str, dict[str, str]]:
+        """The full connections, for sealing with the run (never sent anywhere in clear)."""
+        return {
+            "training_data": dict(self.training_data.connection),
+            "training_results": dict(self.training_results.connection),
+        }
+
+    def with_connections(self, connections: dict[str, dict[str, str]]) -> Manifest:
+        """This manifest with the (unsealed) full connections put back."""
+        data = self.to_dict()
+        for part in ("training_data", "training_results"):
+            data[part]["connection"] = dict(connections[part])
+        return Manifest.from_dict(data)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses documents using more than MAX_ALIASES aliases (billion laughs)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise ManifestError("", f"too many YAML aliases (more than {MAX_ALIASES})")
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str | bytes) -> Any:
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except ManifestError:
+        raise
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise ManifestError("", f"not valid YAML{where}: {problem}") from None
+
+
+def parse_manifest(text: str | bytes) -> Manifest:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ManifestError("", "not UTF-8 text") from None
+    return _Reader().manifest(load_yaml(text))
+
+
+class _Reader:
+    """Walks the parsed document once, raising a ManifestError at the first bad field."""
+
+    def mapping(self, value: Any, path: str, known: tuple[str, ...]) -> dict:
+        if not isinstance(value, dict):
+            raise ManifestError(path, f"expected a mapping, got {_kind(value)}")
+        for key in value:
+            if not isinstance(key, str):
+                raise ManifestError(path, f"keys must be text, got {key!r}")
+            if key not in known:
+                raise ManifestError(
+                    _join(path, key), f"unknown field (known here: {', '.join(known)})"
+                )
+        return value
+
+    def text(self, parent: dict, key: str, path: str, required: bool = True) -> str:
+        where = _join(path, key)
+        value = parent.get(key)
+        if value is None or value == "":
+            if required:
+                raise ManifestError(where, "required")
+            return ""
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ManifestError(where, f"expected text, got {_kind(value)}")
+        return str(value).strip()
+
+    def manifest(self, doc: Any) -> Manifest:
+        if doc is None:
+            raise ManifestError("", "the manifest is empty")
+        top = self.mapping(
+            doc,
+            "",
+            (
+                "model_definition",
+                "training_data",
+                "training_data_reference",
+                "training_results",
+                "training_results_reference",
+            ),
+        )
+        if "model_definition" not in top:
+            raise ManifestError("model_definition", "required")
+        md = self.mapping(
+            top["model_definition"],
+            "model_definition",
+            ("name", "description", "author", "framework", "execution"),
+        )
+        name = self.text(md, "name", "model_definition")
+        description = self.text(md, "description", "model_definition", required=False)
+        author_name = author_email = ""
+        if md.get("author") is not None:
+            author = self.mapping(md["author"], "model_definition.author", ("name", "email"))
+            author_name = self.text(author, "name", "model_definition.author", required=False)
+            author_email = self.text(author, "email", "model_definition.author", required=False)
+        if md.get("framework") is None:
+            raise ManifestError("model_definition.framework", "required")
+        fw = self.mapping(md["framework"], "model_definition.framework", ("name", "version"))
+        fw_name = self.text(fw, "name", "model_definition.framework")
+        fw_version = self.text(fw, "version", "model_definition.framework")
+        problem = framework_problem(fw_name, fw_version)
+        if problem:
+            raise ManifestError(f"model_definition.framework.{problem[0]}", problem[1])
+        if md.get("execution") is None:
+            raise ManifestError("model_definition.execution", "required")
+        ex = self.mapping(md["execution"], "model_definition.execution", ("command", "resource"))
+        command = self.text(ex, "command", "model_definition.execution")
+        resource_text = self.text(ex, "resource", "model_definition.execution", required=False)
+        try:
+            resource = ResourceSize(resource_text or "small")
+        except ValueError:
+            known = ", ".join(s.value for s in ResourceSize)
+            raise ManifestError(
+                "model_definition.execution.resource",
+                f"unknown size {resource_text!r} (known: {known})",
+            ) from None
+
+        data_key = self.one_of(top, "training_data_reference", "training_data")
+        results_key = self.one_of(top, "training_results_reference", "training_results")
+        data_list = top[data_key]
+        if not isinstance(data_list, list):
+            raise ManifestError(data_key, f"expected a list of one data store, got {_kind(data_list)}")
+        if len(data_list) != 1:
+            raise ManifestError(
+                data_key, f"exactly one data store is supported, got {len(data_list)}"
+            )
+        data = self.store(data_list[0], f"{data_key}[0]", "source")
+        results_value = top[results_key]
+        if isinstance(results_value, list):
+            if len(results_value) != 1:
+                raise ManifestError(
+                    results_key, f"exactly one results store is supported, got {len(results_value)}"
+                )
+            results = self.store(results_value[0], f"{results_key}[0]", "target")
+        else:
+            results = self.store(results_value, results_key, "target")
+        return Manifest(
+            name=name,
+            description=description,
+            author_name=author_name,
+            author_email=author_email,
+            framework_name=fw_name,
+            framework_version=fw_version,
+            command=command,
+            resource=resource,
+            training_data=data,
+            training_results=results,
+        )
+
+    def one_of(self, top: dict, preferred: str, alternative: str) -> str:
+        if preferred in top and alternative in top:
+            raise ManifestError(alternative, f"give either {preferred} or {alternative}, not both")
+        if preferred in top:
+            return preferred
+        if alternative in top:
+            return alternative
+        raise ManifestError(preferred, "required")
+
+    def store(self, value: Any, path: str, role: str) -> DataStore:
+        store = self.mapping(value, path, ("connection", role))
+        if store.get(role) is None:
+            raise ManifestError(_join(path, role), "required")
+        where = self.mapping(store[role], _join(path, role), ("bucket", "type"))
+        bucket = self.text(where, "bucket", _join(path, role))
+        type_text = self.text(where, "type", _join(path, role))
+        try:
+            store_type = StoreType(type_text)
+        except ValueError:
+            known = ", ".join(t.value for t in StoreType)
+            raise ManifestError(
+                _join(path, role, "type"), f"unknown store type {type_text!r} (known: {known})"
+            ) from None
+        if "/" in bucket or bucket in (".", ".."):
+            raise ManifestError(_join(path, role, "bucket"), f"invalid bucket name {bucket!r}")
+        required, optional, _ = CONNECTION_FIELDS[store_type]
+        conn_path = _join(path, "connection")
+        if store.get("connection") is None:
+            raise ManifestError(conn_path, "required")
+        conn = self.mapping(store["connection"], conn_path, required + optional)
+        connection = {k: self.text(conn, k, conn_path) for k in required}
+        for key in optional:
+            if conn.get(key) not in (None, ""):
+                connection[key] = self.text(conn, key, conn_path)
+        if store_type is StoreType.LOCAL:
+            parts = connection["path"].replace("\\", "/").split("/")
+            if ".." in parts:
+                raise ManifestError(_join(conn_path, "path"), "must not contain '..'")
+        return DataStore(store_type, bucket, connection)
+
+
+def _join(*parts: str) -> str:
+    return ".".join(p for p in parts if p)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false"}.get(
+        type(value), type(value).__name__
+    )

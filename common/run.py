@@ -1,0 +1,88 @@
+"""A training run as stored: a flat record of JSON-safe fields, and its history entries."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from common.sizes import ResourceSize
+from common.states import ErrorCode, RunState
+
+
+@dataclass
+class Run:
+    id: str
+    user: str
+    name: str
+    state: RunState
+    framework_name: str
+    framework_version: str
+    resource: ResourceSize
+    gpu_count: int
+    command: str
+    submitted_at: str
+    updated_at: str = ""
+    ended_at: str = ""
+    worker: str = ""
+    gpus: list[int] = field(default_factory=list)
+    exit_code: int | None = None
+    error_code: ErrorCode | None = None
+    status_message: str = ""
+    # The manifest with secrets redacted: safe to show.
+    manifest: dict[str, Any] = field(default_factory=dict)
+    # The full connections, sealed with the service key (common/crypto.py): never shown.
+    credentials: str = ""
+    # Where the submitted zip waits in the artifact store.
+    artifact: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        """Flat string fields for one Redis HSET; empty values are left out."""
+        out: dict[str, str] = {}
+        for name, value in asdict(self).items():
+            if value is None or value == "" or value == [] or value == {}:
+                continue
+            if isinstance(value, RunState | ResourceSize | ErrorCode):
+                out[name] = value.value
+            elif isinstance(value, list | dict):
+                out[name] = json.dumps(value, sort_keys=True)
+            else:
+                out[name] = str(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, str]) -> Run:
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
+        values["state"] = RunState(values["state"])
+        values["resource"] = ResourceSize(values["resource"])
+        values["gpu_count"] = int(values["gpu_count"])
+        if "gpus" in values:
+            values["gpus"] = json.loads(values["gpus"])
+        if "manifest" in values:
+            values["manifest"] = json.loads(values["manifest"])
+        if "exit_code" in values:
+            values["exit_code"] = int(values["exit_code"])
+        if "error_code" in values:
+            values["error_code"] = ErrorCode(values["error_code"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    state: RunState
+    at: str
+    message: str = ""
+    error_code: ErrorCode | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        out = {"state": self.state.value, "at": self.at, "message": self.message}
+        if self.error_code:
+            out["error_code"] = self.error_code.value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, str]) -> HistoryEntry:
+        code = data.get("error_code")
+        return cls(RunState(data["state"]), data["at"], data.get("message", ""),
+                   ErrorCode(code) if code else None)

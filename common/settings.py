@@ -1,0 +1,121 @@
+"""All settings of the service, read once from `DLAAS_*` environment variables.
+
+Each default makes the embedded single-machine stack work; `deploy/stack.py` writes the
+values it generates (the encryption key, the tokens file) to `.dlaas/config.env`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.sizes import DEFAULT_SIZE_GPUS, ResourceSize, parse_size_table
+
+KNOWN_STORE_TYPES = ("local", "s3", "bluemix_objectstore")
+
+
+class SettingsError(ValueError):
+    """A DLAAS_* variable holds a value the service cannot use."""
+
+
+def _default_run_path() -> str:
+    # The run gets the worker's own Python first, so `python3 train.py` finds the
+    # interpreter (and packages) the node was set up with.
+    return os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=lambda: Path.cwd() / ".dlaas")
+    # Redis: run records, the Celery broker and its result backend.
+    redis_url: str = "redis://127.0.0.1:16379/0"
+    # Fernet key that encrypts the storage credentials kept with each run.
+    secret_key: str = ""
+    tokens_file: Path | None = None
+    artifact_dir: Path | None = None
+    work_dir: Path | None = None
+    local_store_root: Path | None = None
+    retention_days: float = 7.0
+    size_gpus: dict[ResourceSize, int] = field(default_factory=lambda: dict(DEFAULT_SIZE_GPUS))
+    # Store types the workers can move data with; manifests naming another are refused (422).
+    store_types: tuple[str, ...] = ("local",)
+    max_manifest_bytes: int = 64 * 1024
+    max_zip_bytes: int = 100 * 1024 * 1024
+    zip_max_entries: int = 10_000
+    zip_max_uncompressed_bytes: int = 1024 * 1024 * 1024
+    zip_max_ratio: float = 200.0
+    run_path: str = field(default_factory=_default_run_path)
+    keep_workdir: bool = False
+    # Celery results are small (a run id and its final state); keep them as long as runs.
+    result_expires_seconds: int = 7 * 24 * 3600
+
+    def __post_init__(self) -> None:
+        home = Path(self.home).resolve()
+        object.__setattr__(self, "home", home)
+        defaults = {
+            "tokens_file": home / "tokens.json",
+            "artifact_dir": home / "artifacts",
+            "work_dir": home / "work",
+            "local_store_root": home / "store",
+        }
+        for name, default in defaults.items():
+            value = getattr(self, name)
+            object.__setattr__(self, name, Path(value).resolve() if value else default)
+        unknown = [t for t in self.store_types if t not in KNOWN_STORE_TYPES]
+        if unknown:
+            raise SettingsError(
+                f"DLAAS_STORE_TYPES: unknown type {unknown[0]!r} "
+                f"(known: {', '.join(KNOWN_STORE_TYPES)})"
+            )
+
+    @property
+    def retention_seconds(self) -> int:
+        return int(self.retention_days * 86400)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict = {}
+
+        def text(name: str, attr: str) -> None:
+            if env.get(name):
+                values[attr] = env[name]
+
+        def number(name: str, attr: str, kind=int) -> None:
+            if env.get(name):
+                try:
+                    values[attr] = kind(env[name])
+                except ValueError:
+                    raise SettingsError(f"{name}: expected a number, got {env[name]!r}") from None
+
+        text("DLAAS_HOME", "home")
+        text("DLAAS_REDIS_URL", "redis_url")
+        text("DLAAS_SECRET_KEY", "secret_key")
+        text("DLAAS_TOKENS_FILE", "tokens_file")
+        text("DLAAS_ARTIFACT_DIR", "artifact_dir")
+        text("DLAAS_WORK_DIR", "work_dir")
+        text("DLAAS_LOCAL_STORE_ROOT", "local_store_root")
+        text("DLAAS_RUN_PATH", "run_path")
+        number("DLAAS_RETENTION_DAYS", "retention_days", float)
+        number("DLAAS_MAX_MANIFEST_BYTES", "max_manifest_bytes")
+        number("DLAAS_MAX_ZIP_BYTES", "max_zip_bytes")
+        number("DLAAS_ZIP_MAX_ENTRIES", "zip_max_entries")
+        number("DLAAS_ZIP_MAX_UNCOMPRESSED_BYTES", "zip_max_uncompressed_bytes")
+        number("DLAAS_ZIP_MAX_RATIO", "zip_max_ratio", float)
+        number("DLAAS_RESULT_EXPIRES_SECONDS", "result_expires_seconds")
+        if env.get("DLAAS_SIZE_GPUS"):
+            try:
+                values["size_gpus"] = parse_size_table(env["DLAAS_SIZE_GPUS"])
+            except ValueError as exc:
+                raise SettingsError(f"DLAAS_SIZE_GPUS: {exc}") from None
+        if env.get("DLAAS_STORE_TYPES"):
+            values["store_types"] = tuple(
+                t.strip() for t in env["DLAAS_STORE_TYPES"].split(",") if t.strip()
+            )
+        if env.get("DLAAS_KEEP_WORKDIR"):
+            values["keep_workdir"] = env["DLAAS_KEEP_WORKDIR"].lower() in ("1", "true", "yes")
+        values.update(overrides)
+        return cls(**values)

@@ -1,0 +1,57 @@
+"""Run states, the one transition table, and the error codes a run can end with."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class RunState(str, Enum):
+    PENDING = "PENDING"
+    DOWNLOADING = "DOWNLOADING"
+    PROCESSING = "PROCESSING"
+    STORING = "STORING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    HALTED = "HALTED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def cli_name(self) -> str:
+        """The lower-case word the original CLI printed (PROCESSING showed as `running`)."""
+        return "running" if self is RunState.PROCESSING else self.value.lower()
+
+
+TERMINAL = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.HALTED})
+
+# Every non-terminal state may also end FAILED or HALTED; a command that exits
+# non-zero still goes through STORING (its log and results are kept) before FAILED.
+TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    RunState.PENDING: frozenset({RunState.DOWNLOADING}),
+    RunState.DOWNLOADING: frozenset({RunState.PROCESSING}),
+    RunState.PROCESSING: frozenset({RunState.STORING}),
+    RunState.STORING: frozenset({RunState.COMPLETED}),
+}
+TRANSITIONS = {
+    state: nexts | {RunState.FAILED, RunState.HALTED} for state, nexts in TRANSITIONS.items()
+}
+
+
+def can_transition(current: RunState, new: RunState) -> bool:
+    return new in TRANSITIONS.get(current, frozenset())
+
+
+class ErrorCode(str, Enum):
+    """C1xx/C2xx: the user's fault. S1xx/S3xx: the service's."""
+
+    WORKER_ERROR = "S100"
+    MANIFEST = "C101"
+    MODEL_ZIP = "C102"
+    CREDENTIALS = "C103"
+    COMMAND_FAILED = "C201"
+    NODE_LOST = "S104"
+    MODEL_STAGING = "S301"
+    DATA_STAGING = "S302"
+    RESULT_UPLOAD = "S303"

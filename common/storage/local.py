@@ -1,0 +1,87 @@
+"""A store on a directory of the node: `<root>/<bucket>/<key>`. The embedded default."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+
+from common.storage.base import ObjectInfo, StorageError, TransferStats
+
+
+def resolve_local_root(store_root: Path, path: str) -> Path:
+    """A manifest's `connection.path`, relative to the service's local store root.
+
+    Paths outside the root are refused, so a manifest cannot read or write the node at large.
+    """
+    root = Path(store_root).resolve()
+    target = (root / path).resolve()
+    if target != root and root not in target.parents:
+        raise StorageError(f"local path {path!r} lies outside the local store root", user_fault=True)
+    return target
+
+
+class LocalStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.description = f"local store {self.root}"
+
+    def _bucket(self, bucket: str, create: bool = False) -> Path:
+        path = self.root / bucket
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        if not path.is_dir():
+            raise StorageError(f"{self.description}: bucket {bucket!r} does not exist", user_fault=True)
+        return path
+
+    def _object(self, bucket: str, key: str) -> Path:
+        parts = PurePosixPath(key).parts
+        if not parts or ".." in parts or key.startswith("/"):
+            raise StorageError(f"{self.description}: invalid object key {key!r}", user_fault=True)
+        return self._bucket(bucket) / Path(*parts)
+
+    def check_bucket(self, bucket: str) -> None:
+        self._bucket(bucket)
+
+    def list(self, bucket: str) -> list[ObjectInfo]:
+        base = self._bucket(bucket)
+        out = []
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                path = Path(dirpath) / name
+                out.append(ObjectInfo(path.relative_to(base).as_posix(), path.stat().st_size))
+        return sorted(out, key=lambda o: o.key)
+
+    def download_all(self, bucket: str, dest: Path) -> TransferStats:
+        stats = TransferStats()
+        for obj in self.list(bucket):
+            self.get_file(bucket, obj.key, dest / obj.key)
+            stats.add(obj.size)
+        return stats
+
+    def upload_dir(self, src: Path, bucket: str, prefix: str) -> TransferStats:
+        stats = TransferStats()
+        self._bucket(bucket)
+        for dirpath, _dirs, files in os.walk(src):
+            for name in sorted(files):
+                path = Path(dirpath) / name
+                if path.is_symlink():
+                    continue  # never follow a run's links out of its directory
+                key = f"{prefix.rstrip('/')}/{path.relative_to(src).as_posix()}"
+                self.put_file(path, bucket, key)
+                stats.add(path.stat().st_size)
+        return stats
+
+    def put_file(self, src: Path, bucket: str, key: str) -> None:
+        target = self._object(bucket, key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        shutil.copyfile(src, partial)
+        os.replace(partial, target)
+
+    def get_file(self, bucket: str, key: str, dest: Path) -> None:
+        source = self._object(bucket, key)
+        if not source.is_file():
+            raise StorageError(f"{self.description}: {bucket}/{key} does not exist", user_fault=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)

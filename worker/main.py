@@ -1,0 +1,79 @@
+"""`dlaas-worker`: start a Celery worker that owns a GPU set and consumes the queues it serves."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+
+import redis
+
+from common.artifacts import ArtifactStore
+from common.crypto import CredentialBox, CredentialsError
+from common.runstore import RunStore
+from common.settings import Settings, SettingsError
+from common.sizes import ResourceSize, queue_name, sizes_for_gpus
+from worker.app import create_worker_app
+from worker.gpus import GpuSpecError, resolve_gpu_set
+from worker.training import WorkerContext
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dlaas-worker", description=__doc__)
+    p.add_argument("--gpus", help="GPU indices this worker owns, e.g. 0,1 ('none': a CPU node); "
+                   "default: every GPU NVML finds")
+    p.add_argument("--name", help="worker name (default: dlaas-<gpus>@<host>)")
+    p.add_argument("--sizes", help="comma-separated sizes to serve (default: by GPU count)")
+    p.add_argument("--serve-smaller", action="store_true",
+                   help="also serve sizes needing fewer GPUs than this worker has")
+    p.add_argument("--loglevel", default="INFO")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        gpus = resolve_gpu_set(args.gpus)
+        box = CredentialBox(settings.secret_key)
+        if args.sizes:
+            sizes = [ResourceSize(s.strip()) for s in args.sizes.split(",") if s.strip()]
+        else:
+            sizes = sizes_for_gpus(len(gpus), settings.size_gpus, args.serve_smaller)
+    except (SettingsError, GpuSpecError, CredentialsError, ValueError) as exc:
+        print(f"dlaas-worker: {exc}", file=sys.stderr)
+        return 2
+    if not sizes:
+        print(f"dlaas-worker: no resource size fits {len(gpus)} GPUs "
+              f"(sizes: {settings.size_gpus})", file=sys.stderr)
+        return 2
+    name = args.name or f"dlaas-{gpus.label}@{socket.gethostname()}"
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(f"dlaas-worker {name}: {gpus.describe()}; serving {', '.join(s.value for s in sizes)}",
+          flush=True)
+    connection = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    ctx = WorkerContext(
+        settings=settings,
+        runs=RunStore(connection, settings.retention_seconds),
+        box=box,
+        artifacts=ArtifactStore(settings.artifact_dir),
+        gpus=gpus,
+        name=name,
+    )
+    app = create_worker_app(ctx)
+    app.worker_main([
+        "worker",
+        "--queues", ",".join(queue_name(s) for s in sizes),
+        "--hostname", name,
+        "--concurrency", "1",
+        "--events",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel", args.loglevel,
+    ])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Runs the training command: `bash -c` in its own process group, a clean environment,
+stdout and stderr into the run's log file."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.settings import Settings
+
+
+@dataclass(frozen=True)
+class RunDirs:
+    root: Path
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def result(self) -> Path:
+        return self.root / "result"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def log_file(self) -> Path:
+        return self.log / "training-log.txt"
+
+    def create(self) -> None:
+        for path in (self.model, self.data, self.result, self.log, self.tmp):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def run_environment(settings: Settings, run_id: str, dirs: RunDirs, gpus: tuple[int, ...]) -> dict:
+    """Everything the command sees, built from nothing: none of the worker's own
+    variables (its Redis URL, its key, the machine's proxy or CA settings) leak in."""
+    visible = ",".join(map(str, gpus))
+    return {
+        "PATH": settings.run_path,
+        "HOME": str(dirs.root),
+        "TMPDIR": str(dirs.tmp),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        # Line by line into the log, so what a run printed before it died is kept.
+        "PYTHONUNBUFFERED": "1",
+        "TRAINING_ID": run_id,
+        "DATA_DIR": str(dirs.data),
+        "MODEL_DIR": str(dirs.model),
+        "RESULT_DIR": str(dirs.result),
+        "LOG_DIR": str(dirs.log),
+        "GPU_COUNT": str(len(gpus)),
+        "CUDA_VISIBLE_DEVICES": visible,
+        "NVIDIA_VISIBLE_DEVICES": visible,
+    }
+
+
+EXPANDED = ("DATA_DIR", "MODEL_DIR", "RESULT_DIR", "LOG_DIR", "TRAINING_ID", "GPU_COUNT")
+
+
+def expand_command(command: str, env: dict) -> str:
+    """Replace `${DATA_DIR}` and `$DATA_DIR` style references to the run's own variables,
+    so the log and `show` carry the command as it ran; anything else is left to bash."""
+    names = "|".join(EXPANDED)
+    pattern = re.compile(r"\$\{(" + names + r")\}|\$(" + names + r")(?![A-Za-z0-9_])")
+    return pattern.sub(lambda m: env[m.group(1) or m.group(2)], command)
+
+
+def execute(command: str, env: dict, cwd: Path, log_file: Path) -> int:
+    """Run the command to its end and return its exit code (128+N when killed by signal N)."""
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(
+            ["bash", "-c", command],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so the group can be ended as one
+        )
+        code = proc.wait()
+    # Children left behind in the group must not keep holding the GPUs.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    return 128 - code if code < 0 else code
+
+
+def tail(path: Path, lines: int = 10, max_chars: int = 1500) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+    last = "\n".join(text.splitlines()[-lines:])
+    return last[-max_chars:]

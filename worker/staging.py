@@ -1,0 +1,24 @@
+"""DOWNLOADING: the model zip into MODEL_DIR, every object of the data bucket into DATA_DIR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.manifest import DataStore
+from common.modelzip import ZipLimits, ZipSummary, extract_zip
+from common.settings import Settings
+from common.storage import ObjectStore, TransferStats
+
+
+def zip_limits(settings: Settings) -> ZipLimits:
+    return ZipLimits(
+        settings.zip_max_entries, settings.zip_max_uncompressed_bytes, settings.zip_max_ratio
+    )
+
+
+def stage_model(artifact: Path, model_dir: Path, settings: Settings) -> ZipSummary:
+    return extract_zip(artifact, model_dir, zip_limits(settings))
+
+
+def stage_data(store: ObjectStore, data: DataStore, data_dir: Path) -> TransferStats:
+    return store.download_all(data.bucket, data_dir)
