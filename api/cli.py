@@ -27,8 +27,9 @@ def _cli_state(state: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dlaas", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dlaas", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -128,8 +129,10 @@ def _list(client: DlaasClient, args, out: _Printer) -> int:
     width = max([len(m["name"]) for m in models] + [24]) + 3
     out.say(f"{'SI No':<8}{'Name':<{width}}{'guid':<21}{'status':<12}submitted-at")
     for i, m in enumerate(models, 1):
-        out.say(f"{i:<8}{m['name']:<{width}}{m['model_id']:<21}{_cli_state(m['state']):<12}"
-                f"{iso_seconds(m['submitted_at'])}")
+        out.say(
+            f"{i:<8}{m['name']:<{width}}{m['model_id']:<21}{_cli_state(m['state']):<12}"
+            f"{iso_seconds(m['submitted_at'])}"
+        )
     out.say()
     out.say(f"{len(models)} records found.")
     out.say("OK")
@@ -148,7 +151,10 @@ def _show(client: DlaasClient, args, out: _Printer) -> int:
         ("State", _cli_state(run["state"])),
         ("Submitted_at", iso_seconds(run["submitted_at"])),
         ("Framework", f"{run['framework']['name']} {run['framework']['version']}"),
-        ("Resource", f"{run['resource']} ({run['gpu_count']} GPU{'s' if run['gpu_count'] != 1 else ''})"),
+        (
+            "Resource",
+            f"{run['resource']} ({run['gpu_count']} GPU{'s' if run['gpu_count'] != 1 else ''})",
+        ),
         ("Worker", run.get("worker") or "-"),
         ("GPUs", ",".join(map(str, run.get("gpus") or [])) or "-"),
     ]
@@ -166,8 +172,10 @@ def _show(client: DlaasClient, args, out: _Printer) -> int:
     for entry in run.get("history", []):
         code = f" [{entry['error_code']}]" if entry.get("error_code") else ""
         first = (entry.get("message") or "").splitlines()[:1]
-        out.say(f"  {iso_seconds(entry['at'])}  {_cli_state(entry['state']):<12}{code} "
-                f"{first[0] if first else ''}".rstrip())
+        out.say(
+            f"  {iso_seconds(entry['at'])}  {_cli_state(entry['state']):<12}{code} "
+            f"{first[0] if first else ''}".rstrip()
+        )
     message = run.get("status_message") or ""
     if run["state"] == "FAILED" and "\n" in message:
         out.say("Last lines of the log")

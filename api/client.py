@@ -65,9 +65,13 @@ class DlaasClient:
         try:
             response = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
         except requests.ConnectionError:
-            raise ClientError(f"cannot reach the dlaas service at {self.url} (is it up? `make up`)") from None
+            raise ClientError(
+                f"cannot reach the dlaas service at {self.url} (is it up? `make up`)"
+            ) from None
         except requests.Timeout:
-            raise ClientError(f"the dlaas service at {self.url} did not answer in {self.timeout:.0f} s") from None
+            raise ClientError(
+                f"the dlaas service at {self.url} did not answer in {self.timeout:.0f} s"
+            ) from None
         try:
             body = response.json()
         except ValueError:

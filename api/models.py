@@ -50,7 +50,9 @@ def _check_manifest(text: bytes) -> Manifest:
     try:
         manifest = parse_manifest(text)
     except ManifestError as exc:
-        raise ApiError(400, f"manifest: {exc}", field=exc.field or "manifest", code="C101") from None
+        raise ApiError(
+            400, f"manifest: {exc}", field=exc.field or "manifest", code="C101"
+        ) from None
     parts = (
         ("training_data_reference[0]", manifest.training_data),
         ("training_results_reference", manifest.training_results),
@@ -69,8 +71,10 @@ def _check_manifest(text: bytes) -> Manifest:
                 resolve_local_root(settings.local_store_root, store.connection["path"])
             except StorageError as exc:
                 raise ApiError(
-                    400, f"manifest: {where}.connection.path: {exc}",
-                    field=f"{where}.connection.path", code="C101",
+                    400,
+                    f"manifest: {where}.connection.path: {exc}",
+                    field=f"{where}.connection.path",
+                    code="C101",
                 ) from None
     return manifest
 
@@ -88,7 +92,9 @@ def submit():
     try:
         check_zip(zip_bytes, limits)
     except ModelZipError as exc:
-        raise ApiError(400, f"model_definition: {exc}", field="model_definition", code="C102") from None
+        raise ApiError(
+            400, f"model_definition: {exc}", field="model_definition", code="C102"
+        ) from None
 
     run_id = new_run_id()
     while services.runs.exists(run_id):
@@ -181,7 +187,9 @@ def delete(run_id: str):
     if run.state not in deletable or not services.runs.delete(run_id, run.user, deletable):
         current = services.runs.get(run_id)
         state = current.state.value if current else run.state.value
-        raise ApiError(409, f"{run_id} is {state}; it can be deleted once it has ended", code="busy")
+        raise ApiError(
+            409, f"{run_id} is {state}; it can be deleted once it has ended", code="busy"
+        )
     if run.artifact:
         services.artifacts.delete(run.artifact)
     return jsonify({"model_id": run_id, "deleted": True})

@@ -14,7 +14,9 @@ class CredentialsError(ValueError):
 class CredentialBox:
     def __init__(self, key: str):
         if not key:
-            raise CredentialsError("DLAAS_SECRET_KEY is not set: the service cannot store credentials")
+            raise CredentialsError(
+                "DLAAS_SECRET_KEY is not set: the service cannot store credentials"
+            )
         try:
             self._fernet = Fernet(key.encode() if isinstance(key, str) else key)
         except (ValueError, TypeError):

@@ -20,5 +20,8 @@ def framework_problem(name: str, version: str) -> tuple[str, str] | None:
     if name not in FRAMEWORKS:
         return "name", f"unknown framework {name!r} (known: {', '.join(sorted(FRAMEWORKS))})"
     if version not in FRAMEWORKS[name]:
-        return "version", f"unknown version {version!r} of {name} (known: {', '.join(FRAMEWORKS[name])})"
+        return (
+            "version",
+            f"unknown version {version!r} of {name} (known: {', '.join(FRAMEWORKS[name])})",
+        )
     return None

@@ -238,7 +238,9 @@ class _Reader:
         results_key = self.one_of(top, "training_results_reference", "training_results")
         data_list = top[data_key]
         if not isinstance(data_list, list):
-            raise ManifestError(data_key, f"expected a list of one data store, got {_kind(data_list)}")
+            raise ManifestError(
+                data_key, f"expected a list of one data store, got {_kind(data_list)}"
+            )
         if len(data_list) != 1:
             raise ManifestError(
                 data_key, f"exactly one data store is supported, got {len(data_list)}"

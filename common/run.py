@@ -84,5 +84,9 @@ class HistoryEntry:
     @classmethod
     def from_dict(cls, data: dict[str, str]) -> HistoryEntry:
         code = data.get("error_code")
-        return cls(RunState(data["state"]), data["at"], data.get("message", ""),
-                   ErrorCode(code) if code else None)
+        return cls(
+            RunState(data["state"]),
+            data["at"],
+            data.get("message", ""),
+            ErrorCode(code) if code else None,
+        )

@@ -47,7 +47,10 @@ class RunStore:
         return Run.from_dict(data) if data else None
 
     def history(self, run_id: str) -> list[HistoryEntry]:
-        return [HistoryEntry.from_dict(json.loads(e)) for e in self.redis.lrange(keys.history(run_id), 0, -1)]
+        return [
+            HistoryEntry.from_dict(json.loads(e))
+            for e in self.redis.lrange(keys.history(run_id), 0, -1)
+        ]
 
     def list_for_user(self, user: str, offset: int = 0, limit: int = 50) -> tuple[list[Run], int]:
         """The user's runs, newest first, and how many there are in all."""

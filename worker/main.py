@@ -21,12 +21,18 @@ from worker.training import WorkerContext
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dlaas-worker", description=__doc__)
-    p.add_argument("--gpus", help="GPU indices this worker owns, e.g. 0,1 ('none': a CPU node); "
-                   "default: every GPU NVML finds")
+    p.add_argument(
+        "--gpus",
+        help="GPU indices this worker owns, e.g. 0,1 ('none': a CPU node); "
+        "default: every GPU NVML finds",
+    )
     p.add_argument("--name", help="worker name (default: dlaas-<gpus>@<host>)")
     p.add_argument("--sizes", help="comma-separated sizes to serve (default: by GPU count)")
-    p.add_argument("--serve-smaller", action="store_true",
-                   help="also serve sizes needing fewer GPUs than this worker has")
+    p.add_argument(
+        "--serve-smaller",
+        action="store_true",
+        help="also serve sizes needing fewer GPUs than this worker has",
+    )
     p.add_argument("--loglevel", default="INFO")
     return p
 
@@ -45,13 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dlaas-worker: {exc}", file=sys.stderr)
         return 2
     if not sizes:
-        print(f"dlaas-worker: no resource size fits {len(gpus)} GPUs "
-              f"(sizes: {settings.size_gpus})", file=sys.stderr)
+        print(
+            f"dlaas-worker: no resource size fits {len(gpus)} GPUs (sizes: {settings.size_gpus})",
+            file=sys.stderr,
+        )
         return 2
     name = args.name or f"dlaas-{gpus.label}@{socket.gethostname()}"
-    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(f"dlaas-worker {name}: {gpus.describe()}; serving {', '.join(s.value for s in sizes)}",
-          flush=True)
+    logging.basicConfig(
+        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    print(
+        f"dlaas-worker {name}: {gpus.describe()}; serving {', '.join(s.value for s in sizes)}",
+        flush=True,
+    )
     connection = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     ctx = WorkerContext(
         settings=settings,
@@ -62,16 +74,22 @@ def main(argv: list[str] | None = None) -> int:
         name=name,
     )
     app = create_worker_app(ctx)
-    app.worker_main([
-        "worker",
-        "--queues", ",".join(queue_name(s) for s in sizes),
-        "--hostname", name,
-        "--concurrency", "1",
-        "--events",
-        "--without-gossip",
-        "--without-mingle",
-        "--loglevel", args.loglevel,
-    ])
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            ",".join(queue_name(s) for s in sizes),
+            "--hostname",
+            name,
+            "--concurrency",
+            "1",
+            "--events",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            args.loglevel,
+        ]
+    )
     return 0
 
 

@@ -66,7 +66,9 @@ def run_training(run_id: str, ctx: WorkerContext) -> str:
         log.exception("%s: worker error", run_id)
         try:
             ctx.runs.transition(
-                run_id, RunState.FAILED, f"worker error: {type(exc).__name__}: {exc}",
+                run_id,
+                RunState.FAILED,
+                f"worker error: {type(exc).__name__}: {exc}",
                 ErrorCode.WORKER_ERROR,
             )
         except Exception:
@@ -91,24 +93,30 @@ def _run_claimed(run: Run, ctx: WorkerContext, dirs: RunDirs) -> None:
     try:
         manifest = Manifest.from_dict(run.manifest).with_connections(ctx.box.open(run.credentials))
     except CredentialsError as exc:
-        raise _fail(ctx, run, ErrorCode.WORKER_ERROR, f"cannot read the run's credentials: {exc}")
+        raise _fail(
+            ctx, run, ErrorCode.WORKER_ERROR, f"cannot read the run's credentials: {exc}"
+        ) from None
     data, results = manifest.training_data, manifest.training_results
     try:
         data_store = open_store(data, settings.local_store_root)
         results_store = open_store(results, settings.local_store_root)
         results_store.check_bucket(results.bucket)
     except StorageError as exc:
-        raise _fail(ctx, run, _storage_code(exc, ErrorCode.DATA_STAGING), f"results store: {exc}")
+        raise _fail(
+            ctx, run, _storage_code(exc, ErrorCode.DATA_STAGING), f"results store: {exc}"
+        ) from None
 
     model_zip = ctx.artifacts.path(run.artifact)
     try:
         stage_model(model_zip, dirs.model, settings)
     except (ModelZipError, OSError) as exc:
-        raise _fail(ctx, run, ErrorCode.MODEL_STAGING, f"model staging: {exc}")
+        raise _fail(ctx, run, ErrorCode.MODEL_STAGING, f"model staging: {exc}") from None
     try:
         staged = stage_data(data_store, data, dirs.data)
     except StorageError as exc:
-        raise _fail(ctx, run, _storage_code(exc, ErrorCode.DATA_STAGING), f"data staging: {exc}")
+        raise _fail(
+            ctx, run, _storage_code(exc, ErrorCode.DATA_STAGING), f"data staging: {exc}"
+        ) from None
 
     env = run_environment(settings, run.id, dirs, tuple(run.gpus))
     command = expand_command(run.command, env)
@@ -120,23 +128,30 @@ def _run_claimed(run: Run, ctx: WorkerContext, dirs: RunDirs) -> None:
     )
     exit_code = execute(command, env, dirs.model, dirs.log_file)
 
-    ctx.runs.transition(run.id, RunState.STORING, f"command exited with code {exit_code}",
-                        exit_code=exit_code)
+    ctx.runs.transition(
+        run.id, RunState.STORING, f"command exited with code {exit_code}", exit_code=exit_code
+    )
     try:
         stored = store_results(
             results_store, results.bucket, run.id, dirs.result, model_zip, dirs.log_file
         )
     except StorageError as exc:
-        raise _fail(ctx, run, _storage_code(exc, ErrorCode.RESULT_UPLOAD), f"storing results: {exc}")
+        raise _fail(
+            ctx, run, _storage_code(exc, ErrorCode.RESULT_UPLOAD), f"storing results: {exc}"
+        ) from None
     where = f"{results.type.value} {results.bucket}/{run.id}/"
     if exit_code == 0:
         ctx.runs.transition(
-            run.id, RunState.COMPLETED, f"stored {stored.objects} objects ({stored.bytes} bytes) in {where}"
+            run.id,
+            RunState.COMPLETED,
+            f"stored {stored.objects} objects ({stored.bytes} bytes) in {where}",
         )
         return
     last = tail(dirs.log_file)
     raise _fail(
-        ctx, run, ErrorCode.COMMAND_FAILED,
+        ctx,
+        run,
+        ErrorCode.COMMAND_FAILED,
         f"command exited with code {exit_code}; log in {where}learner-1/training-log.txt; "
         f"last lines:\n{last}",
-    )
+    ) from None

@@ -17,7 +17,9 @@ def resolve_local_root(store_root: Path, path: str) -> Path:
     root = Path(store_root).resolve()
     target = (root / path).resolve()
     if target != root and root not in target.parents:
-        raise StorageError(f"local path {path!r} lies outside the local store root", user_fault=True)
+        raise StorageError(
+            f"local path {path!r} lies outside the local store root", user_fault=True
+        )
     return target
 
 
@@ -31,7 +33,9 @@ class LocalStore:
         if create:
             path.mkdir(parents=True, exist_ok=True)
         if not path.is_dir():
-            raise StorageError(f"{self.description}: bucket {bucket!r} does not exist", user_fault=True)
+            raise StorageError(
+                f"{self.description}: bucket {bucket!r} does not exist", user_fault=True
+            )
         return path
 
     def _object(self, bucket: str, key: str) -> Path:
@@ -82,6 +86,8 @@ class LocalStore:
     def get_file(self, bucket: str, key: str, dest: Path) -> None:
         source = self._object(bucket, key)
         if not source.is_file():
-            raise StorageError(f"{self.description}: {bucket}/{key} does not exist", user_fault=True)
+            raise StorageError(
+                f"{self.description}: {bucket}/{key} does not exist", user_fault=True
+            )
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, dest)

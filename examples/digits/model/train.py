@@ -52,8 +52,10 @@ def main() -> None:
         "w2": rng.normal(0, np.sqrt(1 / args.hidden), (args.hidden, classes)),
         "b2": np.zeros(classes),
     }
-    print(f"training on {len(y_train)} images, testing on {len(y_test)}; "
-          f"GPUs visible: {os.environ.get('CUDA_VISIBLE_DEVICES') or 'none'}")
+    print(
+        f"training on {len(y_train)} images, testing on {len(y_test)}; "
+        f"GPUs visible: {os.environ.get('CUDA_VISIBLE_DEVICES') or 'none'}"
+    )
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(len(y_train))
         for start in range(0, len(order), args.batch_size):
@@ -70,8 +72,10 @@ def main() -> None:
             params["b1"] -= args.learning_rate * grad_hidden.sum(axis=0)
         train_loss, train_acc = evaluate(params, x_train, y_train)
         test_loss, test_acc = evaluate(params, x_test, y_test)
-        print(f"epoch {epoch:2d}  loss {train_loss:.4f}  accuracy {train_acc:.4f}  "
-              f"test_loss {test_loss:.4f}  test_accuracy {test_acc:.4f}")
+        print(
+            f"epoch {epoch:2d}  loss {train_loss:.4f}  accuracy {train_acc:.4f}  "
+            f"test_loss {test_loss:.4f}  test_accuracy {test_acc:.4f}"
+        )
 
     result_dir = Path(os.environ.get("RESULT_DIR", "."))
     result_dir.mkdir(parents=True, exist_ok=True)

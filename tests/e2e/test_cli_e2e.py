@@ -1,0 +1,233 @@
+"""End to end through the `dlaas` CLI: real API (gunicorn), real Redis, real Celery workers
+with declared GPU sets, and the local object store."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, ROOT, manifest_yaml
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = ROOT / "examples" / "digits"
+
+
+def dlaas(
+    stack,
+    *args: str,
+    user: str = "alice",
+    env: dict | None = None,
+    cwd: Path | None = None,
+    timeout: float = 180,
+) -> subprocess.CompletedProcess:
+    full_env = dict(stack.env, DLAAS_URL=stack.api_url, DLAAS_TOKEN=stack.tokens[user])
+    if env is not None:
+        full_env = env
+    return subprocess.run(
+        [str(BIN / "dlaas"), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+    )
+
+
+def _files(
+    tmp_path: Path,
+    command: str,
+    resource: str = "small",
+    name: str = "e2e",
+    files: dict | None = None,
+) -> tuple[str, str]:
+    model = tmp_path / "model.zip"
+    with zipfile.ZipFile(model, "w") as archive:
+        for fname, content in (files or {"train.sh": "echo training\n"}).items():
+            archive.writestr(fname, content)
+    manifest = tmp_path / "manifest.yml"
+    manifest.write_text(manifest_yaml(command, resource=resource, name=name))
+    return str(model), str(manifest)
+
+
+def _train_and_wait(stack, model, manifest) -> tuple[str, subprocess.CompletedProcess]:
+    done = dlaas(stack, "train", model, manifest, "--wait", "--timeout", "120")
+    match = re.search(r"^Model-ID is '(training-[A-Za-z0-9]{9})'$", done.stdout, re.M)
+    assert match, done.stdout + done.stderr
+    return match.group(1), done
+
+
+@pytest.fixture(scope="module")
+def buckets(stack):
+    return stack.bucket("data"), stack.bucket("results")
+
+
+def test_example_training_run_completes_with_results_in_the_bucket(
+    stack, workers, buckets, tmp_path
+):
+    data, results = buckets
+    subprocess.run(
+        [sys.executable, str(EXAMPLE / "make_data.py"), str(data)], check=True, capture_output=True
+    )
+    model = tmp_path / "digits.zip"
+    with zipfile.ZipFile(model, "w") as archive:
+        archive.write(EXAMPLE / "model" / "train.py", "train.py")
+    manifest = tmp_path / "manifest.yml"
+    manifest.write_text(
+        manifest_yaml("python3 train.py --data ${DATA_DIR} --epochs 5", name="numpy-digits")
+    )
+    run_id, done = _train_and_wait(stack, str(model), str(manifest))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith(f"Starting to train ...\nOK\nModel-ID is '{run_id}'\n")
+    assert "Status: COMPLETED" in done.stdout
+    out = results / run_id
+    log = (out / "learner-1" / "training-log.txt").read_text()
+    assert re.search(r"^epoch  5  loss \d\.\d{4}  accuracy 0\.\d{4}", log, re.M), log
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 5 and metrics["test_accuracy"] > 0.5
+    assert (out / "model.npz").stat().st_size > 1000
+    with zipfile.ZipFile(out / "_submitted_code" / "model.zip") as archive:
+        assert archive.namelist() == ["train.py"]
+
+    shown = dlaas(stack, "show", "trained-models", run_id)
+    assert shown.returncode == 0
+    fields = dict(re.findall(r"^(\w+)\s{2,}(.*)$", shown.stdout, re.M))
+    assert fields["ModelId"] == run_id
+    assert fields["url"] == f"/v3/models/{run_id}"
+    assert fields["Name"] == "numpy-digits"
+    assert fields["State"] == "completed"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", fields["Submitted_at"])
+    assert fields["Framework"] == "python 3.11"
+    assert fields["Resource"] == "small (1 GPU)"
+    assert fields["Worker"] == workers["small"]
+    assert fields["GPUs"] == "0"
+    for state in ("pending", "downloading", "running", "storing", "completed"):
+        assert re.search(rf"^  \S+Z  {state}\b", shown.stdout, re.M), state
+    assert shown.stdout.rstrip().endswith("OK\nShow trained-models details successful")
+
+
+def test_failed_run_is_listed_and_shown_with_its_reason(stack, workers, buckets, tmp_path):
+    model, manifest = _files(
+        tmp_path, "echo about to fail; echo 'ValueError: bad shape' >&2; exit 3", name="will-fail"
+    )
+    run_id, done = _train_and_wait(stack, model, manifest)
+    assert done.returncode == 1
+    assert "Status: FAILED" in done.stdout
+    listed = dlaas(stack, "list", "trained-models")
+    assert listed.returncode == 0
+    row = next(line for line in listed.stdout.splitlines() if run_id in line)
+    assert re.match(rf"^\d+\s+will-fail\s+{run_id}\s+failed\s+\d{{4}}-\S+Z$", row), row
+    assert listed.stdout.splitlines()[1].split() == [
+        "SI",
+        "No",
+        "Name",
+        "guid",
+        "status",
+        "submitted-at",
+    ]
+    assert re.search(
+        r"^\d+ records found\.\nOK\nList all trained-models successful$", listed.stdout, re.M
+    )
+    shown = dlaas(stack, "show", "trained-models", run_id)
+    assert re.search(r"^State\s+failed$", shown.stdout, re.M)
+    assert re.search(r"^Exit_code\s+3$", shown.stdout, re.M)
+    assert re.search(r"^Error_code\s+C201$", shown.stdout, re.M)
+    assert "ValueError: bad shape" in shown.stdout
+    detail = json.loads(dlaas(stack, "show", "trained-models", run_id, "--json").stdout)
+    assert (
+        detail["state"] == "FAILED" and detail["exit_code"] == 3 and detail["error_code"] == "C201"
+    )
+
+
+def test_medium_run_gets_exactly_the_two_gpu_workers_gpus(stack, workers, buckets, tmp_path):
+    model, manifest = _files(
+        tmp_path,
+        "echo $CUDA_VISIBLE_DEVICES $NVIDIA_VISIBLE_DEVICES $GPU_COUNT > $RESULT_DIR/gpus.txt",
+        resource="medium",
+    )
+    run_id, done = _train_and_wait(stack, model, manifest)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (buckets[1] / run_id / "gpus.txt").read_text() == "1,2 1,2 2\n"
+    detail = json.loads(dlaas(stack, "show", "trained-models", run_id, "--json").stdout)
+    assert detail["worker"] == workers["medium"] and detail["gpus"] == [1, 2]
+    assert detail["gpu_count"] == 2
+
+
+def test_small_runs_never_land_on_the_medium_worker(stack, workers, buckets, tmp_path):
+    model, manifest = _files(tmp_path, "echo $CUDA_VISIBLE_DEVICES > $RESULT_DIR/gpus.txt")
+    ids = []
+    for _ in range(4):
+        submitted = dlaas(stack, "train", model, manifest, "--json")
+        assert submitted.returncode == 0, submitted.stderr
+        ids.append(json.loads(submitted.stdout)["model_id"])
+    for run_id in ids:
+        _wait_state(stack, run_id, "COMPLETED")
+        detail = json.loads(dlaas(stack, "show", "trained-models", run_id, "--json").stdout)
+        assert detail["worker"] == workers["small"], detail
+        assert (buckets[1] / run_id / "gpus.txt").read_text() == "0\n"
+
+
+def _wait_state(stack, run_id: str, state: str, timeout: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shown = json.loads(dlaas(stack, "show", "trained-models", run_id, "--json").stdout)
+        if shown["state"] == state:
+            return
+        assert shown["state"] not in ("COMPLETED", "FAILED", "HALTED"), shown
+        time.sleep(0.3)
+    raise AssertionError(f"{run_id} not {state} after {timeout} s")
+
+
+def test_delete_removes_the_run_but_not_its_outputs(stack, workers, buckets, tmp_path):
+    model, manifest = _files(tmp_path, "echo kept > $RESULT_DIR/kept.txt")
+    run_id, done = _train_and_wait(stack, model, manifest)
+    assert done.returncode == 0
+    deleted = dlaas(stack, "delete", "trained-models", run_id)
+    assert deleted.returncode == 0
+    assert deleted.stdout == (
+        f"Deleting the trained model '{run_id}' ...\nOK\nDelete trained-models successful\n"
+    )
+    again = dlaas(stack, "show", "trained-models", run_id)
+    assert again.returncode == 1
+    assert again.stdout.endswith("FAILED\n")
+    assert again.stderr.strip() == f"no training run '{run_id}' (HTTP 404)"
+    assert (buckets[1] / run_id / "kept.txt").read_text() == "kept\n"
+    assert run_id not in dlaas(stack, "list", "trained-models").stdout
+
+
+def test_bad_input_through_the_cli_fails_with_one_line(stack, api_url, tmp_path):
+    model, manifest = _files(tmp_path, "true")
+    Path(manifest).write_text(manifest_yaml(resource="giant"))
+    done = dlaas(stack, "train", model, manifest)
+    assert done.returncode == 1 and done.stdout.endswith("FAILED\n")
+    assert "model_definition.execution.resource: unknown size 'giant'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    missing = dlaas(stack, "train", str(tmp_path / "nope.zip"), manifest, "--json")
+    assert missing.returncode == 1
+    assert "No such file or directory" in json.loads(missing.stdout)["error"]
+
+
+def test_cli_reads_the_env_file_and_reports_an_unreachable_server(stack, api_url, tmp_path):
+    (tmp_path / ".dlaas").mkdir()
+    (tmp_path / ".dlaas" / "env").write_text(
+        f"export DLAAS_URL={api_url}\nexport DLAAS_TOKEN={stack.tokens['bob']}\n"
+    )
+    env = {k: v for k, v in stack.env.items() if k not in ("DLAAS_URL", "DLAAS_TOKEN")}
+    listed = dlaas(stack, "list", "trained-models", "--json", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "models" in json.loads(listed.stdout)
+    env["DLAAS_URL"] = "http://127.0.0.1:9"
+    down = dlaas(stack, "list", "trained-models", env=env, cwd=tmp_path)
+    assert down.returncode == 1
+    assert (
+        down.stderr.strip()
+        == "cannot reach the dlaas service at http://127.0.0.1:9 (is it up? `make up`)"
+    )

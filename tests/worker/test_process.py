@@ -1,0 +1,95 @@
+"""The command runner: a clean environment, variable expansion, exit codes, the process group."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import pytest
+
+from common.settings import Settings
+from worker.gpus import GpuSpecError, parse_gpus
+from worker.process import RunDirs, execute, expand_command, run_environment, tail
+
+
+def _env(tmp_path, gpus=(1, 2)):
+    dirs = RunDirs(tmp_path / "run")
+    dirs.create()
+    settings = Settings(home=tmp_path, secret_key="not-for-runs")
+    return dirs, run_environment(settings, "training-abcdefghi", dirs, gpus)
+
+
+def test_environment_is_explicit_and_holds_no_service_secret(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLAAS_SECRET_KEY", "super-secret-service-key")
+    monkeypatch.setenv("AWS_CA_BUNDLE", "/etc/ssl/whatever.pem")
+    dirs, env = _env(tmp_path)
+    execute("env > $RESULT_DIR/env.txt", env, dirs.model, dirs.log_file)
+    seen = dict(
+        line.split("=", 1)
+        for line in (dirs.result / "env.txt").read_text().splitlines()
+        if "=" in line
+    )
+    assert "super-secret-service-key" not in (dirs.result / "env.txt").read_text()
+    assert "AWS_CA_BUNDLE" not in seen and "DLAAS_SECRET_KEY" not in seen
+    assert seen["CUDA_VISIBLE_DEVICES"] == "1,2" == seen["NVIDIA_VISIBLE_DEVICES"]
+    assert seen["GPU_COUNT"] == "2"
+    assert seen["TRAINING_ID"] == "training-abcdefghi"
+    assert seen["DATA_DIR"] == str(dirs.data)
+
+
+def test_cpu_node_hides_every_gpu(tmp_path):
+    _, env = _env(tmp_path, gpus=())
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and env["GPU_COUNT"] == "0"
+
+
+def test_expand_command_only_touches_run_variables():
+    env = {
+        "DATA_DIR": "/d",
+        "RESULT_DIR": "/r",
+        "MODEL_DIR": "/m",
+        "LOG_DIR": "/l",
+        "TRAINING_ID": "t",
+        "GPU_COUNT": "1",
+    }
+    command = "python3 a.py --x ${DATA_DIR}/train.gz --out $RESULT_DIR --home $HOME ${DATA_DIRX}"
+    assert expand_command(command, env) == (
+        "python3 a.py --x /d/train.gz --out /r --home $HOME ${DATA_DIRX}"
+    )
+
+
+def test_exit_code_and_log_capture(tmp_path):
+    dirs, env = _env(tmp_path)
+    code = execute("echo out; echo err >&2; exit 7", env, dirs.model, dirs.log_file)
+    assert code == 7
+    assert dirs.log_file.read_text().splitlines() == ["out", "err"]
+    assert tail(dirs.log_file, lines=1) == "err"
+
+
+def test_killed_by_signal_reports_128_plus_n(tmp_path):
+    dirs, env = _env(tmp_path)
+    assert execute("kill -9 $$", env, dirs.model, dirs.log_file) == 137
+
+
+def test_children_left_in_the_group_are_ended(tmp_path):
+    dirs, env = _env(tmp_path)
+    execute("sleep 300 & echo $! > $RESULT_DIR/child.pid; exit 0", env, dirs.model, dirs.log_file)
+    child = int((dirs.result / "child.pid").read_text())
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(child) and time.monotonic() < deadline:
+        try:
+            if psutil.Process(child).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    alive = psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE
+    assert not alive, "a child of the run outlived it"
+
+
+def test_gpu_spec_parsing():
+    assert parse_gpus("0,1").indices == (0, 1)
+    assert parse_gpus("none").indices == ()
+    with pytest.raises(GpuSpecError, match="'x' is not a GPU index"):
+        parse_gpus("0,x")
+    with pytest.raises(GpuSpecError, match="given twice"):
+        parse_gpus("1,1")

@@ -1,0 +1,142 @@
+"""The training pipeline as a plain function (no broker), against a real Redis and a local store."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.fernet import Fernet
+
+from common.artifacts import ArtifactStore
+from common.clock import iso, utcnow
+from common.crypto import CredentialBox
+from common.ids import new_run_id
+from common.manifest import parse_manifest
+from common.run import Run
+from common.runstore import RunStore
+from common.settings import Settings
+from common.states import ErrorCode, RunState
+from tests.conftest import make_zip, manifest_yaml
+from worker.gpus import GpuSet
+from worker.training import WorkerContext, run_training
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ctx(tmp_path, store_redis):
+    settings = Settings(home=tmp_path, secret_key=Fernet.generate_key().decode())
+    return WorkerContext(
+        settings=settings,
+        runs=RunStore(store_redis, 3600),
+        box=CredentialBox(settings.secret_key),
+        artifacts=ArtifactStore(settings.artifact_dir),
+        gpus=GpuSet((3, 5), "declared"),
+        name="unit-worker",
+    )
+
+
+def _submit(ctx: WorkerContext, command: str, files=None, **manifest_args) -> Run:
+    manifest = parse_manifest(manifest_yaml(command, **manifest_args))
+    run_id = new_run_id()
+    run = Run(
+        id=run_id,
+        user="alice",
+        name=manifest.name,
+        state=RunState.PENDING,
+        framework_name="python",
+        framework_version="3.11",
+        resource=manifest.resource,
+        gpu_count=ctx.settings.size_gpus[manifest.resource],
+        command=manifest.command,
+        submitted_at=iso(utcnow()),
+        manifest=manifest.to_dict(redact=True),
+        credentials=ctx.box.seal(manifest.secrets()),
+    )
+    run.artifact = ctx.artifacts.put(run_id, make_zip(files or {"train.sh": "echo model\n"}))
+    ctx.runs.create(run)
+    return run
+
+
+def _buckets(ctx: WorkerContext, data_files: dict[str, bytes] | None = None):
+    root = ctx.settings.local_store_root / "tests"
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "results").mkdir(parents=True, exist_ok=True)
+    for name, content in (data_files or {}).items():
+        path = root / "data" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return root / "data", root / "results"
+
+
+def test_completed_run_leaves_results_log_and_code(ctx):
+    _, results = _buckets(ctx, {"train.csv": b"1,2\n", "nested/more.csv": b"3,4\n"})
+    run = _submit(
+        ctx,
+        "cat $DATA_DIR/nested/more.csv; bash train.sh > ${RESULT_DIR}/model.txt; "
+        "echo gpus=$CUDA_VISIBLE_DEVICES",
+    )
+    assert run_training(run.id, ctx) == "COMPLETED"
+    out = results / run.id
+    assert (out / "model.txt").read_text() == "model\n"
+    assert (out / "learner-1" / "training-log.txt").read_text() == "3,4\ngpus=3\n"
+    assert (out / "_submitted_code" / "model.zip").read_bytes().startswith(b"PK")
+    done = ctx.runs.get(run.id)
+    assert done.worker == "unit-worker" and done.gpus == [3] and done.exit_code == 0
+    assert [h.state for h in ctx.runs.history(run.id)][-1] is RunState.COMPLETED
+    assert not (ctx.settings.work_dir / run.id).exists()  # the work directory is removed
+    assert not ctx.artifacts.path(run.artifact).exists()  # the copy in the bucket remains
+
+
+def test_failing_command_is_failed_c201_with_last_lines_and_log_kept(ctx):
+    _, results = _buckets(ctx)
+    run = _submit(ctx, "echo starting; echo 'Traceback: boom' >&2; exit 3")
+    assert run_training(run.id, ctx) == "FAILED"
+    done = ctx.runs.get(run.id)
+    assert done.error_code is ErrorCode.COMMAND_FAILED and done.exit_code == 3
+    assert "exited with code 3" in done.status_message
+    assert "Traceback: boom" in done.status_message
+    assert (results / run.id / "learner-1" / "training-log.txt").exists()
+
+
+def test_missing_results_bucket_is_c103_before_anything_runs(ctx):
+    data, results = _buckets(ctx)
+    results.rmdir()
+    run = _submit(ctx, "touch $RESULT_DIR/ran")
+    assert run_training(run.id, ctx) == "FAILED"
+    done = ctx.runs.get(run.id)
+    assert done.error_code is ErrorCode.CREDENTIALS
+    assert "bucket 'results' does not exist" in done.status_message
+    assert RunState.PROCESSING not in [h.state for h in ctx.runs.history(run.id)]
+
+
+def test_missing_data_bucket_is_c103(ctx):
+    data, _ = _buckets(ctx)
+    data.rmdir()
+    run = _submit(ctx, "true")
+    assert run_training(run.id, ctx) == "FAILED"
+    done = ctx.runs.get(run.id)
+    assert done.error_code is ErrorCode.CREDENTIALS
+    assert done.status_message.startswith("data staging:")
+
+
+def test_lost_model_zip_is_s301(ctx):
+    _buckets(ctx)
+    run = _submit(ctx, "true")
+    ctx.artifacts.path(run.artifact).unlink()
+    assert run_training(run.id, ctx) == "FAILED"
+    assert ctx.runs.get(run.id).error_code is ErrorCode.MODEL_STAGING
+
+
+def test_a_second_delivery_is_skipped(ctx):
+    _, results = _buckets(ctx)
+    run = _submit(ctx, "echo once >> $RESULT_DIR/count.txt")
+    assert run_training(run.id, ctx) == "COMPLETED"
+    assert run_training(run.id, ctx) == "skipped"
+    assert (results / run.id / "count.txt").read_text() == "once\n"
+    assert len(ctx.runs.history(run.id)) == 5
+
+
+def test_deleted_pending_run_is_skipped(ctx):
+    _buckets(ctx)
+    run = _submit(ctx, "true")
+    ctx.runs.delete(run.id, "alice")
+    assert run_training(run.id, ctx) == "skipped"
