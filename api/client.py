@@ -32,7 +32,11 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def find_env_file(start: Path | None = None) -> Path | None:
-    """`.dlaas/env` in the working directory or a parent, else beside this checkout."""
+    """`$DLAAS_HOME/env`, else `.dlaas/env` in the working directory or a parent, else
+    beside this checkout."""
+    home = os.environ.get("DLAAS_HOME")
+    if home and (Path(home) / "env").is_file():
+        return Path(home) / "env"
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents, Path(__file__).resolve().parents[1]):
         if (folder / ENV_FILE).is_file():

@@ -30,7 +30,10 @@ def main() -> int:
         for path in sorted((EXAMPLE / "model").rglob("*.py")):
             archive.write(path, path.relative_to(EXAMPLE / "model").as_posix())
     manifest = EXAMPLE / "manifest.yml"
-    print(f"$ dlaas train {model_zip.relative_to(ROOT)} {manifest.relative_to(ROOT)} --wait")
+    shown = model_zip.relative_to(ROOT) if model_zip.is_relative_to(ROOT) else model_zip
+    print(f"$ dlaas train {shown} {manifest.relative_to(ROOT)} --wait")
+    # The CLI finds this stack's address and token in $DLAAS_HOME/env (written by `up`).
+    env = dict(os.environ, DLAAS_HOME=str(HOME))
     done = subprocess.run(
         [
             str(BIN / "dlaas"),
@@ -42,6 +45,7 @@ def main() -> int:
             "600",
         ],
         cwd=ROOT,
+        env=env,
     )
     runs = sorted(results_bucket.iterdir(), key=lambda p: p.stat().st_mtime)
     if runs:

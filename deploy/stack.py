@@ -47,6 +47,10 @@ def _log(name: str) -> Path:
     return HOME / "logs" / f"{name}.log"
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _running(name: str) -> int | None:
     try:
         pid = int(_pid_file(name).read_text())
@@ -149,7 +153,7 @@ def up() -> None:
         _pid_file(name).parent.mkdir(parents=True, exist_ok=True)
         _pid_file(name).write_text(str(pid))
         wait_until(ready[name], 60, name, pid=pid, log_path=_log(name))
-        print(f"  {name:<7}started (pid {pid}, log {_log(name).relative_to(ROOT)})")
+        print(f"  {name:<7}started (pid {pid}, log {_shown(_log(name))})")
     url = f"http://127.0.0.1:{API_PORT}"
     (HOME / "env").write_text(
         f"export DLAAS_URL={url}\nexport DLAAS_TOKEN={config['DLAAS_DEMO_TOKEN']}\n"

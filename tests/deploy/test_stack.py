@@ -1,0 +1,56 @@
+"""The README's first command, for real: `stack.py up`, the demo run, `stack.py down`.
+
+Runs in its own DLAAS_HOME on free ports, so it never touches a developer's `.dlaas/`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_up_demo_down(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DLAAS_")}
+    env.update({
+        "DLAAS_HOME": str(tmp_path / "home"),
+        "DLAAS_STACK_REDIS_PORT": str(free_port()),
+        "DLAAS_STACK_API_PORT": str(free_port()),
+        "DLAAS_STACK_FLOWER_PORT": str(free_port()),
+    })
+
+    def stack(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    up = stack("deploy/stack.py", "up")
+    pids = {int(p.read_text()) for p in (tmp_path / "home" / "pids").glob("*.pid")}
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert len(pids) == 4 and all(psutil.pid_exists(p) for p in pids)
+        saved = (tmp_path / "home" / "env").read_text()
+        assert re.fullmatch(r"export DLAAS_URL=http://127\.0\.0\.1:\d+\n"
+                            r"export DLAAS_TOKEN=\S+\n", saved)
+        again = stack("deploy/stack.py", "up")
+        assert again.stdout.count("already running") == 4
+
+        demo = stack("deploy/demo.py")
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert re.search(r"^Model-ID is 'training-\w{9}'$", demo.stdout, re.M)
+        assert "Final state: completed" in demo.stdout
+        assert "learner-1/training-log.txt" in demo.stdout and "model.npz" in demo.stdout
+        assert re.search(r"epoch 12  loss \d\.\d+  accuracy", demo.stdout)
+    finally:
+        down = stack("deploy/stack.py", "down")
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.count("stopped") == 4
+    gone = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert gone == []
