@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,22 @@ def register_error_handlers(app: Flask) -> None:
     def _api_error(exc: ApiError):
         return jsonify(exc.to_dict()), exc.status_code
 
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge):
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        error = ApiError(413, f"request body larger than the limit of {limit} bytes")
+        return jsonify(error.to_dict()), 413
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         error = ApiError(exc.code or 500, exc.description or exc.name)
         return jsonify(error.to_dict()), error.status_code
+
+    @app.errorhandler(redis.RedisError)
+    def _redis_down(exc: redis.RedisError):
+        log.error("run store unreachable: %s", exc)
+        error = ApiError(503, "the run store (Redis) is unreachable; try again shortly")
+        return jsonify(error.to_dict()), 503
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -113,12 +113,14 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="dlaas-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DLAAS_")}
     redis_port = free_port()
-    env.update({
-        "DLAAS_HOME": str(home),
-        "DLAAS_STACK_REDIS_PORT": str(redis_port),
-        "DLAAS_STACK_API_PORT": str(free_port()),
-        "DLAAS_STACK_FLOWER_PORT": str(free_port()),
-    })
+    env.update(
+        {
+            "DLAAS_HOME": str(home),
+            "DLAAS_STACK_REDIS_PORT": str(redis_port),
+            "DLAAS_STACK_API_PORT": str(free_port()),
+            "DLAAS_STACK_FLOWER_PORT": str(free_port()),
+        }
+    )
     stack = [sys.executable, str(ROOT / "deploy" / "stack.py")]
     up = subprocess.run([*stack, "up"], env=env, cwd=ROOT, capture_output=True, text=True)
     if up.returncode != 0:
@@ -165,19 +167,27 @@ def main() -> int:
     median = statistics.median(latencies)
     floor = statistics.median(pings) + statistics.median(spawns)
     print(f"dispatch benchmark: {args.runs} runs of `true`, one worker, embedded stack")
-    print(f"environment: {platform.python_implementation()} {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
-          f"PYTHONUNBUFFERED={os.environ.get('PYTHONUNBUFFERED', '(unset)')}, "
-          f"runs get a clean environment built by the worker")
+    print(
+        f"environment: {platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
+        f"PYTHONUNBUFFERED={os.environ.get('PYTHONUNBUFFERED', '(unset)')}, "
+        f"runs get a clean environment built by the worker"
+    )
     print("submission -> command start (one at a time)")
-    print(f"  median {ms(median)}   p95 {ms(pct(latencies, 0.95))}   "
-          f"min {ms(min(latencies))}   max {ms(max(latencies))}")
-    print(f"throughput, {args.runs} submitted back to back: "
-          f"{args.runs / burst_seconds:6.1f} runs completed/s "
-          f"(submissions alone: {args.runs / submit_seconds:6.1f}/s)")
+    print(
+        f"  median {ms(median)}   p95 {ms(pct(latencies, 0.95))}   "
+        f"min {ms(min(latencies))}   max {ms(max(latencies))}"
+    )
+    print(
+        f"throughput, {args.runs} submitted back to back: "
+        f"{args.runs / burst_seconds:6.1f} runs completed/s "
+        f"(submissions alone: {args.runs / submit_seconds:6.1f}/s)"
+    )
     print("floor (same Redis, same worker)")
-    print(f"  no-op Celery task round trip  median {ms(statistics.median(pings))}   "
-          f"p95 {ms(pct(pings, 0.95))}")
+    print(
+        f"  no-op Celery task round trip  median {ms(statistics.median(pings))}   "
+        f"p95 {ms(pct(pings, 0.95))}"
+    )
     print(f"  spawn bash -c true            median {ms(statistics.median(spawns))}")
     print(f"  floor (sum of medians)               {ms(floor)}")
     print(f"ratio dispatch median / floor: {median / floor:5.2f}")

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,6 +48,19 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
             return True
     except OSError:
         return False
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def log_says(log_path: Path, text: str) -> bool:
+    """True once the log holds `text` (a Celery worker prints "ready." when it consumes)."""
+    return log_path.exists() and text in log_path.read_text(errors="replace")
 
 
 def spawn(argv: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None) -> int:

@@ -15,7 +15,6 @@ import os
 import secrets
 import socket
 import sys
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +23,8 @@ sys.path.insert(0, str(ROOT))
 from deploy.processes import (  # noqa: E402
     StartError,
     alive,
+    http_ok,
+    log_says,
     port_open,
     redis_argv,
     spawn,
@@ -91,21 +92,6 @@ def _service_env(config: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _worker_ready(env: dict[str, str]) -> bool:
-    # The worker prints "ready." once it consumes its queues.
-    return (
-        "ready." in _log("worker").read_text(errors="replace") if _log("worker").exists() else False
-    )
-
-
 def up() -> None:
     config = _config()
     tokens = HOME / "tokens.json"
@@ -139,9 +125,9 @@ def up() -> None:
     flower_url = f"http://127.0.0.1:{FLOWER_PORT}/healthcheck"
     ready = {
         "redis": lambda: port_open(REDIS_PORT),
-        "api": lambda: _http_ok(f"http://127.0.0.1:{API_PORT}/health"),
-        "worker": lambda: _worker_ready(env),
-        "flower": lambda: _http_ok(flower_url),
+        "api": lambda: http_ok(f"http://127.0.0.1:{API_PORT}/health"),
+        "worker": lambda: log_says(_log("worker"), "ready."),
+        "flower": lambda: http_ok(flower_url),
     }
     for name in ORDER:
         if _running(name):

@@ -8,8 +8,8 @@ import json
 import os
 import secrets
 import sys
-import urllib.request
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +17,16 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 
-from deploy.processes import free_port, port_open, redis_argv, spawn, stop_pid, wait_until
+from deploy.processes import (
+    free_port,
+    http_ok,
+    log_says,
+    port_open,
+    redis_argv,
+    spawn,
+    stop_pid,
+    wait_until,
+)
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,10 +116,28 @@ class Stack:
         log = self.home / "logs" / f"{name}.log"
         argv = [str(BIN / "dlaas-worker"), "--name", name, "--gpus", gpus, *extra]
 
-        def ready() -> bool:
-            return log.exists() and "ready." in log.read_text(errors="replace")
+        return self.start(argv, name, lambda: log_says(log, "ready."))
 
-        return self.start(argv, name, ready)
+    @contextmanager
+    def api(self, name: str, **env: str):
+        """Another API process of this service, with `env` added to its settings."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = self.home / "logs" / f"{name}.log"
+        argv = [
+            str(BIN / "gunicorn"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "api.wsgi:app",
+        ]
+        pid = spawn(argv, log, env=dict(self.env, **env), cwd=ROOT)
+        try:
+            wait_until(lambda: port_open(port), 60, name, pid=pid, log_path=log)
+            yield url
+        finally:
+            stop_pid(pid)
 
 
 @pytest.fixture(scope="session")
@@ -126,14 +153,6 @@ def stack(redis_server, tmp_path_factory) -> Stack:
             stop_pid(pid, timeout=20)
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def api_url(stack) -> str:
     port = free_port()
@@ -141,7 +160,7 @@ def api_url(stack) -> str:
     stack.start(
         [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2", "api.wsgi:app"],
         "api",
-        lambda: _http_ok(url + "/health"),
+        lambda: http_ok(url + "/health"),
     )
     stack.api_url = url
     return url

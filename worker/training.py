@@ -97,14 +97,15 @@ def _run_claimed(run: Run, ctx: WorkerContext, dirs: RunDirs) -> None:
             ctx, run, ErrorCode.WORKER_ERROR, f"cannot read the run's credentials: {exc}"
         ) from None
     data, results = manifest.training_data, manifest.training_results
-    try:
-        data_store = open_store(data, settings.local_store_root)
-        results_store = open_store(results, settings.local_store_root)
-        results_store.check_bucket(results.bucket)
-    except StorageError as exc:
-        raise _fail(
-            ctx, run, _storage_code(exc, ErrorCode.DATA_STAGING), f"results store: {exc}"
-        ) from None
+    stores = {}
+    for label, store in (("data store", data), ("results store", results)):
+        try:
+            stores[label] = open_store(store, settings.local_store_root)
+            stores[label].check_bucket(store.bucket)
+        except StorageError as exc:
+            code = _storage_code(exc, ErrorCode.DATA_STAGING)
+            raise _fail(ctx, run, code, f"{label}: {exc}") from None
+    data_store, results_store = stores["data store"], stores["results store"]
 
     model_zip = ctx.artifacts.path(run.artifact)
     try:

@@ -7,7 +7,7 @@ import base64
 import gzip
 import io
 import json
-import subprocess
+import os
 import tarfile
 from pathlib import Path
 
@@ -15,8 +15,7 @@ import pytest
 import requests
 
 from common.crypto import CredentialBox
-from deploy.processes import stop_pid, wait_until
-from tests.conftest import BIN, _http_ok, free_port, make_zip, manifest_yaml
+from tests.conftest import make_zip, manifest_yaml
 
 pytestmark = pytest.mark.integration
 
@@ -205,22 +204,8 @@ def test_listing_is_newest_first_and_paginated(api_url, stack):
 def api_all_stores(stack):
     """A second API process of the same service with S3 and Swift manifests enabled, to check
     redaction and the broker message. Nothing consumes `large`, so the message stays queued."""
-    port = free_port()
-    env = dict(stack.env, DLAAS_STORE_TYPES="local,s3,bluemix_objectstore")
-    log = open(stack.home / "logs" / "api-all.log", "ab")
-    proc = subprocess.Popen(
-        [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1", "api.wsgi:app"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/health"), 30, "api", pid=proc.pid)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_pid(proc.pid)
-        log.close()
+    with stack.api("api-all-stores", DLAAS_STORE_TYPES="local,s3,bluemix_objectstore") as url:
+        yield url
 
 
 def test_credentials_never_come_back_nor_enter_the_broker(api_all_stores, stack):
@@ -254,3 +239,37 @@ def test_credentials_never_come_back_nor_enter_the_broker(api_all_stores, stack)
     opened = CredentialBox(stack.secret_key).open(record["credentials"])
     assert opened["training_data"]["password"] == secret_password
     assert opened["training_results"]["password"] == secret_key
+
+
+def test_oversized_uploads_are_413_naming_the_limit(stack):
+    with stack.api(
+        "api-small-limits", DLAAS_MAX_ZIP_BYTES="100000", DLAAS_MAX_MANIFEST_BYTES="2000"
+    ) as url:
+        before = _footprint(stack)
+        big_zip = make_zip({"weights.bin": os.urandom(120_000)})  # incompressible
+        answer = _submit(url, stack, zip_bytes=big_zip)
+        assert answer.status_code == 413, answer.text
+        assert answer.json()["error"]["message"] == (
+            "model_definition: larger than the limit of 100000 bytes"
+        )
+        long_manifest = manifest_yaml() + "# padding\n" * 300
+        answer = _submit(url, stack, manifest=long_manifest)
+        assert answer.status_code == 413
+        assert answer.json()["error"]["field"] == "manifest"
+        huge = _submit(url, stack, zip_bytes=b"PK" + b"\0" * 400_000)  # past the request cap
+        assert huge.status_code == 413
+        assert (
+            huge.json()["error"]["message"] == "request body larger than the limit of 167536 bytes"
+        )
+        assert _footprint(stack) == before
+
+
+def test_redis_unreachable_is_503_not_500(stack):
+    with stack.api("api-no-redis", DLAAS_REDIS_URL="redis://127.0.0.1:9/0") as url:
+        health = requests.get(f"{url}/health", timeout=10)
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        answer = _submit(url, stack)
+        assert answer.status_code == 503, answer.text
+        assert "Redis" in answer.json()["error"]["message"]
+        listed = requests.get(f"{url}/v3/models", headers=_headers(stack), timeout=10)
+        assert listed.status_code == 503

@@ -20,16 +20,24 @@ pytestmark = pytest.mark.integration
 
 def test_up_demo_down(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DLAAS_")}
-    env.update({
-        "DLAAS_HOME": str(tmp_path / "home"),
-        "DLAAS_STACK_REDIS_PORT": str(free_port()),
-        "DLAAS_STACK_API_PORT": str(free_port()),
-        "DLAAS_STACK_FLOWER_PORT": str(free_port()),
-    })
+    env.update(
+        {
+            "DLAAS_HOME": str(tmp_path / "home"),
+            "DLAAS_STACK_REDIS_PORT": str(free_port()),
+            "DLAAS_STACK_API_PORT": str(free_port()),
+            "DLAAS_STACK_FLOWER_PORT": str(free_port()),
+        }
+    )
 
     def stack(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     up = stack("deploy/stack.py", "up")
     pids = {int(p.read_text()) for p in (tmp_path / "home" / "pids").glob("*.pid")}
@@ -37,8 +45,11 @@ def test_up_demo_down(tmp_path):
         assert up.returncode == 0, up.stdout + up.stderr
         assert len(pids) == 4 and all(psutil.pid_exists(p) for p in pids)
         saved = (tmp_path / "home" / "env").read_text()
-        assert re.fullmatch(r"export DLAAS_URL=http://127\.0\.0\.1:\d+\n"
-                            r"export DLAAS_TOKEN=\S+\n", saved)
+        assert re.fullmatch(
+            r"export DLAAS_URL=http://127\.0\.0\.1:\d+\n"
+            r"export DLAAS_TOKEN=\S+\n",
+            saved,
+        )
         again = stack("deploy/stack.py", "up")
         assert again.stdout.count("already running") == 4
 

@@ -115,7 +115,8 @@ def test_missing_data_bucket_is_c103(ctx):
     assert run_training(run.id, ctx) == "FAILED"
     done = ctx.runs.get(run.id)
     assert done.error_code is ErrorCode.CREDENTIALS
-    assert done.status_message.startswith("data staging:")
+    assert done.status_message.startswith("data store: local store ")
+    assert done.status_message.endswith("bucket 'data' does not exist")
 
 
 def test_lost_model_zip_is_s301(ctx):
