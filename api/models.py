@@ -116,6 +116,7 @@ def submit():
         submitted_at=iso(utcnow()),
         manifest=manifest.to_dict(redact=True),
         credentials=sealed,
+        timeout_seconds=manifest.timeout_seconds,
     )
     run.artifact = services.artifacts.put(run_id, zip_bytes)
     try:

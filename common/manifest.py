@@ -80,6 +80,8 @@ class Manifest:
     description: str = ""
     author_name: str = ""
     author_email: str = ""
+    # execution.timeout: the run's own time limit in seconds (0: none).
+    timeout_seconds: float = 0.0
 
     def to_dict(self, redact: bool = False) -> dict[str, Any]:
         return {
@@ -87,7 +89,11 @@ class Manifest:
             "description": self.description,
             "author": {"name": self.author_name, "email": self.author_email},
             "framework": {"name": self.framework_name, "version": self.framework_version},
-            "execution": {"command": self.command, "resource": self.resource.value},
+            "execution": {
+                "command": self.command,
+                "resource": self.resource.value,
+                **({"timeout": self.timeout_seconds} if self.timeout_seconds else {}),
+            },
             "training_data": self.training_data.to_dict(redact),
             "training_results": self.training_results.to_dict(redact),
         }
@@ -103,6 +109,7 @@ class Manifest:
             framework_version=data["framework"]["version"],
             command=data["execution"]["command"],
             resource=ResourceSize(data["execution"]["resource"]),
+            timeout_seconds=float(data["execution"].get("timeout", 0)),
             training_data=DataStore.from_dict(data["training_data"]),
             training_results=DataStore.from_dict(data["training_results"]),
         )
@@ -222,7 +229,10 @@ class _Reader:
             raise ManifestError(f"model_definition.framework.{problem[0]}", problem[1])
         if md.get("execution") is None:
             raise ManifestError("model_definition.execution", "required")
-        ex = self.mapping(md["execution"], "model_definition.execution", ("command", "resource"))
+        ex = self.mapping(
+            md["execution"], "model_definition.execution", ("command", "resource", "timeout")
+        )
+        timeout = self.duration(ex, "timeout", "model_definition.execution")
         command = self.text(ex, "command", "model_definition.execution")
         resource_text = self.text(ex, "resource", "model_definition.execution", required=False)
         try:
@@ -266,7 +276,28 @@ class _Reader:
             resource=resource,
             training_data=data,
             training_results=results,
+            timeout_seconds=timeout,
         )
+
+    def duration(self, parent: dict, key: str, path: str) -> float:
+        """Seconds from `3600`, `90s`, `30m`, `2h` or `1d`; 0 when absent."""
+        value = parent.get(key)
+        if value is None:
+            return 0.0
+        where = _join(path, key)
+        text = str(value).strip().lower()
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        scale = units.get(text[-1:], 1) if text else 1
+        number = text[:-1] if text[-1:] in units else text
+        try:
+            seconds = float(number) * scale
+        except ValueError:
+            seconds = -1.0
+        if isinstance(value, bool) or not seconds > 0 or seconds == float("inf"):
+            raise ManifestError(
+                where, f"expected a positive duration like 3600, 90m, 2h or 1d, got {value!r}"
+            )
+        return seconds
 
     def one_of(self, top: dict, preferred: str, alternative: str) -> str:
         if preferred in top and alternative in top:

@@ -35,12 +35,21 @@ class Run:
     credentials: str = ""
     # Where the submitted zip waits in the artifact store.
     artifact: str = ""
+    # Claims so far; the current one fences every write of the worker executing it.
+    attempt: int = 0
+    # Set when a user cancels an active run (their name), or deletes one (then also delete).
+    cancel_requested: str = ""
+    delete_requested: bool = False
+    # The run's own time limit (manifest execution.timeout), seconds; 0 = none.
+    timeout_seconds: float = 0.0
+    # The pid of the run's `bash -c` on its worker's node, while it runs.
+    process_id: int | None = None
 
     def to_dict(self) -> dict[str, str]:
         """Flat string fields for one Redis HSET; empty values are left out."""
         out: dict[str, str] = {}
         for name, value in asdict(self).items():
-            if value is None or value == "" or value == [] or value == {}:
+            if value is None or value is False or value == "" or value == [] or value == {}:
                 continue
             if isinstance(value, RunState | ResourceSize | ErrorCode):
                 out[name] = value.value
@@ -65,6 +74,13 @@ class Run:
             values["exit_code"] = int(values["exit_code"])
         if "error_code" in values:
             values["error_code"] = ErrorCode(values["error_code"])
+        for name in ("attempt", "process_id"):
+            if name in values:
+                values[name] = int(values[name])
+        if "timeout_seconds" in values:
+            values["timeout_seconds"] = float(values["timeout_seconds"])
+        if "delete_requested" in values:
+            values["delete_requested"] = values["delete_requested"] == "True"
         return cls(**values)
 
 

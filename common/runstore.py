@@ -1,18 +1,39 @@
-"""Run records in Redis: create, read, list per user, atomic state transitions, delete."""
+"""Run records in Redis: create, read, list per user, atomic state transitions, claims
+fenced by attempt, leases, cancel requests, delete."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import redis
 
 from common import keys
 from common.clock import iso, utcnow
 from common.run import HistoryEntry, Run
-from common.states import ErrorCode, RunState, can_transition
+from common.states import ACTIVE, ErrorCode, RunState, can_transition
 
 _MAX_WATCH_RETRIES = 100
+
+# Refresh the lease when this worker holds it, or take it back when it lapsed (after a Redis
+# outage, say) while the run is still active under the same attempt; otherwise 0: the claim
+# is lost (the run ended, or was handed to another worker) and the worker must stop.
+_REFRESH_LEASE = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if current then return 0 end
+local attempt = redis.call('HGET', KEYS[2], 'attempt')
+local state = redis.call('HGET', KEYS[2], 'state')
+local active = state == 'DOWNLOADING' or state == 'PROCESSING' or state == 'STORING'
+if attempt == ARGV[3] and active then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
 
 
 class RunNotFound(LookupError):
@@ -20,15 +41,30 @@ class RunNotFound(LookupError):
 
 
 class InvalidTransition(RuntimeError):
-    def __init__(self, run_id: str, current: RunState, new: RunState):
+    def __init__(self, run_id: str, current: RunState, new: RunState, why: str = ""):
         self.current = current
-        super().__init__(f"{run_id}: cannot go from {current.value} to {new.value}")
+        super().__init__(why or f"{run_id}: cannot go from {current.value} to {new.value}")
+
+
+class LostClaim(InvalidTransition):
+    """The writer's claim is no longer the run's current one (handed back, or re-claimed)."""
+
+
+def lease_value(worker: str, attempt: int) -> str:
+    return f"{worker} {attempt}"
 
 
 class RunStore:
-    def __init__(self, connection: redis.Redis, retention_seconds: int = 7 * 86400):
+    def __init__(
+        self,
+        connection: redis.Redis,
+        retention_seconds: int = 7 * 86400,
+        lease_ttl_seconds: float = 30.0,
+    ):
         self.redis = connection
         self.retention_seconds = retention_seconds
+        self.lease_ttl_ms = int(lease_ttl_seconds * 1000)
+        self._refresh = connection.register_script(_REFRESH_LEASE)
 
     def create(self, run: Run, message: str = "submitted") -> None:
         entry = HistoryEntry(run.state, run.submitted_at, message)
@@ -47,10 +83,11 @@ class RunStore:
         return Run.from_dict(data) if data else None
 
     def history(self, run_id: str) -> list[HistoryEntry]:
-        return [
-            HistoryEntry.from_dict(json.loads(e))
-            for e in self.redis.lrange(keys.history(run_id), 0, -1)
-        ]
+        entries = self.redis.lrange(keys.history(run_id), 0, -1)
+        return [HistoryEntry.from_dict(json.loads(e)) for e in entries]
+
+    def active_ids(self) -> list[str]:
+        return sorted(self.redis.smembers(keys.active_runs()))
 
     def list_for_user(self, user: str, offset: int = 0, limit: int = 50) -> tuple[list[Run], int]:
         """The user's runs, newest first, and how many there are in all."""
@@ -78,12 +115,15 @@ class RunStore:
         message: str = "",
         error_code: ErrorCode | None = None,
         expect: Iterable[RunState] | None = None,
+        attempt: int | None = None,
         **fields,
     ) -> Run:
         """Move a run to `new` atomically, append the history entry, and set `fields`.
 
         Raises InvalidTransition when the run is not in `expect` (if given) or the table
-        forbids the move, so two workers can never both claim one run.
+        forbids the move, and LostClaim when `attempt` is given and is not the run's current
+        claim, so two workers can never both claim, or both write, one run.
+        An ended run whose deletion was requested is deleted instead of kept.
         """
         key = keys.run(run_id)
         expected = set(expect) if expect is not None else None
@@ -95,6 +135,13 @@ class RunStore:
                     if not data:
                         raise RunNotFound(run_id)
                     run = Run.from_dict(data)
+                    if attempt is not None and run.attempt != attempt:
+                        raise LostClaim(
+                            run_id,
+                            run.state,
+                            new,
+                            f"{run_id}: claim {attempt} was superseded by {run.attempt}",
+                        )
                     if (expected is not None and run.state not in expected) or not can_transition(
                         run.state, new
                     ):
@@ -112,30 +159,141 @@ class RunStore:
                         setattr(run, name, value)
                     entry = HistoryEntry(new, now, message, error_code)
                     pipe.multi()
-                    pipe.hset(key, mapping=run.to_dict())
-                    pipe.rpush(keys.history(run_id), json.dumps(entry.to_dict()))
-                    if new.terminal:
-                        pipe.expire(key, self.retention_seconds)
-                        pipe.expire(keys.history(run_id), self.retention_seconds)
+                    self._write(pipe, run, entry)
                     pipe.execute()
                     return run
                 except redis.WatchError:
                     continue
         raise RuntimeError(f"{run_id}: too much contention on the run record")
 
-    def claim(self, run_id: str, worker: str, gpus: list[int]) -> Run | None:
-        """PENDING -> DOWNLOADING for exactly one caller; None when someone else had it."""
-        try:
-            return self.transition(
-                run_id,
-                RunState.DOWNLOADING,
-                f"claimed by {worker}",
-                expect={RunState.PENDING},
-                worker=worker,
-                gpus=gpus,
+    def _write(self, pipe, run: Run, entry: HistoryEntry) -> None:
+        key = keys.run(run.id)
+        if run.state.terminal and run.delete_requested:
+            pipe.delete(key, keys.history(run.id), keys.lease(run.id))
+            pipe.zrem(keys.user_runs(run.user), run.id)
+            pipe.srem(keys.active_runs(), run.id)
+            return
+        # Fields that were cleared must go from the hash too (HSET only adds).
+        pipe.delete(key)
+        pipe.hset(key, mapping=run.to_dict())
+        pipe.rpush(keys.history(run.id), json.dumps(entry.to_dict()))
+        if run.state in ACTIVE:
+            pipe.sadd(keys.active_runs(), run.id)
+        else:
+            pipe.srem(keys.active_runs(), run.id)
+            pipe.delete(keys.lease(run.id))
+        if run.state.terminal:
+            pipe.expire(key, self.retention_seconds)
+            pipe.expire(keys.history(run.id), self.retention_seconds)
+
+    def claim(
+        self, run_id: str, worker: str, gpus_for: Callable[[int], list[int]] = lambda count: []
+    ) -> Run | None:
+        """PENDING -> DOWNLOADING for exactly one caller, with a fresh lease; None when the
+        run is gone, already claimed or ended. `gpus_for(gpu_count)` picks the run's GPUs."""
+        key = keys.run(run_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(_MAX_WATCH_RETRIES):
+                try:
+                    pipe.watch(key)
+                    data = pipe.hgetall(key)
+                    if not data or data.get("state") != RunState.PENDING.value:
+                        return None
+                    run = Run.from_dict(data)
+                    now = iso(utcnow())
+                    run.state = RunState.DOWNLOADING
+                    run.updated_at = now
+                    run.attempt += 1
+                    run.worker = worker
+                    run.gpus = list(gpus_for(run.gpu_count))
+                    run.process_id = None
+                    run.status_message = f"claimed by {worker}"
+                    entry = HistoryEntry(run.state, now, run.status_message)
+                    pipe.multi()
+                    self._write(pipe, run, entry)
+                    pipe.set(
+                        keys.lease(run_id), lease_value(worker, run.attempt), px=self.lease_ttl_ms
+                    )
+                    pipe.execute()
+                    return run
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"{run_id}: too much contention on the run record")
+
+    def refresh_lease(self, run_id: str, worker: str, attempt: int) -> bool:
+        """Keep the lease alive; False when the claim is lost and the run must stop here."""
+        return bool(
+            self._refresh(
+                keys=[keys.lease(run_id), keys.run(run_id)],
+                args=[lease_value(worker, attempt), self.lease_ttl_ms, str(attempt)],
             )
-        except (InvalidTransition, RunNotFound):
-            return None
+        )
+
+    def cancel_requested(self, run_id: str) -> str | None:
+        return self.redis.hget(keys.run(run_id), "cancel_requested")
+
+    def lease_holder(self, run_id: str) -> str | None:
+        return self.redis.get(keys.lease(run_id))
+
+    def update(self, run_id: str, attempt: int, **fields) -> bool:
+        """Set fields of the run without a state change, fenced by the claim."""
+        key = keys.run(run_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(_MAX_WATCH_RETRIES):
+                try:
+                    pipe.watch(key)
+                    if pipe.hget(key, "attempt") != str(attempt):
+                        return False
+                    pipe.multi()
+                    pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"{run_id}: too much contention on the run record")
+
+    def request_cancel(self, run_id: str, by: str, delete: bool = False) -> Run:
+        """Cancel a run: a PENDING run ends HALTED at once (and is deleted, with `delete`);
+        an active one is flagged for its worker, which stops it. Raises InvalidTransition
+        when the run has already ended."""
+        key = keys.run(run_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(_MAX_WATCH_RETRIES):
+                try:
+                    pipe.watch(key)
+                    data = pipe.hgetall(key)
+                    if not data:
+                        raise RunNotFound(run_id)
+                    run = Run.from_dict(data)
+                    if run.state.terminal:
+                        raise InvalidTransition(
+                            run_id,
+                            run.state,
+                            RunState.HALTED,
+                            f"{run_id} has already ended ({run.state.value})",
+                        )
+                    pipe.multi()
+                    run.cancel_requested = by
+                    run.delete_requested = run.delete_requested or delete
+                    if run.state is RunState.PENDING:
+                        now = iso(utcnow())
+                        run.state = RunState.HALTED
+                        run.updated_at = run.ended_at = now
+                        run.status_message = f"cancelled by {by} before it started"
+                        self._write(pipe, run, HistoryEntry(run.state, now, run.status_message))
+                    else:
+                        pipe.hset(
+                            key,
+                            mapping={
+                                "cancel_requested": by,
+                                "delete_requested": str(run.delete_requested),
+                            },
+                        )
+                    pipe.execute()
+                    return run
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"{run_id}: too much contention on the run record")
 
     def delete(self, run_id: str, user: str, only_in: Iterable[RunState] | None = None) -> bool:
         """Remove the run's record; with `only_in`, only while it is in one of those states.
@@ -152,8 +310,9 @@ class RunStore:
                     if allowed is not None and state is not None and state not in allowed:
                         return False
                     pipe.multi()
-                    pipe.delete(key, keys.history(run_id))
+                    pipe.delete(key, keys.history(run_id), keys.lease(run_id))
                     pipe.zrem(keys.user_runs(user), run_id)
+                    pipe.srem(keys.active_runs(), run_id)
                     pipe.execute()
                     return True
                 except redis.WatchError:

@@ -49,6 +49,24 @@ class Settings:
     zip_max_ratio: float = 200.0
     run_path: str = field(default_factory=_default_run_path)
     keep_workdir: bool = False
+    # Leases: the worker refreshes its run's lease every `lease_refresh_seconds`; a lease
+    # unrefreshed for `lease_ttl_seconds` means the node is lost.
+    lease_ttl_seconds: float = 30.0
+    lease_refresh_seconds: float = 5.0
+    reconcile_interval_seconds: float = 10.0
+    # How many times a run whose node was lost (or whose worker shut down) is queued again.
+    # Default 0: a restart from scratch can waste days, so the run ends FAILED instead.
+    run_retries: int = 0
+    # SIGTERM, then this long, then SIGKILL, for cancel, timeouts and drain.
+    cancel_grace_seconds: float = 30.0
+    # A SIGTERMed (draining) worker lets its run go on this long before handing it back.
+    drain_timeout_seconds: float = 3600.0
+    # Service-wide maximum run time in seconds (0: none); a manifest's execution.timeout
+    # may ask for less.
+    max_run_seconds: float = 0.0
+    # How long a worker keeps retrying Redis (state changes wait, the command runs on).
+    redis_outage_seconds: float = 3600.0
+    worker_heartbeat_seconds: float = 5.0
     # Celery results are small (a run id and its final state); keep them as long as runs.
     result_expires_seconds: int = 7 * 24 * 3600
 
@@ -106,6 +124,15 @@ class Settings:
         number("DLAAS_ZIP_MAX_UNCOMPRESSED_BYTES", "zip_max_uncompressed_bytes")
         number("DLAAS_ZIP_MAX_RATIO", "zip_max_ratio", float)
         number("DLAAS_RESULT_EXPIRES_SECONDS", "result_expires_seconds")
+        number("DLAAS_LEASE_TTL_SECONDS", "lease_ttl_seconds", float)
+        number("DLAAS_LEASE_REFRESH_SECONDS", "lease_refresh_seconds", float)
+        number("DLAAS_RECONCILE_INTERVAL_SECONDS", "reconcile_interval_seconds", float)
+        number("DLAAS_RUN_RETRIES", "run_retries")
+        number("DLAAS_CANCEL_GRACE_SECONDS", "cancel_grace_seconds", float)
+        number("DLAAS_DRAIN_TIMEOUT_SECONDS", "drain_timeout_seconds", float)
+        number("DLAAS_MAX_RUN_SECONDS", "max_run_seconds", float)
+        number("DLAAS_REDIS_OUTAGE_SECONDS", "redis_outage_seconds", float)
+        number("DLAAS_WORKER_HEARTBEAT_SECONDS", "worker_heartbeat_seconds", float)
         if env.get("DLAAS_SIZE_GPUS"):
             try:
                 values["size_gpus"] = parse_size_table(env["DLAAS_SIZE_GPUS"])

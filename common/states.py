@@ -37,6 +37,11 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
 TRANSITIONS = {
     state: nexts | {RunState.FAILED, RunState.HALTED} for state, nexts in TRANSITIONS.items()
 }
+# A run whose node was lost (or whose worker shut down) may be handed back to the queue,
+# when its retry policy allows: the reconciler or the draining worker moves it to PENDING.
+for _active in (RunState.DOWNLOADING, RunState.PROCESSING, RunState.STORING):
+    TRANSITIONS[_active] = TRANSITIONS[_active] | {RunState.PENDING}
+ACTIVE = frozenset({RunState.DOWNLOADING, RunState.PROCESSING, RunState.STORING})
 
 
 def can_transition(current: RunState, new: RunState) -> bool:
@@ -51,7 +56,9 @@ class ErrorCode(str, Enum):
     MODEL_ZIP = "C102"
     CREDENTIALS = "C103"
     COMMAND_FAILED = "C201"
+    TIME_LIMIT = "C202"
     NODE_LOST = "S104"
+    WORKER_SHUTDOWN = "S105"
     MODEL_STAGING = "S301"
     DATA_STAGING = "S302"
     RESULT_UPLOAD = "S303"

@@ -1,15 +1,27 @@
-"""The worker's Celery app: the shared configuration plus its two tasks, bound to a context."""
+"""The worker's Celery app: the shared configuration, its two tasks bound to a context, and
+the hooks that make it a good citizen of the fleet (heartbeat, drain on SIGTERM, reaping)."""
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
+import os
+import socket
+import threading
+import time
 
-from common.taskqueue import PING_TASK, RUN_TASK, make_celery
+from celery import Celery, signals
+
+from common.clock import iso, utcnow
+from common.taskqueue import PING_TASK, RUN_TASK, enqueue_run, make_celery
+from worker.reaper import become_subreaper
 from worker.training import WorkerContext, run_training
 
+log = logging.getLogger(__name__)
 
-def create_worker_app(ctx: WorkerContext) -> Celery:
+
+def create_worker_app(ctx: WorkerContext, sizes: list[str]) -> Celery:
     app = make_celery(ctx.settings, main="dlaas-worker")
+    ctx.requeue = lambda run_id, size: enqueue_run(app, run_id, size)
 
     @app.task(name=RUN_TASK, ignore_result=False)
     def run_training_task(run_id: str) -> str:
@@ -20,4 +32,66 @@ def create_worker_app(ctx: WorkerContext) -> Celery:
     def ping() -> str:
         return "pong"
 
+    heartbeat = Heartbeat(ctx, sizes)
+
+    @signals.worker_process_init.connect(weak=False)
+    def _pool_child_started(**_):
+        # Orphans of a run are re-parented to the process executing it, not to init.
+        if not become_subreaper():
+            log.warning("cannot become a child subreaper: escaped processes may be missed")
+
+    @signals.worker_ready.connect(weak=False)
+    def _ready(**_):
+        ctx.nodes.clear_drain(ctx.name)  # a restarted worker does not inherit a drain
+        heartbeat.start()
+
+    @signals.worker_shutting_down.connect(weak=False)
+    def _shutting_down(sig=None, how=None, exitcode=None, **_):
+        # Warm shutdown: Celery stops consuming and waits for the running task; the run's
+        # supervisor hands the run back (or fails it S105) once the drain timeout passes.
+        deadline = time.time() + ctx.settings.drain_timeout_seconds
+        try:
+            ctx.nodes.request_drain(ctx.name, deadline)
+            log.warning("%s shutting down (%s): draining, running run stopped at %s",
+                        ctx.name, sig, iso(utcnow().fromtimestamp(deadline)))
+        except Exception:
+            log.exception("could not record the drain")
+
+    @signals.worker_shutdown.connect(weak=False)
+    def _stopped(**_):
+        heartbeat.stop()
+        try:
+            ctx.nodes.forget(ctx.name)
+        except Exception:
+            log.exception("could not remove the node record")
+
     return app
+
+
+class Heartbeat(threading.Thread):
+    """Registers this worker's node and refreshes it, from the worker's main process."""
+
+    def __init__(self, ctx: WorkerContext, sizes: list[str]):
+        super().__init__(name="dlaas-heartbeat", daemon=True)
+        self.ctx = ctx
+        self.info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "sizes": sizes,
+            "gpus": list(ctx.gpus.indices),
+            "gpu_names": list(ctx.gpus.names),
+            "gpu_source": ctx.gpus.source,
+            "started_at": iso(utcnow()),
+        }
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.ctx.nodes.heartbeat(self.ctx.name, self.info)
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+            self._stop.wait(self.ctx.settings.worker_heartbeat_seconds)

@@ -11,6 +11,7 @@ import redis
 
 from common.artifacts import ArtifactStore
 from common.crypto import CredentialBox, CredentialsError
+from common.nodes import NodeStore
 from common.runstore import RunStore
 from common.settings import Settings, SettingsError
 from common.sizes import ResourceSize, queue_name, sizes_for_gpus
@@ -67,13 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     connection = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     ctx = WorkerContext(
         settings=settings,
-        runs=RunStore(connection, settings.retention_seconds),
+        runs=RunStore(connection, settings.retention_seconds, settings.lease_ttl_seconds),
+        nodes=NodeStore(connection, 3 * settings.worker_heartbeat_seconds),
         box=box,
         artifacts=ArtifactStore(settings.artifact_dir),
         gpus=gpus,
         name=name,
     )
-    app = create_worker_app(ctx)
+    app = create_worker_app(ctx, [s.value for s in sizes])
     app.worker_main(
         [
             "worker",

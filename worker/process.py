@@ -1,16 +1,18 @@
 """Runs the training command: `bash -c` in its own process group, a clean environment,
-stdout and stderr into the run's log file."""
+stdout and stderr into the run's log file, stopped as a whole tree when asked."""
 
 from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.settings import Settings
+from worker.reaper import ProcessTree
+from worker.supervisor import StopFlag, StopRequest
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,31 @@ def expand_command(command: str, env: dict) -> str:
     return pattern.sub(lambda m: env[m.group(1) or m.group(2)], command)
 
 
-def execute(command: str, env: dict, cwd: Path, log_file: Path) -> int:
-    """Run the command to its end and return its exit code (128+N when killed by signal N)."""
+@dataclass(frozen=True)
+class Execution:
+    exit_code: int
+    # Why it was stopped before it ended by itself (None: it ended by itself).
+    stopped: StopRequest | None = None
+    # Seconds from the stop to the last process of the run gone.
+    stop_seconds: float = 0.0
+    # Every process seen in the run's tree.
+    pids: frozenset[int] = frozenset()
+
+
+def execute(
+    command: str,
+    env: dict,
+    cwd: Path,
+    log_file: Path,
+    stop: StopFlag | None = None,
+    grace_seconds: float = 30.0,
+    on_start: Callable[[int], None] | None = None,
+    tick_seconds: float = 0.1,
+) -> Execution:
+    """Run the command to its end, or until `stop` is set: then SIGTERM to its whole tree,
+    `grace_seconds`, SIGKILL. Exit code 128+N when killed by signal N. Whatever the run left
+    behind is ended too, so nothing of it keeps holding the GPUs."""
+    not_ours = ProcessTree.current_children()
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
             ["bash", "-c", command],
@@ -92,13 +117,23 @@ def execute(command: str, env: dict, cwd: Path, log_file: Path) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so the group can be ended as one
         )
-        code = proc.wait()
-    # Children left behind in the group must not keep holding the GPUs.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    return 128 - code if code < 0 else code
+    tree = ProcessTree(proc.pid, not_ours)
+    if on_start:
+        on_start(proc.pid)
+    stopped, stop_seconds = None, 0.0
+    while True:
+        try:
+            code = proc.wait(timeout=tick_seconds)
+            break
+        except subprocess.TimeoutExpired:
+            tree.members()  # remember who belongs to the run while the tree is intact
+            if stop is not None and stop.is_set():
+                stopped = stop.request
+                stop_seconds = tree.end(grace_seconds)
+                code = proc.wait()
+                break
+    tree.end(1.0)  # children left behind after bash exited
+    return Execution(128 - code if code < 0 else code, stopped, stop_seconds, frozenset(tree.seen))
 
 
 def tail(path: Path, lines: int = 10, max_chars: int = 1500) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from common.manifest import DataStore
@@ -20,5 +21,7 @@ def stage_model(artifact: Path, model_dir: Path, settings: Settings) -> ZipSumma
     return extract_zip(artifact, model_dir, zip_limits(settings))
 
 
-def stage_data(store: ObjectStore, data: DataStore, data_dir: Path) -> TransferStats:
-    return store.download_all(data.bucket, data_dir)
+def stage_data(
+    store: ObjectStore, data: DataStore, data_dir: Path, should_stop: Callable[[], bool]
+) -> TransferStats:
+    return store.download_all(data.bucket, data_dir, should_stop)

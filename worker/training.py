@@ -4,43 +4,78 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from common.artifacts import ArtifactStore
+from common.clock import iso, utcnow
 from common.crypto import CredentialBox, CredentialsError
 from common.manifest import Manifest
 from common.modelzip import ModelZipError
+from common.nodes import NodeStore
 from common.run import Run
-from common.runstore import RunNotFound, RunStore
+from common.runstore import LostClaim, RunNotFound, RunStore
 from common.settings import Settings
+from common.sizes import ResourceSize
 from common.states import ErrorCode, RunState
 from common.storage import StorageError, open_store
 from worker.gpus import GpuSet
-from worker.process import RunDirs, execute, expand_command, run_environment, tail
+from worker.patience import patiently
+from worker.process import Execution, RunDirs, execute, expand_command, run_environment, tail
+from worker.reaper import gpus_released
 from worker.results import store_results
 from worker.staging import stage_data, stage_model
+from worker.supervisor import RunSupervisor, StopReason, StopRequest
 
 log = logging.getLogger(__name__)
+STORE_ATTEMPTS = 3
 
 
 @dataclass
 class WorkerContext:
     settings: Settings
     runs: RunStore
+    nodes: NodeStore
     box: CredentialBox
     artifacts: ArtifactStore
     gpus: GpuSet
     name: str
+    # Puts a run id back on its size's queue (the Celery app's send_task); None: cannot.
+    requeue: Callable[[str, ResourceSize], None] | None = None
 
 
 class RunEnded(Exception):
-    """The run reached an end state (FAILED) before its pipeline finished."""
+    """The run reached an end state before its pipeline finished."""
 
 
-def _fail(ctx: WorkerContext, run: Run, code: ErrorCode, message: str) -> RunEnded:
-    ctx.runs.transition(run.id, RunState.FAILED, message, code)
-    log.warning("%s failed (%s): %s", run.id, code.value, message)
-    return RunEnded(message)
+class _Run:
+    """The claimed run as this worker writes it: every write fenced by the claim's attempt
+    and retried through Redis outages."""
+
+    def __init__(self, run: Run, ctx: WorkerContext, dirs: RunDirs):
+        self.run, self.ctx, self.dirs = run, ctx, dirs
+        self.id = run.id
+
+    def write(self, state: RunState, message: str, code: ErrorCode | None = None, **fields) -> Run:
+        ctx = self.ctx
+        return patiently(
+            lambda: ctx.runs.transition(
+                self.id, state, message, code, attempt=self.run.attempt, **fields
+            ),
+            ctx.settings.redis_outage_seconds,
+            f"{self.id} -> {state.value}",
+        )
+
+    def fail(self, code: ErrorCode, message: str) -> RunEnded:
+        self.write(RunState.FAILED, message, code)
+        log.warning("%s failed (%s): %s", self.id, code.value, message.splitlines()[0])
+        return RunEnded(message)
+
+    def note(self, text: str) -> None:
+        """A line of the service's own in the training log."""
+        with open(self.dirs.log_file, "a") as f:
+            f.write(f"[dlaas {iso(utcnow())}] {text}\n")
 
 
 def _storage_code(exc: StorageError, otherwise: ErrorCode) -> ErrorCode:
@@ -50,18 +85,28 @@ def _storage_code(exc: StorageError, otherwise: ErrorCode) -> ErrorCode:
 def run_training(run_id: str, ctx: WorkerContext) -> str:
     """Claim, stage, execute, store. Returns the end state, or `skipped` for a message
     whose run is gone, already claimed or already ended (a duplicate is never run twice)."""
-    run = ctx.runs.claim(run_id, ctx.name, list(ctx.gpus.for_run(_gpu_count(ctx, run_id))))
+    if ctx.nodes.drain_deadline(ctx.name) is not None and ctx.requeue is not None:
+        pending = ctx.runs.get(run_id)
+        if pending is not None and pending.state is RunState.PENDING:
+            ctx.requeue(run_id, pending.resource)  # draining: take no new run
+            log.info("%s: handed back to its queue, %s is draining", run_id, ctx.name)
+            return "requeued"
+    run = ctx.runs.claim(run_id, ctx.name, lambda count: list(ctx.gpus.for_run(count)))
     if run is None:
         log.info("%s: dropped, not PENDING any more (claimed, ended or deleted)", run_id)
         return "skipped"
     dirs = RunDirs(ctx.settings.work_dir / run_id)
+    supervisor = RunSupervisor(
+        ctx.runs, ctx.nodes, run_id, ctx.name, run.attempt, ctx.settings.lease_refresh_seconds
+    )
+    supervisor.start()
     try:
-        _run_claimed(run, ctx, dirs)
+        _run_claimed(_Run(run, ctx, dirs), supervisor)
     except RunEnded:
         pass
-    except RunNotFound:
-        log.warning("%s: the run was deleted while it ran", run_id)
-        return "deleted"
+    except (LostClaim, RunNotFound) as exc:
+        log.warning("%s: stopped here, the run is no longer this worker's (%s)", run_id, exc)
+        return "lost"
     except Exception as exc:
         log.exception("%s: worker error", run_id)
         try:
@@ -70,31 +115,31 @@ def run_training(run_id: str, ctx: WorkerContext) -> str:
                 RunState.FAILED,
                 f"worker error: {type(exc).__name__}: {exc}",
                 ErrorCode.WORKER_ERROR,
+                attempt=run.attempt,
             )
         except Exception:
             log.exception("%s: could not record the failure", run_id)
     finally:
+        supervisor.finish()
         if not ctx.settings.keep_workdir:
             shutil.rmtree(dirs.root, ignore_errors=True)
     final = ctx.runs.get(run_id)
-    if final is not None and final.state.terminal and final.artifact:
-        ctx.artifacts.delete(final.artifact)  # a copy is in the results bucket now
+    if final is None or (final.state.terminal and final.artifact):
+        ctx.artifacts.delete(run.artifact)  # a copy is in the results bucket now
     return final.state.value if final else "deleted"
 
 
-def _gpu_count(ctx: WorkerContext, run_id: str) -> int:
-    run = ctx.runs.get(run_id)
-    return run.gpu_count if run else 0
-
-
-def _run_claimed(run: Run, ctx: WorkerContext, dirs: RunDirs) -> None:
-    settings = ctx.settings
+def _run_claimed(job: _Run, supervisor: RunSupervisor) -> None:
+    """The pipeline, from staging to the end state (unstored results are moved aside)."""
+    ctx, run, dirs, settings = job.ctx, job.run, job.dirs, job.ctx.settings
+    stop = supervisor.stop
     dirs.create()
+    dirs.log_file.touch()
     try:
         manifest = Manifest.from_dict(run.manifest).with_connections(ctx.box.open(run.credentials))
     except CredentialsError as exc:
-        raise _fail(
-            ctx, run, ErrorCode.WORKER_ERROR, f"cannot read the run's credentials: {exc}"
+        raise job.fail(
+            ErrorCode.WORKER_ERROR, f"cannot read the run's credentials: {exc}"
         ) from None
     data, results = manifest.training_data, manifest.training_results
     stores = {}
@@ -103,56 +148,122 @@ def _run_claimed(run: Run, ctx: WorkerContext, dirs: RunDirs) -> None:
             stores[label] = open_store(store, settings.local_store_root)
             stores[label].check_bucket(store.bucket)
         except StorageError as exc:
-            code = _storage_code(exc, ErrorCode.DATA_STAGING)
-            raise _fail(ctx, run, code, f"{label}: {exc}") from None
+            raise job.fail(_storage_code(exc, ErrorCode.DATA_STAGING), f"{label}: {exc}") from None
     data_store, results_store = stores["data store"], stores["results store"]
-
     model_zip = ctx.artifacts.path(run.artifact)
+
+    execution: Execution | None = None
     try:
         stage_model(model_zip, dirs.model, settings)
     except (ModelZipError, OSError) as exc:
-        raise _fail(ctx, run, ErrorCode.MODEL_STAGING, f"model staging: {exc}") from None
+        raise job.fail(ErrorCode.MODEL_STAGING, f"model staging: {exc}") from None
     try:
-        staged = stage_data(data_store, data, dirs.data)
+        staged = stage_data(data_store, data, dirs.data, stop.is_set)
     except StorageError as exc:
-        raise _fail(
-            ctx, run, _storage_code(exc, ErrorCode.DATA_STAGING), f"data staging: {exc}"
-        ) from None
+        code = _storage_code(exc, ErrorCode.DATA_STAGING)
+        raise job.fail(code, f"data staging: {exc}") from None
 
-    env = run_environment(settings, run.id, dirs, tuple(run.gpus))
-    command = expand_command(run.command, env)
-    ctx.runs.transition(
-        run.id,
-        RunState.PROCESSING,
-        f"staged {staged.objects} objects ({staged.bytes} bytes); running on {ctx.name} "
-        f"with CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES'] or '(none)'}",
-    )
-    exit_code = execute(command, env, dirs.model, dirs.log_file)
-
-    ctx.runs.transition(
-        run.id, RunState.STORING, f"command exited with code {exit_code}", exit_code=exit_code
-    )
-    try:
-        stored = store_results(
-            results_store, results.bucket, run.id, dirs.result, model_zip, dirs.log_file
+    if not stop.is_set():
+        env = run_environment(settings, run.id, dirs, tuple(run.gpus))
+        job.write(
+            RunState.PROCESSING,
+            f"staged {staged.objects} objects ({staged.bytes} bytes); running on {ctx.name} "
+            f"with CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES'] or '(none)'}",
         )
-    except StorageError as exc:
-        raise _fail(
-            ctx, run, _storage_code(exc, ErrorCode.RESULT_UPLOAD), f"storing results: {exc}"
-        ) from None
+        supervisor.start_clock(_time_limit(run, settings))
+        execution = execute(
+            expand_command(run.command, env),
+            env,
+            dirs.model,
+            dirs.log_file,
+            stop,
+            settings.cancel_grace_seconds,
+            on_start=lambda pid: ctx.runs.update(run.id, run.attempt, process_id=pid),
+        )
+        if execution.stopped:
+            job.note(
+                f"stopped: {execution.stopped.detail} (SIGTERM, then SIGKILL after "
+                f"{settings.cancel_grace_seconds:g} s); all its processes ended in "
+                f"{execution.stop_seconds:.2f} s"
+            )
+        # Before the next run: nothing of this one may still hold its GPUs.
+        if not gpus_released(tuple(run.gpus), set(execution.pids)):
+            log.error("%s: its GPUs are still held by its processes", run.id)
+    request = execution.stopped if execution else stop.request
+    if request is not None and request.reason is StopReason.LOST:
+        raise LostClaim(run.id, run.state, RunState.STORING, "claim lost")
+    if execution is None:
+        job.note(f"stopped before the command started: {request.detail}")
+
+    exit_code = execution.exit_code if execution else None
+    job.write(
+        RunState.STORING,
+        "storing results" if exit_code is None else f"command exited with code {exit_code}",
+        exit_code=exit_code,
+    )
     where = f"{results.type.value} {results.bucket}/{run.id}/"
-    if exit_code == 0:
-        ctx.runs.transition(
-            run.id,
-            RunState.COMPLETED,
-            f"stored {stored.objects} objects ({stored.bytes} bytes) in {where}",
+    try:
+        stored = _store_with_retries(results_store, results.bucket, run.id, dirs, model_zip)
+    except StorageError as exc:
+        if exc.user_fault:
+            raise job.fail(ErrorCode.CREDENTIALS, f"storing results: {exc}") from None
+        kept = settings.work_dir / "unstored" / run.id
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(dirs.root), kept)
+        raise job.fail(
+            ErrorCode.RESULT_UPLOAD,
+            f"storing results in {where} failed after {STORE_ATTEMPTS} attempts: {exc}; "
+            f"results kept on {ctx.name} at {kept}",
+        ) from None
+    summary = f"stored {stored.objects} objects ({stored.bytes} bytes) in {where}"
+
+    # A cancel that arrives while storing still ends the run HALTED: the user asked.
+    if request is None and stop.request is not None and stop.request.reason is StopReason.CANCEL:
+        request = stop.request
+    if request is not None:
+        _end_stopped(job, request, summary)
+    elif exit_code == 0:
+        job.write(RunState.COMPLETED, summary)
+    else:
+        raise job.fail(
+            ErrorCode.COMMAND_FAILED,
+            f"command exited with code {exit_code}; log in {where}learner-1/training-log.txt; "
+            f"last lines:\n{tail(dirs.log_file)}",
         )
-        return
-    last = tail(dirs.log_file)
-    raise _fail(
-        ctx,
-        run,
-        ErrorCode.COMMAND_FAILED,
-        f"command exited with code {exit_code}; log in {where}learner-1/training-log.txt; "
-        f"last lines:\n{last}",
-    ) from None
+
+
+def _end_stopped(job: _Run, request: StopRequest, summary: str) -> None:
+    ctx, run = job.ctx, job.run
+    if request.reason is StopReason.CANCEL:
+        job.write(RunState.HALTED, f"{request.detail}; {summary}")
+    elif request.reason is StopReason.TIMEOUT:
+        raise job.fail(ErrorCode.TIME_LIMIT, f"{request.detail}; {summary}")
+    elif request.reason is StopReason.DRAIN:
+        if run.attempt <= ctx.settings.run_retries and ctx.requeue is not None:
+            job.write(
+                RunState.PENDING,
+                f"handed back to the queue: {ctx.name} shut down "
+                f"(attempt {run.attempt} of {ctx.settings.run_retries + 1})",
+            )
+            ctx.requeue(run.id, run.resource)
+        else:
+            raise job.fail(ErrorCode.WORKER_SHUTDOWN, f"{request.detail}: {ctx.name}; {summary}")
+
+
+def _time_limit(run: Run, settings: Settings) -> float:
+    limits = [t for t in (run.timeout_seconds, settings.max_run_seconds) if t and t > 0]
+    return min(limits) if limits else 0.0
+
+
+def _store_with_retries(store, bucket, run_id, dirs: RunDirs, model_zip):
+    delay = 1.0
+    for attempt in range(1, STORE_ATTEMPTS + 1):
+        try:
+            return store_results(store, bucket, run_id, dirs.result, model_zip, dirs.log_file)
+        except StorageError as exc:
+            if exc.user_fault or attempt == STORE_ATTEMPTS:
+                raise
+            log.warning("%s: storing failed (%s); retrying in %.0f s", run_id, exc, delay)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -40,7 +41,11 @@ class ObjectStore(Protocol):
 
     def list(self, bucket: str) -> list[ObjectInfo]: ...
 
-    def download_all(self, bucket: str, dest: Path) -> TransferStats: ...
+    def download_all(
+        self, bucket: str, dest: Path, should_stop: Callable[[], bool] | None = None
+    ) -> TransferStats:
+        """Every object of the bucket under `dest`; stops early once `should_stop()`."""
+        ...
 
     def upload_dir(self, src: Path, bucket: str, prefix: str) -> TransferStats: ...
 

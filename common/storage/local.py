@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from common.storage.base import ObjectInfo, StorageError, TransferStats
@@ -56,9 +57,13 @@ class LocalStore:
                 out.append(ObjectInfo(path.relative_to(base).as_posix(), path.stat().st_size))
         return sorted(out, key=lambda o: o.key)
 
-    def download_all(self, bucket: str, dest: Path) -> TransferStats:
+    def download_all(
+        self, bucket: str, dest: Path, should_stop: Callable[[], bool] | None = None
+    ) -> TransferStats:
         stats = TransferStats()
         for obj in self.list(bucket):
+            if should_stop is not None and should_stop():
+                break
             self.get_file(bucket, obj.key, dest / obj.key)
             stats.add(obj.size)
         return stats

@@ -54,7 +54,7 @@ def test_transitions_append_history_and_terminal_runs_expire(store_redis):
     store = RunStore(store_redis, retention_seconds=3600)
     run = _run()
     store.create(run)
-    store.claim(run.id, "w1", [0])
+    store.claim(run.id, "w1", lambda n: [0])
     store.transition(run.id, RunState.PROCESSING, "running")
     store.transition(run.id, RunState.STORING, "exit 3", exit_code=3)
     done = store.transition(run.id, RunState.FAILED, "command exited 3", ErrorCode.COMMAND_FAILED)
@@ -90,7 +90,7 @@ def test_exactly_one_of_many_concurrent_claims_wins(store_redis):
 
     def claim(i):
         barrier.wait()
-        if store.claim(run.id, f"w{i}", [i]) is not None:
+        if store.claim(run.id, f"w{i}", lambda n, i=i: [i]) is not None:
             winners.append(i)
 
     threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
@@ -108,8 +108,8 @@ def test_claiming_an_ended_or_missing_run_returns_none(store_redis):
     run = _run()
     store.create(run)
     store.transition(run.id, RunState.HALTED, "cancelled")
-    assert store.claim(run.id, "w", []) is None
-    assert store.claim("training-missing00", "w", []) is None
+    assert store.claim(run.id, "w") is None
+    assert store.claim("training-missing00", "w") is None
 
 
 def test_listing_is_per_user_newest_first_and_paginated(store_redis):
@@ -141,7 +141,7 @@ def test_conditional_delete(store_redis):
     store = RunStore(store_redis)
     run = _run()
     store.create(run)
-    store.claim(run.id, "w", [])
+    store.claim(run.id, "w")
     assert store.delete(run.id, "alice", only_in={RunState.PENDING}) is False
     assert store.get(run.id) is not None
     assert store.delete(run.id, "alice") is True

@@ -59,7 +59,7 @@ def test_expand_command_only_touches_run_variables():
 
 def test_exit_code_and_log_capture(tmp_path):
     dirs, env = _env(tmp_path)
-    code = execute("echo out; echo err >&2; exit 7", env, dirs.model, dirs.log_file)
+    code = execute("echo out; echo err >&2; exit 7", env, dirs.model, dirs.log_file).exit_code
     assert code == 7
     assert dirs.log_file.read_text().splitlines() == ["out", "err"]
     assert tail(dirs.log_file, lines=1) == "err"
@@ -67,7 +67,7 @@ def test_exit_code_and_log_capture(tmp_path):
 
 def test_killed_by_signal_reports_128_plus_n(tmp_path):
     dirs, env = _env(tmp_path)
-    assert execute("kill -9 $$", env, dirs.model, dirs.log_file) == 137
+    assert execute("kill -9 $$", env, dirs.model, dirs.log_file).exit_code == 137
 
 
 def test_children_left_in_the_group_are_ended(tmp_path):

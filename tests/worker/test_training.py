@@ -10,6 +10,7 @@ from common.clock import iso, utcnow
 from common.crypto import CredentialBox
 from common.ids import new_run_id
 from common.manifest import parse_manifest
+from common.nodes import NodeStore
 from common.run import Run
 from common.runstore import RunStore
 from common.settings import Settings
@@ -26,7 +27,8 @@ def ctx(tmp_path, store_redis):
     settings = Settings(home=tmp_path, secret_key=Fernet.generate_key().decode())
     return WorkerContext(
         settings=settings,
-        runs=RunStore(store_redis, 3600),
+        runs=RunStore(store_redis, 3600, lease_ttl_seconds=10),
+        nodes=NodeStore(store_redis),
         box=CredentialBox(settings.secret_key),
         artifacts=ArtifactStore(settings.artifact_dir),
         gpus=GpuSet((3, 5), "declared"),
@@ -134,6 +136,7 @@ def test_a_second_delivery_is_skipped(ctx):
     assert run_training(run.id, ctx) == "skipped"
     assert (results / run.id / "count.txt").read_text() == "once\n"
     assert len(ctx.runs.history(run.id)) == 5
+
 
 
 def test_deleted_pending_run_is_skipped(ctx):
