@@ -12,6 +12,7 @@ from api.auth import TokenFile
 from api.errors import register_error_handlers
 from common.artifacts import ArtifactStore
 from common.crypto import CredentialBox
+from common.nodes import NodeStore
 from common.runstore import RunStore
 from common.settings import Settings
 from common.taskqueue import make_celery
@@ -26,6 +27,7 @@ class Services:
     tokens: TokenFile
     artifacts: ArtifactStore
     box: CredentialBox
+    nodes: NodeStore
 
 
 def create_app(
@@ -47,11 +49,14 @@ def create_app(
         tokens=TokenFile(settings.tokens_file),
         artifacts=ArtifactStore(settings.artifact_dir),
         box=CredentialBox(settings.secret_key),
+        nodes=NodeStore(redis_client),
     )
     from api.health import bp as health_bp
     from api.models import bp as models_bp
+    from api.nodes import bp as nodes_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(models_bp)
+    app.register_blueprint(nodes_bp)
     register_error_handlers(app)
     return app

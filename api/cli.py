@@ -4,6 +4,8 @@
     dlaas list trained-models
     dlaas show trained-models ID
     dlaas delete trained-models ID
+    dlaas cancel training-runs ID
+    dlaas nodes [drain NAME]
 
 Every command takes --json; on error it prints FAILED and one line, and exits 1.
 """
@@ -50,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     delete = verb("delete", "remove a run from the service (its outputs stay in your bucket)")
     delete.add_argument("noun", choices=NOUNS)
     delete.add_argument("run_id")
+    cancel = verb("cancel", "stop a run (SIGTERM, a grace period, SIGKILL); it ends HALTED")
+    cancel.add_argument("noun", choices=NOUNS)
+    cancel.add_argument("run_id")
+    nodes = verb("nodes", "list the fleet's workers, or drain one (admins)")
+    nodes.add_argument("action", nargs="?", choices=("list", "drain"), default="list")
+    nodes.add_argument("name", nargs="?")
     return parser
 
 
@@ -190,12 +198,53 @@ def _delete(client: DlaasClient, args, out: _Printer) -> int:
     out.say(f"Deleting the trained model '{args.run_id}' ...")
     answer = client.delete(args.run_id)
     out.data(answer)
+    if not answer.get("deleted"):
+        out.say("The run is active: it is being cancelled and goes once it has stopped.")
     out.say("OK")
     out.say("Delete trained-models successful")
     return 0
 
 
-COMMANDS = {"train": _train, "list": _list, "show": _show, "delete": _delete}
+def _cancel(client: DlaasClient, args, out: _Printer) -> int:
+    out.say(f"Canceling training for MODEL-ID '{args.run_id}'...")
+    answer = client.cancel(args.run_id)
+    out.data(answer)
+    out.say("OK")
+    out.say("Cancel training successful")
+    return 0
+
+
+def _nodes(client: DlaasClient, args, out: _Printer) -> int:
+    if args.action == "drain":
+        if not args.name:
+            raise ClientError("nodes drain: name the node (see `dlaas nodes`)")
+        answer = client.drain(args.name)
+        out.data(answer)
+        out.say(f"Draining node '{args.name}': it takes no new run; its running run finishes.")
+        out.say("OK")
+        return 0
+    nodes = client.nodes()["nodes"]
+    out.data({"nodes": nodes})
+    out.say(f"{'Name':<36}{'status':<10}{'sizes':<20}{'GPUs':<10}host")
+    for node in nodes:
+        gpus = ",".join(map(str, node.get("gpus", []))) or "-"
+        out.say(
+            f"{node['name']:<36}{node['status']:<10}{','.join(node.get('sizes', [])) or '-':<20}"
+            f"{gpus:<10}{node.get('host', '-')}"
+        )
+    out.say(f"{len(nodes)} nodes found.")
+    out.say("OK")
+    return 0
+
+
+COMMANDS = {
+    "train": _train,
+    "list": _list,
+    "show": _show,
+    "delete": _delete,
+    "cancel": _cancel,
+    "nodes": _nodes,
+}
 
 
 if __name__ == "__main__":

@@ -115,5 +115,14 @@ class DlaasClient:
     def delete(self, run_id: str) -> dict:
         return self._call("DELETE", f"/v3/models/{run_id}")
 
+    def cancel(self, run_id: str) -> dict:
+        return self._call("PATCH", f"/v3/models/{run_id}", json={"status": "halt"})
+
+    def nodes(self) -> dict:
+        return self._call("GET", "/v3/nodes")
+
+    def drain(self, name: str) -> dict:
+        return self._call("POST", f"/v3/nodes/{name}/drain")
+
     def health(self) -> dict:
         return self._call("GET", "/health")

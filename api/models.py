@@ -15,7 +15,8 @@ from common.ids import is_run_id, new_run_id
 from common.manifest import Manifest, ManifestError, StoreType, parse_manifest
 from common.modelzip import ModelZipError, ZipLimits, check_zip
 from common.run import Run
-from common.states import TERMINAL, RunState
+from common.runstore import InvalidTransition, RunNotFound
+from common.states import RunState
 from common.storage import StorageError, resolve_local_root
 from common.taskqueue import enqueue_run
 
@@ -174,23 +175,64 @@ def _own_run(run_id: str) -> Run:
 
 @bp.get("/<run_id>")
 def show(run_id: str):
+    services = _services()
     run = _own_run(run_id)
-    return jsonify(run_detail(run, _services().runs.history(run_id)))
+    detail = run_detail(run, services.runs.history(run_id))
+    if run.state is RunState.PENDING and not services.nodes.serving(run.resource.value):
+        detail["status_message"] = f"no worker serves {run.resource.value}"
+    return jsonify(detail)
+
+
+@bp.patch("/<run_id>")
+def patch(run_id: str):
+    """`{"status": "halt"}` cancels the run."""
+    run = _own_run(run_id)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or set(body) != {"status"}:
+        raise ApiError(400, 'expected a JSON body {"status": "halt"}', field="status")
+    if body["status"] != "halt":
+        raise ApiError(
+            400, f"status: only 'halt' is supported, got {body['status']!r}", field="status"
+        )
+    cancelled = _cancel(run, delete=False)
+    return jsonify(
+        {
+            "model_id": run_id,
+            "state": cancelled.state.value,
+            "message": "halted" if cancelled.state.terminal else "halting",
+        }
+    ), (200 if cancelled.state.terminal else 202)
+
+
+def _cancel(run: Run, delete: bool) -> Run:
+    services = _services()
+    user = current_user(services.tokens)
+    try:
+        return services.runs.request_cancel(run.id, user, delete=delete)
+    except InvalidTransition as exc:
+        raise ApiError(409, str(exc), code="ended") from None
+    except RunNotFound:
+        raise ApiError(404, f"no training run {run.id!r}") from None
 
 
 @bp.delete("/<run_id>")
 def delete(run_id: str):
+    """Removes the run from the service (never the outputs in the user's bucket). An active
+    run is cancelled first, and its record goes once its worker has stopped it (202)."""
     services = _services()
     run = _own_run(run_id)
-    deletable = {RunState.PENDING, *TERMINAL}
-    # Atomic with the worker's claim: a PENDING run's queued message then finds no record
-    # and is dropped. Cancelling an executing run comes with the cancel work; until then, 409.
-    if run.state not in deletable or not services.runs.delete(run_id, run.user, deletable):
-        current = services.runs.get(run_id)
-        state = current.state.value if current else run.state.value
-        raise ApiError(
-            409, f"{run_id} is {state}; it can be deleted once it has ended", code="busy"
-        )
+    if not run.state.terminal:
+        cancelled = _cancel(run, delete=True)
+        if not cancelled.state.terminal:
+            return jsonify(
+                {
+                    "model_id": run_id,
+                    "deleted": False,
+                    "message": "cancelling; the run is removed once it has stopped",
+                }
+            ), 202
+    # Atomic with a worker's claim: a PENDING run's queued message then finds no record.
+    services.runs.delete(run_id, run.user)
     if run.artifact:
         services.artifacts.delete(run.artifact)
     return jsonify({"model_id": run_id, "deleted": True})

@@ -67,6 +67,8 @@ class Settings:
     # How long a worker keeps retrying Redis (state changes wait, the command runs on).
     redis_outage_seconds: float = 3600.0
     worker_heartbeat_seconds: float = 5.0
+    # Users who may drain nodes and see the fleet's controls.
+    admin_users: tuple[str, ...] = ()
     # Celery results are small (a run id and its final state); keep them as long as runs.
     result_expires_seconds: int = 7 * 24 * 3600
 
@@ -141,6 +143,10 @@ class Settings:
         if env.get("DLAAS_STORE_TYPES"):
             values["store_types"] = tuple(
                 t.strip() for t in env["DLAAS_STORE_TYPES"].split(",") if t.strip()
+            )
+        if env.get("DLAAS_ADMIN_USERS"):
+            values["admin_users"] = tuple(
+                u.strip() for u in env["DLAAS_ADMIN_USERS"].split(",") if u.strip()
             )
         if env.get("DLAAS_KEEP_WORKDIR"):
             values["keep_workdir"] = env["DLAAS_KEEP_WORKDIR"].lower() in ("1", "true", "yes")

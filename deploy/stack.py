@@ -37,7 +37,7 @@ BIN = Path(sys.executable).parent
 REDIS_PORT = int(os.environ.get("DLAAS_STACK_REDIS_PORT", "16379"))
 API_PORT = int(os.environ.get("DLAAS_STACK_API_PORT", "18080"))
 FLOWER_PORT = int(os.environ.get("DLAAS_STACK_FLOWER_PORT", "15555"))
-ORDER = ("redis", "api", "worker", "flower")
+ORDER = ("redis", "api", "worker", "reconciler", "flower")
 
 
 def _pid_file(name: str) -> Path:
@@ -112,6 +112,7 @@ def up() -> None:
             "api.wsgi:app",
         ],
         "worker": [str(BIN / "dlaas-worker"), "--name", f"dlaas-worker-1@{host}"],
+        "reconciler": [str(BIN / "dlaas-reconciler")],
         "flower": [
             str(BIN / "celery"),
             "--broker",
@@ -127,14 +128,15 @@ def up() -> None:
         "redis": lambda: port_open(REDIS_PORT),
         "api": lambda: http_ok(f"http://127.0.0.1:{API_PORT}/health"),
         "worker": lambda: log_says(_log("worker"), "ready."),
+        "reconciler": lambda: log_says(_log("reconciler"), "reconciler active"),
         "flower": lambda: http_ok(flower_url),
     }
     for name in ORDER:
         if _running(name):
             print(f"  {name:<7}already running (pid {_running(name)})")
             continue
-        if name == "worker" and _log("worker").exists():
-            _log("worker").unlink()
+        if name in ("worker", "reconciler") and _log(name).exists():
+            _log(name).unlink()  # their readiness is read from their fresh log
         pid = spawn(commands[name], _log(name), env=env, cwd=ROOT)
         _pid_file(name).parent.mkdir(parents=True, exist_ok=True)
         _pid_file(name).write_text(str(pid))

@@ -36,6 +36,17 @@ ROOT = Path(__file__).resolve().parents[1]
 class RedisServer:
     port: int
     pid: int
+    data: Path | None = None
+    persist: bool = False
+
+    def stop(self) -> None:
+        stop_pid(self.pid)
+
+    def start(self) -> None:
+        """(Re)start on the same port and data folder (with AOF, the data comes back)."""
+        log = self.data / "redis.log"
+        self.pid = spawn(redis_argv(self.port, self.data, persist=self.persist), log)
+        wait_until(lambda: port_open(self.port), 20, "redis-server", pid=self.pid, log_path=log)
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
@@ -44,17 +55,19 @@ class RedisServer:
         return redis.Redis.from_url(self.url(db), decode_responses=True)
 
 
+def start_redis(data: Path, persist: bool = False) -> RedisServer:
+    server = RedisServer(free_port(), 0, data, persist)
+    server.start()
+    return server
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory) -> RedisServer:
-    port = free_port()
-    data = tmp_path_factory.mktemp("redis")
-    log = data / "redis.log"
-    pid = spawn(redis_argv(port, data, persist=False), log)
+    server = start_redis(tmp_path_factory.mktemp("redis"))
     try:
-        wait_until(lambda: port_open(port), 20, "redis-server", pid=pid, log_path=log)
-        yield RedisServer(port, pid)
+        yield server
     finally:
-        stop_pid(pid)
+        server.stop()
 
 
 @pytest.fixture
@@ -88,6 +101,13 @@ class Stack:
                 "DLAAS_SECRET_KEY": self.secret_key,
                 "DLAAS_TOKENS_FILE": str(self.home / "tokens.json"),
                 "DLAAS_RETENTION_DAYS": "1",
+                "DLAAS_ADMIN_USERS": "alice",
+                # Short fault-detection times, so the fault tests stay quick.
+                "DLAAS_LEASE_TTL_SECONDS": "3",
+                "DLAAS_LEASE_REFRESH_SECONDS": "0.5",
+                "DLAAS_RECONCILE_INTERVAL_SECONDS": "0.5",
+                "DLAAS_CANCEL_GRACE_SECONDS": "3",
+                "DLAAS_WORKER_HEARTBEAT_SECONDS": "1",
             }
         )
         return env
@@ -105,18 +125,43 @@ class Stack:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def start(self, argv: list[str], name: str, ready) -> int:
+    def stop_all(self) -> None:
+        for pid in reversed(self.pids):
+            stop_pid(pid, timeout=20)
+        self.pids.clear()
+
+    def start(self, argv: list[str], name: str, ready, **env: str) -> int:
         log = self.home / "logs" / f"{name}.log"
-        pid = spawn(argv, log, env=self.env, cwd=ROOT)
+        pid = spawn(argv, log, env=dict(self.env, **env), cwd=ROOT)
         self.pids.append(pid)
         wait_until(ready, 60, name, pid=pid, log_path=log)
         return pid
 
-    def start_worker(self, name: str, gpus: str, *extra: str) -> int:
+    def start_worker(self, name: str, gpus: str, *extra: str, **env: str) -> int:
         log = self.home / "logs" / f"{name}.log"
         argv = [str(BIN / "dlaas-worker"), "--name", name, "--gpus", gpus, *extra]
+        return self.start(argv, name, lambda: log_says(log, "ready."), **env)
 
-        return self.start(argv, name, lambda: log_says(log, "ready."))
+    def start_reconciler(self, name: str = "reconciler", **env: str) -> int:
+        log = self.home / "logs" / f"{name}.log"
+        return self.start(
+            [str(BIN / "dlaas-reconciler")], name, lambda: log_says(log, "reconciler active"), **env
+        )
+
+    def start_api(self) -> str:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv = [
+            str(BIN / "gunicorn"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "api.wsgi:app",
+        ]
+        self.start(argv, "api", lambda: http_ok(url + "/health"))
+        self.api_url = url
+        return url
 
     @contextmanager
     def api(self, name: str, **env: str):
@@ -140,30 +185,24 @@ class Stack:
             stop_pid(pid)
 
 
-@pytest.fixture(scope="session")
-def stack(redis_server, tmp_path_factory) -> Stack:
-    home = tmp_path_factory.mktemp("dlaas-home")
+def new_stack(redis_server: RedisServer, home: Path) -> Stack:
     tokens = {"alice": secrets.token_urlsafe(16), "bob": secrets.token_urlsafe(16)}
     (home / "tokens.json").write_text(json.dumps({t: u for u, t in tokens.items()}))
-    st = Stack(redis_server, home, Fernet.generate_key().decode(), tokens)
+    return Stack(redis_server, home, Fernet.generate_key().decode(), tokens)
+
+
+@pytest.fixture(scope="session")
+def stack(redis_server, tmp_path_factory) -> Stack:
+    st = new_stack(redis_server, tmp_path_factory.mktemp("dlaas-home"))
     try:
         yield st
     finally:
-        for pid in reversed(st.pids):
-            stop_pid(pid, timeout=20)
+        st.stop_all()
 
 
 @pytest.fixture(scope="session")
 def api_url(stack) -> str:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    stack.start(
-        [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2", "api.wsgi:app"],
-        "api",
-        lambda: http_ok(url + "/health"),
-    )
-    stack.api_url = url
-    return url
+    return stack.start_api()
 
 
 @pytest.fixture(scope="session")

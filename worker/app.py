@@ -52,8 +52,12 @@ def create_worker_app(ctx: WorkerContext, sizes: list[str]) -> Celery:
         deadline = time.time() + ctx.settings.drain_timeout_seconds
         try:
             ctx.nodes.request_drain(ctx.name, deadline)
-            log.warning("%s shutting down (%s): draining, running run stopped at %s",
-                        ctx.name, sig, iso(utcnow().fromtimestamp(deadline)))
+            log.warning(
+                "%s shutting down (%s): draining, running run stopped at %s",
+                ctx.name,
+                sig,
+                iso(utcnow().fromtimestamp(deadline)),
+            )
         except Exception:
             log.exception("could not record the drain")
 

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import redis
+
 from common.artifacts import ArtifactStore
 from common.clock import iso, utcnow
 from common.crypto import CredentialBox, CredentialsError
@@ -162,6 +164,14 @@ def _run_claimed(job: _Run, supervisor: RunSupervisor) -> None:
     except StorageError as exc:
         code = _storage_code(exc, ErrorCode.DATA_STAGING)
         raise job.fail(code, f"data staging: {exc}") from None
+
+    # A cancel flagged while staging stops the run here, before its command ever starts,
+    # even if the supervisor has not polled it yet.
+    try:
+        if not stop.is_set() and (by := ctx.runs.cancel_requested(run.id)):
+            stop.set(StopReason.CANCEL, f"cancelled by {by}")
+    except redis.RedisError:
+        pass  # the supervisor keeps polling for it
 
     if not stop.is_set():
         env = run_environment(settings, run.id, dirs, tuple(run.gpus))

@@ -9,6 +9,8 @@ from pathlib import Path, PurePosixPath
 
 from common.storage.base import ObjectInfo, StorageError, TransferStats
 
+CHUNK = 1024 * 1024
+
 
 def resolve_local_root(store_root: Path, path: str) -> Path:
     """A manifest's `connection.path`, relative to the service's local store root.
@@ -64,9 +66,22 @@ class LocalStore:
         for obj in self.list(bucket):
             if should_stop is not None and should_stop():
                 break
-            self.get_file(bucket, obj.key, dest / obj.key)
-            stats.add(obj.size)
+            size = self._copy(self._object(bucket, obj.key), dest / obj.key, should_stop)
+            stats.add(size)
         return stats
+
+    @staticmethod
+    def _copy(source: Path, dest: Path, should_stop: Callable[[], bool] | None = None) -> int:
+        """Copy in chunks, checking `should_stop` between them; returns the bytes copied."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        copied = 0
+        with open(source, "rb") as src, open(dest, "wb") as out:
+            while chunk := src.read(CHUNK):
+                out.write(chunk)
+                copied += len(chunk)
+                if should_stop is not None and should_stop():
+                    break
+        return copied
 
     def upload_dir(self, src: Path, bucket: str, prefix: str) -> TransferStats:
         stats = TransferStats()
@@ -94,5 +109,4 @@ class LocalStore:
             raise StorageError(
                 f"{self.description}: {bucket}/{key} does not exist", user_fault=True
             )
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, dest)
+        self._copy(source, dest)

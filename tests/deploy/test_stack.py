@@ -43,7 +43,7 @@ def test_up_demo_down(tmp_path):
     pids = {int(p.read_text()) for p in (tmp_path / "home" / "pids").glob("*.pid")}
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        assert len(pids) == 4 and all(psutil.pid_exists(p) for p in pids)
+        assert len(pids) == 5 and all(psutil.pid_exists(p) for p in pids)
         saved = (tmp_path / "home" / "env").read_text()
         assert re.fullmatch(
             r"export DLAAS_URL=http://127\.0\.0\.1:\d+\n"
@@ -51,7 +51,7 @@ def test_up_demo_down(tmp_path):
             saved,
         )
         again = stack("deploy/stack.py", "up")
-        assert again.stdout.count("already running") == 4
+        assert again.stdout.count("already running") == 5
 
         demo = stack("deploy/demo.py")
         assert demo.returncode == 0, demo.stdout + demo.stderr
@@ -62,6 +62,6 @@ def test_up_demo_down(tmp_path):
     finally:
         down = stack("deploy/stack.py", "down")
     assert down.returncode == 0, down.stderr
-    assert down.stdout.count("stopped") == 4
+    assert down.stdout.count("stopped") == 5
     gone = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     assert gone == []

@@ -138,7 +138,6 @@ def test_a_second_delivery_is_skipped(ctx):
     assert len(ctx.runs.history(run.id)) == 5
 
 
-
 def test_deleted_pending_run_is_skipped(ctx):
     _buckets(ctx)
     run = _submit(ctx, "true")
