@@ -30,7 +30,8 @@ TERMINAL = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.HALTED})
 # non-zero still goes through STORING (its log and results are kept) before FAILED.
 TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.PENDING: frozenset({RunState.DOWNLOADING}),
-    RunState.DOWNLOADING: frozenset({RunState.PROCESSING}),
+    # DOWNLOADING -> STORING: stopped before its command started, the log is still stored.
+    RunState.DOWNLOADING: frozenset({RunState.PROCESSING, RunState.STORING}),
     RunState.PROCESSING: frozenset({RunState.STORING}),
     RunState.STORING: frozenset({RunState.COMPLETED}),
 }

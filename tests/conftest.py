@@ -125,6 +125,11 @@ class Stack:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
+    def stop(self, pid: int, timeout: float = 20) -> None:
+        stop_pid(pid, timeout=timeout)
+        if pid in self.pids:
+            self.pids.remove(pid)
+
     def stop_all(self) -> None:
         for pid in reversed(self.pids):
             stop_pid(pid, timeout=20)

@@ -1,0 +1,399 @@
+"""Fault injection with real processes: lost nodes, duplicate messages, a Redis restart,
+cancel in each state, escaped grandchildren, worker shutdown, time limits, drain.
+
+This module has its own Redis (with AOF, so it can be restarted) and its own API, so that
+killing and restarting things here never disturbs the other tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from common.runstore import RunStore
+from common.settings import Settings
+from common.states import ErrorCode, RunState
+from common.taskqueue import RUN_TASK, make_celery
+from deploy.processes import alive
+from tests.conftest import make_zip, manifest_yaml, new_stack, start_redis
+
+pytestmark = pytest.mark.integration
+
+LARGE_GPUS = "4,5,6,7"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    redis_server = start_redis(tmp_path_factory.mktemp("fault-redis"), persist=True)
+    stack = new_stack(redis_server, tmp_path_factory.mktemp("fault-home"))
+    stack.bucket("data")
+    stack.bucket("results")
+    stack.start_api()
+    try:
+        yield stack
+    finally:
+        stack.stop_all()
+        redis_server.stop()
+
+
+@pytest.fixture
+def started(fleet):
+    """Processes a test starts (workers, reconcilers), stopped when it ends."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        fleet.stop(pid)
+
+
+def runs(fleet) -> RunStore:
+    return RunStore(fleet.redis.client())
+
+
+def submit(fleet, command: str, resource: str = "large", extra: str = "") -> str:
+    manifest = manifest_yaml(command, resource=resource) + extra
+    if extra:  # execution.timeout and the like go under model_definition.execution
+        manifest = manifest_yaml(command, resource=resource).replace(
+            f"    resource: {resource}\n", f"    resource: {resource}\n{extra}"
+        )
+    answer = requests.post(
+        f"{fleet.api_url}/v3/models",
+        files={
+            "model_definition": ("m.zip", make_zip({"train.sh": "echo hi\n"})),
+            "manifest": ("m.yml", manifest),
+        },
+        headers=auth(fleet),
+        timeout=10,
+    )
+    assert answer.status_code == 201, answer.text
+    return answer.json()["model_id"]
+
+
+def auth(fleet, user: str = "alice") -> dict:
+    return {"Authorization": f"Bearer {fleet.tokens[user]}"}
+
+
+def wait_state(fleet, run_id: str, *states: RunState, timeout: float = 60):
+    store = runs(fleet)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = store.get(run_id)
+        if run is not None and run.state in states:
+            return run
+        time.sleep(0.05)
+    run = store.get(run_id)
+    raise AssertionError(
+        f"{run_id} not {[s.value for s in states]} after {timeout} s: "
+        f"{run.state.value if run else 'gone'} {run.status_message if run else ''}"
+    )
+
+
+def wait_process(fleet, run_id: str, timeout: float = 30):
+    store = runs(fleet)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = store.get(run_id)
+        if run and run.process_id:
+            return run
+        time.sleep(0.05)
+    raise AssertionError(f"{run_id}: its command did not start")
+
+
+def results(fleet, run_id: str) -> Path:
+    return fleet.store_root / "tests" / "results" / run_id
+
+
+def lose_node(worker_pid: int, process_id: int | None) -> None:
+    """Everything on the node dies at once: the worker, its pool child, the run."""
+    os.killpg(worker_pid, signal.SIGKILL)
+    if process_id:
+        try:
+            os.killpg(process_id, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def living(pids) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_the_same_message_delivered_twice_runs_once(fleet, started, tmp_path):
+    started.append(fleet.start_worker("dup-worker@fault", LARGE_GPUS))
+    side = tmp_path / "effects.txt"
+    run_id = submit(fleet, f"echo ran >> {side}")
+    celery = make_celery(Settings.from_env(fleet.env))
+    for _ in range(2):
+        celery.send_task(RUN_TASK, args=[run_id], queue="dlaas.large")
+    wait_state(fleet, run_id, RunState.COMPLETED)
+    redis_client = fleet.redis.client()
+    deadline = time.monotonic() + 20
+    while redis_client.llen("dlaas.large") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # the duplicates' tasks were received; give them time to be dropped
+    log = (fleet.home / "logs" / "dup-worker@fault.log").read_text()
+    assert log.count(f"{run_id}: dropped, not PENDING any more") == 2
+    assert side.read_text() == "ran\n"
+    assert [h.state for h in runs(fleet).history(run_id)].count(RunState.PROCESSING) == 1
+
+
+def test_lost_node_ends_its_run_failed_s104(fleet, started):
+    worker = fleet.start_worker("doomed@fault", LARGE_GPUS)
+    started.append(worker)
+    started.append(fleet.start_reconciler("reconciler-noretry"))
+    timings = []
+    for _ in range(2):
+        run_id = submit(fleet, "sleep 120")
+        run = wait_process(fleet, run_id)
+        assert runs(fleet).lease_holder(run_id) == f"doomed@fault {run.attempt}"
+        lose_node(worker, run.process_id)
+        killed = time.monotonic()
+        failed = wait_state(fleet, run_id, RunState.FAILED, timeout=30)
+        timings.append(time.monotonic() - killed)
+        assert failed.error_code is ErrorCode.NODE_LOST
+        assert failed.status_message == "node lost: doomed@fault"
+        assert run_id not in runs(fleet).active_ids()
+        started.remove(worker)
+        worker = fleet.start_worker("doomed@fault", LARGE_GPUS)
+        started.append(worker)
+    # Lease TTL 3 s + one more lease period of patience + reconcile interval 0.5 s.
+    assert max(timings) < 3 + 3 + 0.5 + 3
+    print(
+        f"\nworker death -> FAILED: median {statistics.median(timings):.2f} s over {len(timings)}"
+    )
+
+
+def test_lost_node_with_retry_runs_again_elsewhere_and_completes_once(fleet, started, tmp_path):
+    first = fleet.start_worker("first@fault", LARGE_GPUS)
+    started.append(first)
+    started.append(fleet.start_reconciler("reconciler-retry", DLAAS_RUN_RETRIES="1"))
+    side = tmp_path / "finished.txt"
+    run_id = submit(fleet, f"sleep 4; echo $TRAINING_ID >> {side}")
+    run = wait_process(fleet, run_id)
+    assert run.worker == "first@fault"
+    second = fleet.start_worker("second@fault", LARGE_GPUS)
+    started.append(second)
+    lose_node(first, run.process_id)
+    started.remove(first)
+    done = wait_state(fleet, run_id, RunState.COMPLETED, RunState.FAILED, timeout=60)
+    assert done.state is RunState.COMPLETED, done.status_message
+    assert done.worker == "second@fault" and done.attempt == 2
+    assert side.read_text() == f"{run_id}\n"
+    messages = [h.message for h in runs(fleet).history(run_id)]
+    assert "node lost: first@fault; queued again (attempt 1 of 2)" in messages
+
+
+def test_redis_restart_mid_run_loses_nothing(fleet, started):
+    started.append(fleet.start_worker("steady@fault", LARGE_GPUS))
+    started.append(fleet.start_reconciler("reconciler-restart"))
+    run_id = submit(fleet, "sleep 6; echo survived > $RESULT_DIR/survived.txt")
+    wait_process(fleet, run_id)
+    fleet.redis.stop()
+    time.sleep(4.5)  # longer than the lease TTL: the worker must take its lease back
+    fleet.redis.start()
+    done = wait_state(fleet, run_id, RunState.COMPLETED, RunState.FAILED, timeout=60)
+    assert done.state is RunState.COMPLETED, done.status_message
+    states = [h.state for h in runs(fleet).history(run_id)]
+    assert states == [
+        RunState.PENDING,
+        RunState.DOWNLOADING,
+        RunState.PROCESSING,
+        RunState.STORING,
+        RunState.COMPLETED,
+    ]
+    assert (results(fleet, run_id) / "survived.txt").read_text() == "survived\n"
+
+
+def cancel(fleet, run_id: str, user: str = "alice") -> requests.Response:
+    return requests.patch(
+        f"{fleet.api_url}/v3/models/{run_id}",
+        json={"status": "halt"},
+        headers=auth(fleet, user),
+        timeout=10,
+    )
+
+
+def test_cancel_pending_halts_at_once_and_the_message_is_skipped(fleet, started):
+    run_id = submit(fleet, "echo never", resource="medium")
+    shown = requests.get(f"{fleet.api_url}/v3/models/{run_id}", headers=auth(fleet), timeout=5)
+    assert shown.json()["status_message"] == "no worker serves medium"
+    assert cancel(fleet, run_id, "bob").status_code == 404
+    answer = cancel(fleet, run_id)
+    assert answer.status_code == 200 and answer.json()["state"] == "HALTED"
+    assert runs(fleet).get(run_id).state is RunState.HALTED
+    started.append(fleet.start_worker("medium@fault", "0,1"))
+    log = fleet.home / "logs" / "medium@fault.log"
+    deadline = time.monotonic() + 20
+    while f"{run_id}: dropped" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert f"{run_id}: dropped, not PENDING any more" in log.read_text()
+    assert runs(fleet).get(run_id).state is RunState.HALTED
+    again = cancel(fleet, run_id)
+    assert again.status_code == 409 and "already ended (HALTED)" in again.json()["error"]["message"]
+    bad = requests.patch(
+        f"{fleet.api_url}/v3/models/{run_id}", json={"status": "go"}, headers=auth(fleet), timeout=5
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "status"
+
+
+def test_cancel_while_downloading_never_starts_the_command(fleet, started):
+    started.append(fleet.start_worker("stager@fault", LARGE_GPUS))
+    slow = fleet.store_root / "tests" / "slowdata"
+    slow.mkdir(parents=True, exist_ok=True)
+    fifo = slow / "stream.bin"
+    os.mkfifo(fifo)  # staging blocks reading it until this test writes: DOWNLOADING held
+    manifest_text = manifest_yaml(
+        "touch $RESULT_DIR/started", resource="large", data_bucket="slowdata"
+    )
+    answer = requests.post(
+        f"{fleet.api_url}/v3/models",
+        files={
+            "model_definition": ("m.zip", make_zip({"a": "b"})),
+            "manifest": ("m.yml", manifest_text),
+        },
+        headers=auth(fleet),
+        timeout=10,
+    )
+    run_id = answer.json()["model_id"]
+    wait_state(fleet, run_id, RunState.DOWNLOADING)
+    assert cancel(fleet, run_id).status_code == 202
+    with open(fifo, "wb") as writer:
+        writer.write(b"x" * 1000)
+    halted = wait_state(fleet, run_id, RunState.HALTED, RunState.FAILED, RunState.COMPLETED)
+    assert halted.state is RunState.HALTED, halted.status_message
+    assert halted.status_message.startswith("cancelled by alice")
+    assert RunState.PROCESSING not in [h.state for h in runs(fleet).history(run_id)]
+    out = results(fleet, run_id)
+    assert not (out / "started").exists()
+    assert (
+        "stopped before the command started: cancelled by alice"
+        in (out / "learner-1" / "training-log.txt").read_text()
+    )
+
+
+ESCAPING = (
+    # A child in its own session, a double-forked daemon whose parent exits, and a child
+    # that ignores SIGTERM (so the SIGKILL after the grace period is needed).
+    "setsid sleep 301 & echo $! >> $RESULT_DIR/pids; "
+    "(setsid bash -c 'echo $$ >> $RESULT_DIR/pids; exec sleep 302' &); "
+    "bash -c 'trap \"\" TERM; echo $$ >> $RESULT_DIR/pids; while true; do sleep 0.2; done' & "
+    "echo $$ >> $RESULT_DIR/pids; echo started; sleep 303"
+)
+
+
+def test_cancel_while_processing_ends_every_process_and_keeps_the_log(fleet, started):
+    started.append(fleet.start_worker("busy@fault", LARGE_GPUS))
+    run_id = submit(fleet, ESCAPING)
+    wait_process(fleet, run_id)
+    workdir_pids = fleet.home / "work" / run_id / "result" / "pids"
+    deadline = time.monotonic() + 10
+    while (
+        not workdir_pids.exists() or len(workdir_pids.read_text().split()) < 4
+    ) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = [int(p) for p in workdir_pids.read_text().split()]
+    assert len(pids) == 4 and len(living(pids)) == 4
+    asked = time.monotonic()
+    assert cancel(fleet, run_id).status_code == 202
+    halted = wait_state(fleet, run_id, RunState.HALTED, timeout=30)
+    took = time.monotonic() - asked
+    assert living(pids) == [], f"survivors: {living(pids)}"
+    assert halted.status_message.startswith("cancelled by alice; stored")
+    log = (results(fleet, run_id) / "learner-1" / "training-log.txt").read_text()
+    assert log.startswith("started\n")
+    assert "stopped: cancelled by alice (SIGTERM, then SIGKILL after 3 s)" in log
+    print(f"\ncancel -> HALTED with every process gone: {took:.2f} s (grace 3 s)")
+
+
+def test_delete_of_an_active_run_cancels_it_first(fleet, started):
+    started.append(fleet.start_worker("deleter@fault", LARGE_GPUS))
+    run_id = submit(fleet, "echo partial > $RESULT_DIR/partial.txt; sleep 300")
+    run = wait_process(fleet, run_id)
+    answer = requests.delete(f"{fleet.api_url}/v3/models/{run_id}", headers=auth(fleet), timeout=10)
+    assert answer.status_code == 202 and answer.json()["deleted"] is False
+    deadline = time.monotonic() + 30
+    while runs(fleet).get(run_id) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runs(fleet).get(run_id) is None
+    assert not living([run.process_id])
+    assert (results(fleet, run_id) / "partial.txt").read_text() == "partial\n"
+    gone = requests.get(f"{fleet.api_url}/v3/models/{run_id}", headers=auth(fleet), timeout=5)
+    assert gone.status_code == 404
+
+
+def test_time_limit_ends_the_run_failed_c202(fleet, started):
+    started.append(fleet.start_worker("timed@fault", LARGE_GPUS))
+    run_id = submit(fleet, "echo working; sleep 300", extra="    timeout: 2s\n")
+    run = wait_process(fleet, run_id)
+    failed = wait_state(fleet, run_id, RunState.FAILED, timeout=30)
+    assert failed.error_code is ErrorCode.TIME_LIMIT
+    assert failed.status_message.startswith("time limit of 2 s reached")
+    assert not living([run.process_id])
+    assert "working" in (results(fleet, run_id) / "learner-1" / "training-log.txt").read_text()
+
+
+def test_sigterm_lets_the_run_finish_then_the_worker_exits(fleet, started):
+    worker = fleet.start_worker("graceful@fault", LARGE_GPUS)
+    started.append(worker)
+    run_id = submit(fleet, "sleep 3; echo finished > $RESULT_DIR/finished.txt")
+    wait_process(fleet, run_id)
+    os.kill(worker, signal.SIGTERM)
+    done = wait_state(fleet, run_id, RunState.COMPLETED, RunState.FAILED, timeout=30)
+    assert done.state is RunState.COMPLETED, done.status_message
+    deadline = time.monotonic() + 20
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(worker)
+    assert (results(fleet, run_id) / "finished.txt").read_text() == "finished\n"
+
+
+def test_sigterm_past_the_drain_timeout_fails_s105_with_the_log(fleet, started):
+    worker = fleet.start_worker("hurried@fault", LARGE_GPUS, DLAAS_DRAIN_TIMEOUT_SECONDS="1")
+    started.append(worker)
+    run_id = submit(fleet, "echo long job; sleep 300")
+    run = wait_process(fleet, run_id)
+    os.kill(worker, signal.SIGTERM)
+    failed = wait_state(fleet, run_id, RunState.FAILED, timeout=30)
+    assert failed.error_code is ErrorCode.WORKER_SHUTDOWN
+    assert failed.status_message.startswith("worker shut down: hurried@fault")
+    assert not living([run.process_id])
+    assert "long job" in (results(fleet, run_id) / "learner-1" / "training-log.txt").read_text()
+    deadline = time.monotonic() + 20
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(worker)
+
+
+def test_drained_node_takes_no_new_run(fleet, started):
+    started.append(fleet.start_worker("drained@fault", LARGE_GPUS))
+    nodes = requests.get(f"{fleet.api_url}/v3/nodes", headers=auth(fleet, "bob"), timeout=5).json()
+    assert any(n["name"] == "drained@fault" and n["status"] == "ready" for n in nodes["nodes"])
+    refused = requests.post(
+        f"{fleet.api_url}/v3/nodes/drained@fault/drain", headers=auth(fleet, "bob"), timeout=5
+    )
+    assert refused.status_code == 403
+    answer = requests.post(
+        f"{fleet.api_url}/v3/nodes/drained@fault/drain", headers=auth(fleet), timeout=5
+    )
+    assert answer.status_code == 202
+    nodes = requests.get(f"{fleet.api_url}/v3/nodes", headers=auth(fleet), timeout=5).json()
+    assert [n["status"] for n in nodes["nodes"] if n["name"] == "drained@fault"] == ["draining"]
+    run_id = submit(fleet, "echo should wait")
+    time.sleep(2.0)
+    run = runs(fleet).get(run_id)
+    assert run.state is RunState.PENDING
+    shown = requests.get(f"{fleet.api_url}/v3/models/{run_id}", headers=auth(fleet), timeout=5)
+    assert shown.json()["status_message"] == "no worker serves large"
+    assert cancel(fleet, run_id).status_code == 200
