@@ -66,7 +66,11 @@ class LocalStore:
         for obj in self.list(bucket):
             if should_stop is not None and should_stop():
                 break
-            size = self._copy(self._object(bucket, obj.key), dest / obj.key, should_stop)
+            try:
+                size = self._copy(self._object(bucket, obj.key), dest / obj.key, should_stop)
+            except OSError as exc:
+                raise StorageError(f"{self.description}: cannot read {bucket}/{obj.key}: "
+                                   f"{exc.strerror or exc}") from None
             stats.add(size)
         return stats
 
@@ -89,8 +93,8 @@ class LocalStore:
         for dirpath, _dirs, files in os.walk(src):
             for name in sorted(files):
                 path = Path(dirpath) / name
-                if path.is_symlink():
-                    continue  # never follow a run's links out of its directory
+                if path.is_symlink() or not path.is_file():
+                    continue  # never follow a run's links out, nor block on its pipes
                 key = f"{prefix.rstrip('/')}/{path.relative_to(src).as_posix()}"
                 self.put_file(path, bucket, key)
                 stats.add(path.stat().st_size)
@@ -98,10 +102,14 @@ class LocalStore:
 
     def put_file(self, src: Path, bucket: str, key: str) -> None:
         target = self._object(bucket, key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        shutil.copyfile(src, partial)
-        os.replace(partial, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            shutil.copyfile(src, partial)
+            os.replace(partial, target)
+        except OSError as exc:
+            raise StorageError(f"{self.description}: cannot write {bucket}/{key}: "
+                               f"{exc.strerror or exc}") from None
 
     def get_file(self, bucket: str, key: str, dest: Path) -> None:
         source = self._object(bucket, key)

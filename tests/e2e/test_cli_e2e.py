@@ -181,7 +181,7 @@ def _wait_state(stack, run_id: str, state: str, timeout: float = 120) -> None:
         shown = json.loads(dlaas(stack, "show", "trained-models", run_id, "--json").stdout)
         if shown["state"] == state:
             return
-        assert shown["state"] not in ("COMPLETED", "FAILED", "HALTED"), shown
+        assert shown["state"] not in {"COMPLETED", "FAILED", "HALTED"} - {state}, shown
         time.sleep(0.3)
     raise AssertionError(f"{run_id} not {state} after {timeout} s")
 
@@ -231,3 +231,31 @@ def test_cli_reads_the_env_file_and_reports_an_unreachable_server(stack, api_url
         down.stderr.strip()
         == "cannot reach the dlaas service at http://127.0.0.1:9 (is it up? `make up`)"
     )
+
+
+def test_cancel_and_nodes_through_the_cli(stack, workers, buckets, tmp_path):
+    model, manifest = _files(tmp_path, "echo waiting; sleep 120")
+    submitted = dlaas(stack, "train", model, manifest, "--json")
+    run_id = json.loads(submitted.stdout)["model_id"]
+    _wait_state(stack, run_id, "PROCESSING")
+    cancelled = dlaas(stack, "cancel", "training-runs", run_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout == (
+        f"Canceling training for MODEL-ID '{run_id}'...\nOK\nCancel training successful\n"
+    )
+    _wait_state(stack, run_id, "HALTED")
+    shown = dlaas(stack, "show", "trained-models", run_id)
+    assert re.search(r"^State\s+halted$", shown.stdout, re.M)
+    assert re.search(r"^Status\s+cancelled by alice; stored", shown.stdout, re.M)
+    again = dlaas(stack, "cancel", "training-runs", run_id)
+    assert again.returncode == 1
+    assert again.stderr.strip() == f"{run_id} has already ended (HALTED) (HTTP 409)"
+
+    nodes = dlaas(stack, "nodes")
+    assert nodes.returncode == 0
+    rows = {line.split()[0]: line.split() for line in nodes.stdout.splitlines()[1:-2]}
+    assert rows[workers["small"]][1:4] == ["ready", "small", "0"]
+    assert rows[workers["medium"]][1:4] == ["ready", "medium", "1,2"]
+    refused = dlaas(stack, "nodes", "drain", workers["small"], user="bob")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "draining nodes is for administrators (HTTP 403)"

@@ -397,3 +397,37 @@ def test_drained_node_takes_no_new_run(fleet, started):
     shown = requests.get(f"{fleet.api_url}/v3/models/{run_id}", headers=auth(fleet), timeout=5)
     assert shown.json()["status_message"] == "no worker serves large"
     assert cancel(fleet, run_id).status_code == 200
+
+
+def test_store_failing_while_storing_is_s303_with_results_kept(fleet, started):
+    started.append(fleet.start_worker("unlucky@fault", LARGE_GPUS))
+    bucket = fleet.store_root / "tests" / "results"
+    # The command blocks its own results folder (a file where the run's folder goes), so
+    # every write to the store fails: retried with backoff, then S303.
+    run_id = submit(fleet, f"echo precious > $RESULT_DIR/model.bin; touch {bucket}/$TRAINING_ID")
+    failed = wait_state(fleet, run_id, RunState.FAILED, timeout=60)
+    assert failed.error_code is ErrorCode.RESULT_UPLOAD
+    assert "failed after 3 attempts" in failed.status_message
+    kept = fleet.home / "work" / "unstored" / run_id
+    assert f"results kept on unlucky@fault at {kept}" in failed.status_message
+    assert (kept / "result" / "model.bin").read_text() == "precious\n"
+    assert "Traceback" not in failed.status_message
+
+
+def test_redis_outage_as_the_command_ends_keeps_every_state_change(fleet, started):
+    started.append(fleet.start_worker("patient@fault", LARGE_GPUS))
+    run_id = submit(fleet, "sleep 1; echo done")
+    wait_process(fleet, run_id)
+    fleet.redis.stop()  # the command ends, and the worker stores, while Redis is away
+    time.sleep(4)
+    fleet.redis.start()
+    done = wait_state(fleet, run_id, RunState.COMPLETED, RunState.FAILED, timeout=60)
+    assert done.state is RunState.COMPLETED, done.status_message
+    states = [h.state for h in runs(fleet).history(run_id)]
+    assert states == [
+        RunState.PENDING,
+        RunState.DOWNLOADING,
+        RunState.PROCESSING,
+        RunState.STORING,
+        RunState.COMPLETED,
+    ]
