@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: setup demo up down status test test-unit lint bench-dispatch clean
+.PHONY: setup demo up down status test test-unit lint bench-dispatch bench-faults clean
 
 setup: $(VENV)/.installed
 	@bash deploy/ensure-redis.sh $(VENV)
@@ -38,6 +38,9 @@ lint: setup
 
 bench-dispatch: setup
 	$(PY) benchmarks/dispatch.py
+
+bench-faults: setup
+	$(PY) benchmarks/faults.py
 
 clean: down
 	rm -rf .dlaas

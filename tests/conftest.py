@@ -56,6 +56,7 @@ class RedisServer:
 
 
 def start_redis(data: Path, persist: bool = False) -> RedisServer:
+    data.mkdir(parents=True, exist_ok=True)
     server = RedisServer(free_port(), 0, data, persist)
     server.start()
     return server

@@ -90,6 +90,7 @@ def run_training(run_id: str, ctx: WorkerContext) -> str:
     if ctx.nodes.drain_deadline(ctx.name) is not None and ctx.requeue is not None:
         pending = ctx.runs.get(run_id)
         if pending is not None and pending.state is RunState.PENDING:
+            time.sleep(1.0)  # its consumer is being cancelled: do not spin on the message
             ctx.requeue(run_id, pending.resource)  # draining: take no new run
             log.info("%s: handed back to its queue, %s is draining", run_id, ctx.name)
             return "requeued"
