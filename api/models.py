@@ -195,6 +195,8 @@ def patch(run_id: str):
             400, f"status: only 'halt' is supported, got {body['status']!r}", field="status"
         )
     cancelled = _cancel(run, delete=False)
+    if cancelled.state.terminal and run.artifact:
+        _services().artifacts.delete(run.artifact)  # it never started: no worker needs it
     return jsonify(
         {
             "model_id": run_id,

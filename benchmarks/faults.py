@@ -176,9 +176,9 @@ def main() -> int:
             f"median {statistics.median(halted):.2f} s"
         )
     print(
-        f"{args.outage:.0f} s Redis outage, command printing ~5k lines/s: worker RSS "
+        f"{args.outage:.0f} s Redis outage, the command printing all along: worker RSS "
         f"{before / 2**20:.1f} MiB before, peak {peak / 2**20:.1f} MiB during, "
-        f"{after / 2**20:.1f} MiB after; the log held {logged / 2**20:.1f} MiB on disk"
+        f"{after / 2**20:.1f} MiB after; {logged / 2**20:.1f} MiB of log written during the outage"
     )
     return 0
 

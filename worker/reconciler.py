@@ -19,6 +19,7 @@ import uuid
 import redis
 
 from common import keys
+from common.artifacts import ArtifactStore
 from common.runstore import InvalidTransition, RunNotFound, RunStore
 from common.settings import Settings, SettingsError
 from common.states import ACTIVE, ErrorCode, RunState
@@ -45,6 +46,7 @@ class Reconciler:
         self.redis = connection
         self.runs = RunStore(connection, settings.retention_seconds, settings.lease_ttl_seconds)
         self.requeue = requeue
+        self.artifacts = ArtifactStore(settings.artifact_dir)
         self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._hold = connection.register_script(_HOLD_LOCK)
         # run id -> (attempt, monotonic time its lapsed lease was first seen)

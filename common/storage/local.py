@@ -69,8 +69,9 @@ class LocalStore:
             try:
                 size = self._copy(self._object(bucket, obj.key), dest / obj.key, should_stop)
             except OSError as exc:
-                raise StorageError(f"{self.description}: cannot read {bucket}/{obj.key}: "
-                                   f"{exc.strerror or exc}") from None
+                raise StorageError(
+                    f"{self.description}: cannot read {bucket}/{obj.key}: {exc.strerror or exc}"
+                ) from None
             stats.add(size)
         return stats
 
@@ -108,8 +109,9 @@ class LocalStore:
             shutil.copyfile(src, partial)
             os.replace(partial, target)
         except OSError as exc:
-            raise StorageError(f"{self.description}: cannot write {bucket}/{key}: "
-                               f"{exc.strerror or exc}") from None
+            raise StorageError(
+                f"{self.description}: cannot write {bucket}/{key}: {exc.strerror or exc}"
+            ) from None
 
     def get_file(self, bucket: str, key: str, dest: Path) -> None:
         source = self._object(bucket, key)
