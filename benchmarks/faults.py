@@ -77,10 +77,10 @@ def main() -> int:
     redis_server = start_redis(base / "redis", persist=True)
     (base / "home").mkdir()
     stack = new_stack(redis_server, base / "home")
-    stack.bucket("data")
-    stack.bucket("results")
-    store = RunStore(redis_server.client())
     try:
+        stack.bucket("data")
+        stack.bucket("results")
+        store = RunStore(redis_server.client())
         stack.start_api()
         stack.start_reconciler()
         deaths = []
