@@ -12,6 +12,11 @@ dlaas:worker:<name>               string  heartbeat TTL; JSON of the worker (hos
 dlaas:workers                     zset    none; worker name -> last heartbeat epoch (pruned on read)
 dlaas:worker:<name>:drain         string  none; epoch seconds after which its run is handed back
 dlaas:reconciler                  string  lock TTL; the id of the one active reconciler
+dlaas:run:<run-id>:log            stream  capped (DLAAS_LIVE_LOG_MAX_ENTRIES, trimmed to a tail when
+                                          the run ends, then the run's retention); entries
+                                          {line: first line number, data: stamped lines}
+dlaas:worker:<name>:run           string  heartbeat TTL; the run the worker executes now
+dlaas:stats                       hash    none; counters and gauges behind /metrics (stats.py)
 
 Celery owns its own keys on the same Redis: the queues `dlaas.small`, `dlaas.medium`,
 `dlaas.large` (lists, see common/sizes.py), `unacked*`, `_kombu.*` and
@@ -57,3 +62,15 @@ def drain(name: str) -> str:
 
 def reconciler_lock() -> str:
     return f"{PREFIX}:reconciler"
+
+
+def live_log(run_id: str) -> str:
+    return f"{PREFIX}:run:{run_id}:log"
+
+
+def worker_run(name: str) -> str:
+    return f"{PREFIX}:worker:{name}:run"
+
+
+def stats() -> str:
+    return f"{PREFIX}:stats"

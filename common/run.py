@@ -44,6 +44,9 @@ class Run:
     timeout_seconds: float = 0.0
     # The pid of the run's `bash -c` on its worker's node, while it runs.
     process_id: int | None = None
+    # What it used: peak_rss_bytes, cpu_seconds, gpu_utilization_mean/max,
+    # gpu_memory_peak_bytes; and what staging and storing moved.
+    usage: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, str]:
         """Flat string fields for one Redis HSET; empty values are left out."""
@@ -68,8 +71,9 @@ class Run:
         values["gpu_count"] = int(values["gpu_count"])
         if "gpus" in values:
             values["gpus"] = json.loads(values["gpus"])
-        if "manifest" in values:
-            values["manifest"] = json.loads(values["manifest"])
+        for name in ("manifest", "usage"):
+            if name in values:
+                values[name] = json.loads(values[name])
         if "exit_code" in values:
             values["exit_code"] = int(values["exit_code"])
         if "error_code" in values:

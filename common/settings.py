@@ -67,6 +67,11 @@ class Settings:
     # How long a worker keeps retrying Redis (state changes wait, the command runs on).
     redis_outage_seconds: float = 3600.0
     worker_heartbeat_seconds: float = 5.0
+    # Logs: the live stream's cap per run (entries of up to ~256 KB of lines), and how often
+    # the durable log is copied to the results bucket while the run goes on.
+    live_log_max_entries: int = 500
+    log_chunk_seconds: float = 5.0
+    log_chunk_bytes: int = 256 * 1024
     # Users who may drain nodes and see the fleet's controls.
     admin_users: tuple[str, ...] = ()
     # Celery results are small (a run id and its final state); keep them as long as runs.
@@ -135,6 +140,9 @@ class Settings:
         number("DLAAS_MAX_RUN_SECONDS", "max_run_seconds", float)
         number("DLAAS_REDIS_OUTAGE_SECONDS", "redis_outage_seconds", float)
         number("DLAAS_WORKER_HEARTBEAT_SECONDS", "worker_heartbeat_seconds", float)
+        number("DLAAS_LIVE_LOG_MAX_ENTRIES", "live_log_max_entries")
+        number("DLAAS_LOG_CHUNK_SECONDS", "log_chunk_seconds", float)
+        number("DLAAS_LOG_CHUNK_BYTES", "log_chunk_bytes")
         if env.get("DLAAS_SIZE_GPUS"):
             try:
                 values["size_gpus"] = parse_size_table(env["DLAAS_SIZE_GPUS"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import secrets
 import sys
 import zipfile
@@ -217,6 +218,15 @@ def workers(stack, api_url) -> dict[str, str]:
     stack.start_worker("small-worker@test", "0")
     stack.start_worker("medium-worker@test", "1,2")
     return {"small": "small-worker@test", "medium": "medium-worker@test"}
+
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z ", re.M)
+
+
+def unstamped(log_text: str) -> str:
+    """A stored log without the UTC stamp the pump puts before each line."""
+    assert all(STAMP.match(line) for line in log_text.splitlines()), log_text[:500]
+    return STAMP.sub("", log_text)
 
 
 def make_zip(files: dict[str, str | bytes]) -> bytes:

@@ -6,13 +6,19 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.settings import Settings
+from worker.logpump import LiveStreamer, LogPump, open_pipe
 from worker.reaper import ProcessTree
 from worker.supervisor import StopFlag, StopRequest
+from worker.usage import UsageSampler
+
+# How often the run's process tree is walked (membership, memory and CPU samples).
+LOOK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,38 +107,56 @@ def execute(
     stop: StopFlag | None = None,
     grace_seconds: float = 30.0,
     on_start: Callable[[int], None] | None = None,
+    live: LiveStreamer | None = None,
+    usage: UsageSampler | None = None,
     tick_seconds: float = 0.1,
 ) -> Execution:
     """Run the command to its end, or until `stop` is set: then SIGTERM to its whole tree,
     `grace_seconds`, SIGKILL. Exit code 128+N when killed by signal N. Whatever the run left
-    behind is ended too, so nothing of it keeps holding the GPUs."""
+    behind is ended too, so nothing of it keeps holding the GPUs. Its output goes through the
+    log pump (stamped lines into `log_file`, copies to `live`)."""
     not_ours = ProcessTree.current_children()
-    with open(log_file, "ab") as log:
+    read_fd, write_fd = open_pipe()
+    pump = LogPump(read_fd, log_file, live)
+    try:
         proc = subprocess.Popen(
             ["bash", "-c", command],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=write_fd,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so the group can be ended as one
         )
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    pump.start()
     tree = ProcessTree(proc.pid, not_ours)
     if on_start:
         on_start(proc.pid)
     stopped, stop_seconds = None, 0.0
+    next_look = 0.0
     while True:
         try:
             code = proc.wait(timeout=tick_seconds)
             break
         except subprocess.TimeoutExpired:
-            tree.members()  # remember who belongs to the run while the tree is intact
             if stop is not None and stop.is_set():
                 stopped = stop.request
                 stop_seconds = tree.end(grace_seconds)
                 code = proc.wait()
                 break
-    tree.end(1.0)  # children left behind after bash exited
+            if time.monotonic() >= next_look:
+                # Remember who belongs to the run while the tree is intact, and what it uses.
+                members = tree.members()
+                if usage is not None:
+                    usage.sample(members)
+                next_look = time.monotonic() + LOOK_SECONDS
+    tree.end(1.0)  # children left behind after bash exited (they also hold the pipe)
+    pump.join(timeout=30)
     return Execution(128 - code if code < 0 else code, stopped, stop_seconds, frozenset(tree.seen))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -13,6 +14,7 @@ import redis
 from common.artifacts import ArtifactStore
 from common.clock import iso, utcnow
 from common.crypto import CredentialBox, CredentialsError
+from common.livelog import LiveLog
 from common.manifest import Manifest
 from common.modelzip import ModelZipError
 from common.nodes import NodeStore
@@ -23,15 +25,20 @@ from common.sizes import ResourceSize
 from common.states import ErrorCode, RunState
 from common.storage import StorageError, open_store
 from worker.gpus import GpuSet
+from worker.logpump import ChunkUploader, LiveStreamer
 from worker.patience import patiently
 from worker.process import Execution, RunDirs, execute, expand_command, run_environment, tail
 from worker.reaper import gpus_released
-from worker.results import store_results
+from worker.results import LEARNER, LOG_CHUNKS_PREFIX, store_results
 from worker.staging import stage_data, stage_model
 from worker.supervisor import RunSupervisor, StopReason, StopRequest
+from worker.usage import UsageSampler
 
 log = logging.getLogger(__name__)
 STORE_ATTEMPTS = 3
+TRAINING_LOG = "training-log.txt"
+LOAD_LOG = "load-data.log"
+STORE_LOG = "store-results.log"
 
 
 @dataclass
@@ -74,10 +81,10 @@ class _Run:
         log.warning("%s failed (%s): %s", self.id, code.value, message.splitlines()[0])
         return RunEnded(message)
 
-    def note(self, text: str) -> None:
-        """A line of the service's own in the training log."""
-        with open(self.dirs.log_file, "a") as f:
-            f.write(f"[dlaas {iso(utcnow())}] {text}\n")
+    def note(self, text: str, log_name: str = TRAINING_LOG) -> None:
+        """A line of the service's own in one of the run's logs (stamped like the pump's)."""
+        with open(self.dirs.log / log_name, "a") as f:
+            f.write(f"{iso(utcnow())} [dlaas] {text}\n")
 
 
 def _storage_code(exc: StorageError, otherwise: ErrorCode) -> ErrorCode:
@@ -124,6 +131,10 @@ def run_training(run_id: str, ctx: WorkerContext) -> str:
             log.exception("%s: could not record the failure", run_id)
     finally:
         supervisor.finish()
+        try:
+            LiveLog(ctx.runs.redis, run_id).close(ctx.settings.retention_seconds)
+        except Exception:
+            log.warning("%s: could not trim its live log", run_id)
         if not ctx.settings.keep_workdir:
             shutil.rmtree(dirs.root, ignore_errors=True)
     final = ctx.runs.get(run_id)
@@ -156,15 +167,35 @@ def _run_claimed(job: _Run, supervisor: RunSupervisor) -> None:
     model_zip = ctx.artifacts.path(run.artifact)
 
     execution: Execution | None = None
+    chunks_uploaded: list[str] = []
     try:
-        stage_model(model_zip, dirs.model, settings)
+        unzipped = stage_model(model_zip, dirs.model, settings)
+        job.note(
+            f"model: {unzipped.files} files, {unzipped.uncompressed_bytes} bytes into MODEL_DIR",
+            LOAD_LOG,
+        )
     except (ModelZipError, OSError) as exc:
+        job.note(f"model staging failed: {exc}", LOAD_LOG)
         raise job.fail(ErrorCode.MODEL_STAGING, f"model staging: {exc}") from None
+    began = time.monotonic()
+    job.note(f"data: {data_store.description}, bucket {data.bucket!r}", LOAD_LOG)
     try:
         staged = stage_data(data_store, data, dirs.data, stop.is_set)
     except StorageError as exc:
+        job.note(f"data staging failed: {exc}", LOAD_LOG)
         code = _storage_code(exc, ErrorCode.DATA_STAGING)
         raise job.fail(code, f"data staging: {exc}") from None
+    took = time.monotonic() - began
+    job.note(
+        f"data: {staged.objects} objects, {staged.bytes} bytes in {took:.2f} s "
+        f"({staged.bytes / max(took, 1e-6) / 1e6:.1f} MB/s)",
+        LOAD_LOG,
+    )
+    usage: dict = {
+        "staged_bytes": staged.bytes,
+        "staged_objects": staged.objects,
+        "staging_seconds": round(took, 3),
+    }
 
     # A cancel flagged while staging stops the run here, before its command ever starts,
     # even if the supervisor has not polled it yet.
@@ -182,15 +213,37 @@ def _run_claimed(job: _Run, supervisor: RunSupervisor) -> None:
             f"with CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES'] or '(none)'}",
         )
         supervisor.start_clock(_time_limit(run, settings))
-        execution = execute(
-            expand_command(run.command, env),
-            env,
-            dirs.model,
+        streamer = LiveStreamer(LiveLog(ctx.runs.redis, run.id, settings.live_log_max_entries))
+        chunks = ChunkUploader(
             dirs.log_file,
-            stop,
-            settings.cancel_grace_seconds,
-            on_start=lambda pid: ctx.runs.update(run.id, run.attempt, process_id=pid),
+            lambda path, key: results_store.put_file(path, results.bucket, f"{run.id}/{key}"),
+            LOG_CHUNKS_PREFIX,
+            settings.log_chunk_seconds,
+            settings.log_chunk_bytes,
         )
+        sampler = UsageSampler(tuple(run.gpus))
+        streamer.start()
+        chunks.start()
+        try:
+            execution = execute(
+                expand_command(run.command, env),
+                env,
+                dirs.model,
+                dirs.log_file,
+                stop,
+                settings.cancel_grace_seconds,
+                on_start=lambda pid: ctx.runs.update(run.id, run.attempt, process_id=pid),
+                live=streamer,
+                usage=sampler,
+            )
+        finally:
+            streamer.close()
+            chunks.close()
+            sampler.close()
+        chunks_uploaded.extend(chunks.uploaded)
+        usage.update(sampler.summary())
+        if streamer.dropped_lines:
+            usage["live_log_dropped_lines"] = streamer.dropped_lines
         if execution.stopped:
             job.note(
                 f"stopped: {execution.stopped.detail} (SIGTERM, then SIGKILL after "
@@ -211,11 +264,33 @@ def _run_claimed(job: _Run, supervisor: RunSupervisor) -> None:
         RunState.STORING,
         "storing results" if exit_code is None else f"command exited with code {exit_code}",
         exit_code=exit_code,
+        usage=usage,
     )
     where = f"{results.type.value} {results.bucket}/{run.id}/"
+    job.note(
+        f"storing RESULT_DIR and the logs in {results_store.description}, "
+        f"bucket {results.bucket!r}, under {run.id}/",
+        STORE_LOG,
+    )
+    began = time.monotonic()
     try:
         stored = _store_with_retries(results_store, results.bucket, run.id, dirs, model_zip)
+        took = time.monotonic() - began
+        job.note(
+            f"stored {stored.objects} objects, {stored.bytes} bytes in {took:.2f} s", STORE_LOG
+        )
+        # This log's own last line, and the chunks the whole log now replaces.
+        results_store.put_file(
+            dirs.log / STORE_LOG, results.bucket, f"{run.id}/{LEARNER}/{STORE_LOG}"
+        )
+        for key in chunks_uploaded:
+            results_store.delete(results.bucket, f"{run.id}/{key}")
+        usage.update(
+            stored_bytes=stored.bytes, stored_objects=stored.objects, storing_seconds=round(took, 3)
+        )
+        ctx.runs.update(run.id, run.attempt, usage=json.dumps(usage, sort_keys=True))
     except StorageError as exc:
+        job.note(f"storing failed: {exc}", STORE_LOG)
         if exc.user_fault:
             raise job.fail(ErrorCode.CREDENTIALS, f"storing results: {exc}") from None
         kept = settings.work_dir / "unstored" / run.id
@@ -270,7 +345,7 @@ def _store_with_retries(store, bucket, run_id, dirs: RunDirs, model_zip):
     delay = 1.0
     for attempt in range(1, STORE_ATTEMPTS + 1):
         try:
-            return store_results(store, bucket, run_id, dirs.result, model_zip, dirs.log_file)
+            return store_results(store, bucket, run_id, dirs.result, model_zip, dirs.log)
         except StorageError as exc:
             if exc.user_fault or attempt == STORE_ATTEMPTS:
                 raise

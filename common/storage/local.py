@@ -120,3 +120,20 @@ class LocalStore:
                 f"{self.description}: {bucket}/{key} does not exist", user_fault=True
             )
         self._copy(source, dest)
+
+    def delete(self, bucket: str, key: str) -> None:
+        target = self._object(bucket, key)
+        try:
+            target.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"{self.description}: cannot delete {bucket}/{key}: {exc.strerror or exc}"
+            ) from None
+        parent = target.parent
+        bucket_dir = self._bucket(bucket)
+        while parent != bucket_dir:  # drop folders the deletion left empty
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, ROOT, manifest_yaml
+from tests.conftest import BIN, ROOT, manifest_yaml, unstamped
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +87,7 @@ def test_example_training_run_completes_with_results_in_the_bucket(
     assert done.stdout.startswith(f"Starting to train ...\nOK\nModel-ID is '{run_id}'\n")
     assert "Status: COMPLETED" in done.stdout
     out = results / run_id
-    log = (out / "learner-1" / "training-log.txt").read_text()
+    log = unstamped((out / "learner-1" / "training-log.txt").read_text())
     assert re.search(r"^epoch  5  loss \d\.\d{4}  accuracy 0\.\d{4}", log, re.M), log
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] == 5 and metrics["test_accuracy"] > 0.5

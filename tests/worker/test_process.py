@@ -8,6 +8,7 @@ import psutil
 import pytest
 
 from common.settings import Settings
+from tests.conftest import unstamped
 from worker.gpus import GpuSpecError, parse_gpus
 from worker.process import RunDirs, execute, expand_command, run_environment, tail
 
@@ -61,8 +62,8 @@ def test_exit_code_and_log_capture(tmp_path):
     dirs, env = _env(tmp_path)
     code = execute("echo out; echo err >&2; exit 7", env, dirs.model, dirs.log_file).exit_code
     assert code == 7
-    assert dirs.log_file.read_text().splitlines() == ["out", "err"]
-    assert tail(dirs.log_file, lines=1) == "err"
+    assert unstamped(dirs.log_file.read_text()).splitlines() == ["out", "err"]
+    assert tail(dirs.log_file, lines=1).endswith("Z err")
 
 
 def test_killed_by_signal_reports_128_plus_n(tmp_path):

@@ -15,7 +15,7 @@ from common.run import Run
 from common.runstore import RunStore
 from common.settings import Settings
 from common.states import ErrorCode, RunState
-from tests.conftest import make_zip, manifest_yaml
+from tests.conftest import make_zip, manifest_yaml, unstamped
 from worker.gpus import GpuSet
 from worker.training import WorkerContext, run_training
 
@@ -79,7 +79,7 @@ def test_completed_run_leaves_results_log_and_code(ctx):
     assert run_training(run.id, ctx) == "COMPLETED"
     out = results / run.id
     assert (out / "model.txt").read_text() == "model\n"
-    assert (out / "learner-1" / "training-log.txt").read_text() == "3,4\ngpus=3\n"
+    assert unstamped((out / "learner-1" / "training-log.txt").read_text()) == "3,4\ngpus=3\n"
     assert (out / "_submitted_code" / "model.zip").read_bytes().startswith(b"PK")
     done = ctx.runs.get(run.id)
     assert done.worker == "unit-worker" and done.gpus == [3] and done.exit_code == 0

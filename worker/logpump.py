@@ -1,0 +1,191 @@
+"""The log pump: reads the command's output pipe, stamps each line with the UTC time it was
+read, and writes it to the durable log file on the node at once. Copies go to the live stream
+in Redis (dropped when Redis is slow or away: bounded memory) and, every few seconds, as chunk
+objects to the results bucket, so a crashed node loses at most the last few seconds.
+
+The pump never slows the command: the pipe is enlarged, each read takes whatever is there,
+and stamping is one bytes.replace per read.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+
+from common.livelog import LiveLog
+
+log = logging.getLogger(__name__)
+
+F_SETPIPE_SZ = 1031
+PIPE_BYTES = 1024 * 1024
+READ_BYTES = 256 * 1024
+MAX_LINE = 1024 * 1024  # a longer "line" is cut, so memory stays bounded
+
+
+def open_pipe() -> tuple[int, int]:
+    read_fd, write_fd = os.pipe()
+    try:
+        fcntl.fcntl(write_fd, F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+        pass  # the default size still works, with less slack
+    return read_fd, write_fd
+
+
+def _stamp() -> bytes:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ ").encode()
+
+
+class LogPump(threading.Thread):
+    def __init__(self, read_fd: int, log_file: Path, live: LiveStreamer | None = None):
+        super().__init__(name="log-pump", daemon=True)
+        self.fd = read_fd
+        self.log_file = log_file
+        self.live = live
+        self.lines = 0
+
+    def run(self) -> None:
+        partial = b""
+        with open(self.log_file, "ab", buffering=0) as out:
+            while True:
+                try:
+                    data = os.read(self.fd, READ_BYTES)
+                except InterruptedError:
+                    continue
+                if not data:
+                    break
+                stamp = _stamp()
+                data = partial + data
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    partial = data
+                    if len(partial) < MAX_LINE:
+                        continue
+                    data, cut = data + b"\n", len(data)
+                whole, partial = data[: cut + 1], data[cut + 1 :]
+                self._emit(
+                    out,
+                    stamp + whole[:-1].replace(b"\n", b"\n" + stamp) + b"\n",
+                    whole.count(b"\n"),
+                )
+            if partial:
+                self._emit(out, _stamp() + partial + b"\n", 1)
+        os.close(self.fd)
+
+    def _emit(self, out, stamped: bytes, count: int) -> None:
+        out.write(stamped)
+        if self.live is not None:
+            self.live.offer(self.lines, stamped, count)
+        self.lines += count
+
+
+class LiveStreamer(threading.Thread):
+    """Sends the pump's pieces to the Redis stream; drops them (and counts) when it lags."""
+
+    def __init__(self, live: LiveLog, max_pending: int = 256):
+        super().__init__(name="live-log", daemon=True)
+        self.live = live
+        self.pending: queue.Queue = queue.Queue(maxsize=max_pending)
+        self.dropped_lines = 0
+        self._closed = threading.Event()
+
+    def offer(self, first_line: int, stamped: bytes, count: int) -> None:
+        try:
+            self.pending.put_nowait((first_line, stamped.decode("utf-8", "replace")))
+        except queue.Full:
+            self.dropped_lines += count
+
+    def close(self) -> None:
+        self._closed.set()
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        while not (self._closed.is_set() and self.pending.empty()):
+            try:
+                batch = [self.pending.get(timeout=0.2)]
+            except queue.Empty:
+                continue
+            while len(batch) < 100:
+                try:
+                    batch.append(self.pending.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self.live.append(batch)
+            except redis.RedisError:
+                self.dropped_lines += sum(text.count("\n") for _, text in batch)
+                time.sleep(0.5)
+
+
+class ChunkUploader(threading.Thread):
+    """Every `every_seconds` (or `every_bytes` of new log), uploads the log's new whole lines
+    as one object named by its first line: `<prefix><first-line:012d>.txt`."""
+
+    def __init__(
+        self,
+        log_file: Path,
+        upload: Callable[[Path, str], None],
+        prefix: str,
+        every_seconds: float = 5.0,
+        every_bytes: int = 256 * 1024,
+    ):
+        super().__init__(name="log-chunks", daemon=True)
+        self.log_file = log_file
+        self.upload = upload
+        self.prefix = prefix
+        self.every_seconds = every_seconds
+        self.every_bytes = every_bytes
+        self.offset = 0
+        self.line = 0
+        self.uploaded: list[str] = []
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.join(timeout=60)
+
+    def run(self) -> None:
+        last = time.monotonic()
+        while not self._closed.wait(0.2):
+            size = self._size()
+            if size - self.offset >= self.every_bytes or (
+                size > self.offset and time.monotonic() - last >= self.every_seconds
+            ):
+                self._ship()
+                last = time.monotonic()
+
+    def _size(self) -> int:
+        try:
+            return self.log_file.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _ship(self) -> None:
+        with open(self.log_file, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(8 * 1024 * 1024)
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            return
+        data = data[: cut + 1]
+        chunk = self.log_file.with_name(f".chunk-{self.line:012d}")
+        chunk.write_bytes(data)
+        key = f"{self.prefix}{self.line:012d}.txt"
+        try:
+            self.upload(chunk, key)
+        except Exception as exc:  # the store may be slow or away: try again next time
+            log.warning("log chunk %s not uploaded yet: %s", key, exc)
+            return
+        finally:
+            chunk.unlink(missing_ok=True)
+        self.uploaded.append(key)
+        self.offset += len(data)
+        self.line += data.count(b"\n")
