@@ -52,11 +52,13 @@ def create_app(
         nodes=NodeStore(redis_client),
     )
     from api.health import bp as health_bp
+    from api.logs import bp as logs_bp
     from api.models import bp as models_bp
     from api.nodes import bp as nodes_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(models_bp)
     app.register_blueprint(nodes_bp)
+    app.register_blueprint(logs_bp)
     register_error_handlers(app)
     return app

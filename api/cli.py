@@ -5,6 +5,8 @@
     dlaas show trained-models ID
     dlaas delete trained-models ID
     dlaas cancel training-runs ID
+    dlaas logs ID [--follow] [--since N]
+    dlaas monitor training-runs ID
     dlaas nodes [drain NAME]
 
 Every command takes --json; on error it prints FAILED and one line, and exits 1.
@@ -55,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     cancel = verb("cancel", "stop a run (SIGTERM, a grace period, SIGKILL); it ends HALTED")
     cancel.add_argument("noun", choices=NOUNS)
     cancel.add_argument("run_id")
+    logs = verb("logs", "print a run's log (stamped lines), or follow it until the run ends")
+    logs.add_argument("run_id")
+    logs.add_argument("--follow", "-f", action="store_true")
+    logs.add_argument("--since", type=int, default=0, help="first line to print (from 0)")
+    monitor = verb("monitor", "follow a run's state changes and log until it ends")
+    monitor.add_argument("noun", choices=NOUNS)
+    monitor.add_argument("run_id")
     nodes = verb("nodes", "list the fleet's workers, or drain one (admins)")
     nodes.add_argument("action", nargs="?", choices=("list", "drain"), default="list")
     nodes.add_argument("name", nargs="?")
@@ -71,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     except ClientError as exc:
         out.fail(str(exc))
         return 1
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader (head, say) went away: nothing to tell
+        return 0
     except KeyboardInterrupt:
-        out.fail("interrupted (the run itself is untouched)")
+        print("\nstopped following; the run itself is untouched", file=sys.stderr)
         return 130
 
 
@@ -172,6 +184,27 @@ def _show(client: DlaasClient, args, out: _Printer) -> int:
         rows.append(("Error_code", run["error_code"]))
     if run.get("status_message"):
         rows.append(("Status", run["status_message"].splitlines()[0]))
+    usage = run.get("usage") or {}
+    if "peak_rss_bytes" in usage:
+        rows.append(("Peak_memory", f"{usage['peak_rss_bytes'] / 2**20:.1f} MiB"))
+        rows.append(("CPU_time", f"{usage['cpu_seconds']:.1f} s"))
+    if "gpu_utilization_mean" in usage:
+        rows.append(
+            (
+                "GPU_use",
+                f"mean {usage['gpu_utilization_mean']}%, max "
+                f"{usage['gpu_utilization_max']}%, memory peak "
+                f"{usage['gpu_memory_peak_bytes'] / 2**20:.0f} MiB",
+            )
+        )
+    if "staged_bytes" in usage:
+        rows.append(
+            (
+                "Staged",
+                f"{usage['staged_objects']} objects, {usage['staged_bytes']} bytes "
+                f"in {usage['staging_seconds']} s",
+            )
+        )
     loc = run.get("results_location") or {}
     rows.append(("Results", f"{loc.get('type')} {loc.get('bucket')}/{loc.get('prefix')}"))
     for label, value in rows:
@@ -214,6 +247,44 @@ def _cancel(client: DlaasClient, args, out: _Printer) -> int:
     return 0
 
 
+def _logs(client: DlaasClient, args, out: _Printer) -> int:
+    if not args.follow:
+        text, next_line = client.logs(args.run_id, args.since)
+        if args.json:
+            out.data({"lines": text.splitlines(), "next_line": next_line})
+        else:
+            sys.stdout.write(text)
+        return 0
+    return _follow(client, args.run_id, args.since, out, show_status=False)
+
+
+def _monitor(client: DlaasClient, args, out: _Printer) -> int:
+    out.say("Starting to fetch status messages...")
+    return _follow(client, args.run_id, 0, out, show_status=True)
+
+
+def _follow(client: DlaasClient, run_id: str, since: int, out: _Printer, show_status: bool) -> int:
+    """Print events as they come; Ctrl-C stops following and leaves the run alone."""
+    final = None
+    for kind, data in client.follow(run_id, since):
+        if kind == "log":
+            for line in data:
+                if out.as_json:
+                    print(json.dumps({"log": line}), flush=True)
+                else:
+                    print(line, flush=True)
+        elif kind in ("status", "end"):
+            final = data[0] if data else None
+            if out.as_json:
+                print(json.dumps({kind: final}), flush=True)
+            elif show_status and kind == "status":
+                out.say(f"Status: {_cli_state(final)}" if final else "Status: unknown")
+    if show_status:
+        out.say(f"Run ended: {_cli_state(final) if final else 'unknown'}")
+        out.say("OK")
+    return 0 if final in ("COMPLETED", None) or not show_status else 1
+
+
 def _nodes(client: DlaasClient, args, out: _Printer) -> int:
     if args.action == "drain":
         if not args.name:
@@ -243,6 +314,8 @@ COMMANDS = {
     "show": _show,
     "delete": _delete,
     "cancel": _cancel,
+    "logs": _logs,
+    "monitor": _monitor,
     "nodes": _nodes,
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import requests
@@ -66,8 +66,16 @@ class DlaasClient:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
     def _call(self, method: str, path: str, **kwargs) -> dict:
+        response = self._request(method, path, **kwargs)
         try:
-            response = self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
+            return response.json()
+        except ValueError:
+            return {}
+
+    def _request(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            response = self.session.request(method, self.url + path, **kwargs)
         except requests.ConnectionError:
             raise ClientError(
                 f"cannot reach the dlaas service at {self.url} (is it up? `make up`)"
@@ -76,15 +84,15 @@ class DlaasClient:
             raise ClientError(
                 f"the dlaas service at {self.url} did not answer in {self.timeout:.0f} s"
             ) from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
         if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
             error = body.get("error", {}) if isinstance(body, dict) else {}
             message = error.get("message") or response.reason
             raise ClientError(f"{message} (HTTP {response.status_code})")
-        return body
+        return response
 
     def submit(self, model_zip: Path, manifest: Path) -> dict:
         try:
@@ -114,6 +122,36 @@ class DlaasClient:
 
     def delete(self, run_id: str) -> dict:
         return self._call("DELETE", f"/v3/models/{run_id}")
+
+    def logs(self, run_id: str, since: int = 0) -> tuple[str, int]:
+        """The log from line `since`: (text, the next line number)."""
+        response = self._request("GET", f"/v3/models/{run_id}/logs", params={"since": since})
+        return response.text, int(response.headers.get("X-Next-Line", since))
+
+    def follow(self, run_id: str, since: int = 0) -> Iterator[tuple[str, list[str]]]:
+        """Server-sent events of a followed log: ("status"|"log"|"end", data lines)."""
+        response = self._request(
+            "GET",
+            f"/v3/models/{run_id}/logs",
+            params={"since": since, "follow": "true"},
+            stream=True,
+            timeout=(self.timeout, 120),
+        )
+        with response:
+            kind, data = "message", []
+            for raw in response.iter_lines(decode_unicode=True):
+                if raw is None:
+                    continue
+                if raw == "":
+                    if data or kind != "message":
+                        yield kind, data
+                    kind, data = "message", []
+                elif raw.startswith("event: "):
+                    kind = raw[7:]
+                elif raw.startswith("data: "):
+                    data.append(raw[6:])
+                elif raw == "data:":
+                    data.append("")
 
     def cancel(self, run_id: str) -> dict:
         return self._call("PATCH", f"/v3/models/{run_id}", json={"status": "halt"})

@@ -34,6 +34,7 @@ def run_detail(run: Run, history: list[HistoryEntry]) -> dict:
         "gpus": run.gpus,
         "exit_code": run.exit_code,
         "status_message": run.status_message,
+        "usage": run.usage,
         "results_location": {
             "type": results.get("type"),
             "bucket": results.get("bucket"),

@@ -30,12 +30,19 @@ class LiveLog:
         self.key = keys.live_log(run_id)
         self.max_entries = max_entries
 
-    def append(self, pieces: list[tuple[int, bytes]]) -> None:
+    def reset(self) -> None:
+        """A new attempt of the run starts a new log."""
+        self.redis.delete(self.key)
+
+    def append(self, pieces: list[tuple[int, str]]) -> None:
+        # Entry ids are the first line's number (+1: 0-0 is not a valid id), so a reader
+        # finds the entry holding line N with one XREVRANGE.
         with self.redis.pipeline(transaction=False) as pipe:
             for first_line, data in pieces:
                 pipe.xadd(
                     self.key,
                     {"line": first_line, "data": data},
+                    id=f"{first_line + 1}-0",
                     maxlen=self.max_entries,
                     approximate=True,
                 )
@@ -51,6 +58,16 @@ class LiveLog:
     def read(self, after_id: str = "-", count: int = 1000) -> list[LogPiece]:
         start = "-" if after_id == "-" else f"({after_id}"
         return [_piece(i, f) for i, f in self.redis.xrange(self.key, start, "+", count=count)]
+
+    def read_from_line(self, line: int, count: int = 1000) -> list[LogPiece]:
+        """The pieces holding line `line` and after (those still in the stream)."""
+        holding = self.redis.xrevrange(self.key, f"{line + 1}-0", "-", count=1)
+        start = holding[0][0] if holding else "-"
+        return [_piece(i, f) for i, f in self.redis.xrange(self.key, start, "+", count=count)]
+
+    def last_id(self) -> str:
+        last = self.redis.xrevrange(self.key, "+", "-", count=1)
+        return last[0][0] if last else "0-0"
 
     def wait(self, after_id: str, block_ms: int, count: int = 1000) -> list[LogPiece]:
         answer = self.redis.xread({self.key: after_id}, count=count, block=block_ms)

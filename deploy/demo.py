@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -34,22 +35,23 @@ def main() -> int:
     print(f"$ dlaas train {shown} {manifest.relative_to(ROOT)} --wait")
     # The CLI finds this stack's address and token in $DLAAS_HOME/env (written by `up`).
     env = dict(os.environ, DLAAS_HOME=str(HOME))
-    done = subprocess.run(
-        [
-            str(BIN / "dlaas"),
-            "train",
-            str(model_zip),
-            str(EXAMPLE / "manifest.yml"),
-            "--wait",
-            "--timeout",
-            "600",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    runs = sorted(results_bucket.iterdir(), key=lambda p: p.stat().st_mtime)
-    if runs:
-        latest = runs[-1]
+    command = [
+        str(BIN / "dlaas"),
+        "train",
+        str(model_zip),
+        str(manifest),
+        "--wait",
+        "--timeout",
+        "600",
+    ]
+    run_id = None
+    with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) as cli:
+        for line in cli.stdout:
+            print(line, end="", flush=True)
+            found = re.match(r"Model-ID is '(training-\w+)'", line)
+            run_id = found.group(1) if found else run_id
+    latest = results_bucket / run_id if run_id else None
+    if latest is not None and latest.is_dir():
         print(f"\nResults of {latest.name} in the local store ({latest}):")
         for path in sorted(latest.rglob("*")):
             if path.is_file():
@@ -60,7 +62,7 @@ def main() -> int:
             for line in log.read_text().splitlines()[-4:]:
                 print(f"  {line}")
     print("\nThe stack is still up: `dlaas list trained-models`, `make down` to stop it.")
-    return done.returncode
+    return cli.returncode
 
 
 if __name__ == "__main__":

@@ -155,3 +155,24 @@ def redis_argv(port: int, data_dir: Path, persist: bool) -> list[str]:
     # The embedded stack keeps its runs across restarts; test servers need not.
     argv += ["--appendonly", "yes" if persist else "no"]
     return argv
+
+
+def api_argv(bin_dir: Path, port: int, workers: int = 2, access_log: bool = False) -> list[str]:
+    """The API under gunicorn. Threaded workers, because a followed log holds its request
+    open for as long as the run goes on."""
+    argv = [
+        str(bin_dir / "gunicorn"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "16",
+        "--timeout",
+        "60",
+    ]
+    if access_log:
+        argv += ["--access-logfile", "-"]
+    return argv + ["api.wsgi:app"]

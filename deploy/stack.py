@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from deploy.processes import (  # noqa: E402
     StartError,
     alive,
+    api_argv,
     http_ok,
     log_says,
     port_open,
@@ -101,16 +102,7 @@ def up() -> None:
     host = socket.gethostname()
     commands = {
         "redis": redis_argv(REDIS_PORT, HOME / "redis", persist=True),
-        "api": [
-            str(BIN / "gunicorn"),
-            "--bind",
-            f"127.0.0.1:{API_PORT}",
-            "--workers",
-            "2",
-            "--access-logfile",
-            "-",
-            "api.wsgi:app",
-        ],
+        "api": api_argv(BIN, API_PORT, workers=2, access_log=True),
         "worker": [str(BIN / "dlaas-worker"), "--name", f"dlaas-worker-1@{host}"],
         "reconciler": [str(BIN / "dlaas-reconciler")],
         "flower": [
@@ -133,7 +125,7 @@ def up() -> None:
     }
     for name in ORDER:
         if _running(name):
-            print(f"  {name:<7}already running (pid {_running(name)})")
+            print(f"  {name:<11}already running (pid {_running(name)})")
             continue
         if name in ("worker", "reconciler") and _log(name).exists():
             _log(name).unlink()  # their readiness is read from their fresh log
@@ -141,7 +133,7 @@ def up() -> None:
         _pid_file(name).parent.mkdir(parents=True, exist_ok=True)
         _pid_file(name).write_text(str(pid))
         wait_until(ready[name], 60, name, pid=pid, log_path=_log(name))
-        print(f"  {name:<7}started (pid {pid}, log {_shown(_log(name))})")
+        print(f"  {name:<11}started (pid {pid}, log {_shown(_log(name))})")
     url = f"http://127.0.0.1:{API_PORT}"
     (HOME / "env").write_text(
         f"export DLAAS_URL={url}\nexport DLAAS_TOKEN={config['DLAAS_DEMO_TOKEN']}\n"
@@ -159,7 +151,7 @@ def down() -> None:
         pid = _running(name)
         if pid:
             stop_pid(pid, timeout=30)
-            print(f"  {name:<7}stopped (pid {pid})")
+            print(f"  {name:<11}stopped (pid {pid})")
         _pid_file(name).unlink(missing_ok=True)
 
 
@@ -167,7 +159,7 @@ def status() -> int:
     down_count = 0
     for name in ORDER:
         pid = _running(name)
-        print(f"  {name:<7}{f'running (pid {pid})' if pid else 'stopped'}")
+        print(f"  {name:<11}{f'running (pid {pid})' if pid else 'stopped'}")
         down_count += not pid
     return 1 if down_count else 0
 

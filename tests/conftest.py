@@ -19,6 +19,7 @@ import redis
 from cryptography.fernet import Fernet
 
 from deploy.processes import (
+    api_argv,
     free_port,
     http_ok,
     log_says,
@@ -110,6 +111,7 @@ class Stack:
                 "DLAAS_RECONCILE_INTERVAL_SECONDS": "0.5",
                 "DLAAS_CANCEL_GRACE_SECONDS": "3",
                 "DLAAS_WORKER_HEARTBEAT_SECONDS": "1",
+                "DLAAS_LOG_CHUNK_SECONDS": "0.5",
             }
         )
         return env
@@ -158,15 +160,7 @@ class Stack:
     def start_api(self) -> str:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        argv = [
-            str(BIN / "gunicorn"),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "api.wsgi:app",
-        ]
-        self.start(argv, "api", lambda: http_ok(url + "/health"))
+        self.start(api_argv(BIN, port), "api", lambda: http_ok(url + "/health"))
         self.api_url = url
         return url
 
@@ -176,15 +170,7 @@ class Stack:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = self.home / "logs" / f"{name}.log"
-        argv = [
-            str(BIN / "gunicorn"),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "api.wsgi:app",
-        ]
-        pid = spawn(argv, log, env=dict(self.env, **env), cwd=ROOT)
+        pid = spawn(api_argv(BIN, port, workers=1), log, env=dict(self.env, **env), cwd=ROOT)
         try:
             wait_until(lambda: port_open(port), 60, name, pid=pid, log_path=log)
             yield url

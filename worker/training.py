@@ -213,7 +213,9 @@ def _run_claimed(job: _Run, supervisor: RunSupervisor) -> None:
             f"with CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES'] or '(none)'}",
         )
         supervisor.start_clock(_time_limit(run, settings))
-        streamer = LiveStreamer(LiveLog(ctx.runs.redis, run.id, settings.live_log_max_entries))
+        live = LiveLog(ctx.runs.redis, run.id, settings.live_log_max_entries)
+        patiently(live.reset, settings.redis_outage_seconds, f"{run.id} live log")
+        streamer = LiveStreamer(live)
         chunks = ChunkUploader(
             dirs.log_file,
             lambda path, key: results_store.put_file(path, results.bucket, f"{run.id}/{key}"),

@@ -39,7 +39,9 @@ class ObjectStore(Protocol):
         """Raise StorageError (user_fault) when the bucket cannot be reached or is missing."""
         ...
 
-    def list(self, bucket: str) -> list[ObjectInfo]: ...
+    def list(self, bucket: str, prefix: str = "") -> list[ObjectInfo]:
+        """The bucket's objects (those whose key starts with `prefix`), sorted by key."""
+        ...
 
     def download_all(
         self, bucket: str, dest: Path, should_stop: Callable[[], bool] | None = None

@@ -50,13 +50,17 @@ class LocalStore:
     def check_bucket(self, bucket: str) -> None:
         self._bucket(bucket)
 
-    def list(self, bucket: str) -> list[ObjectInfo]:
+    def list(self, bucket: str, prefix: str = "") -> list[ObjectInfo]:
         base = self._bucket(bucket)
         out = []
-        for dirpath, _dirs, files in os.walk(base):
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self._object(bucket, folder) if folder else base
+        for dirpath, _dirs, files in os.walk(start):
             for name in files:
                 path = Path(dirpath) / name
-                out.append(ObjectInfo(path.relative_to(base).as_posix(), path.stat().st_size))
+                key = path.relative_to(base).as_posix()
+                if key.startswith(prefix):
+                    out.append(ObjectInfo(key, path.stat().st_size))
         return sorted(out, key=lambda o: o.key)
 
     def download_all(

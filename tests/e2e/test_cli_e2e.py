@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -174,8 +175,6 @@ def test_small_runs_never_land_on_the_medium_worker(stack, workers, buckets, tmp
 
 
 def _wait_state(stack, run_id: str, state: str, timeout: float = 120) -> None:
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         shown = json.loads(dlaas(stack, "show", "trained-models", run_id, "--json").stdout)
@@ -259,3 +258,81 @@ def test_cancel_and_nodes_through_the_cli(stack, workers, buckets, tmp_path):
     refused = dlaas(stack, "nodes", "drain", workers["small"], user="bob")
     assert refused.returncode == 1
     assert refused.stderr.strip() == "draining nodes is for administrators (HTTP 403)"
+
+
+CHATTY = (
+    "for i in $(seq 1 200); do echo line $i; done; echo to-stderr >&2; "
+    "for i in $(seq 201 230); do echo line $i; sleep 0.05; done; "
+    "ls $LOG_DIR > $RESULT_DIR/log-dir-during-run.txt"
+)
+
+
+def test_logs_are_followed_live_stored_in_order_and_readable_after(
+    stack, workers, buckets, tmp_path
+):
+    model, manifest = _files(tmp_path, CHATTY)
+    run_id = json.loads(dlaas(stack, "train", model, manifest, "--json").stdout)["model_id"]
+    env = dict(stack.env, DLAAS_URL=stack.api_url, DLAAS_TOKEN=stack.tokens["alice"])
+    monitor = subprocess.Popen(
+        [str(BIN / "dlaas"), "monitor", "training-runs", run_id],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    seen_while_running = None
+    lines = []
+    for raw in monitor.stdout:
+        lines.append(raw.rstrip("\n"))
+        if raw.strip().endswith("line 205") and seen_while_running is None:
+            shown = json.loads(dlaas(stack, "show", "trained-models", run_id, "--json").stdout)
+            seen_while_running = shown["state"]
+    assert monitor.wait(timeout=60) == 0
+    assert seen_while_running == "PROCESSING"  # line 205 arrived before the run ended
+    assert lines[0] == "Starting to fetch status messages..."
+    assert "Status: running" in lines and lines[-2:] == ["Run ended: completed", "OK"]
+    logged = [unstamped(line + "\n").rstrip("\n") for line in lines if re.match(r"^\d{4}-", line)]
+    expected = (
+        [f"line {i}" for i in range(1, 201)]
+        + ["to-stderr"]
+        + [f"line {i}" for i in range(201, 231)]
+    )
+    assert logged == expected
+
+    stored = (buckets[1] / run_id / "learner-1" / "training-log.txt").read_text()
+    assert unstamped(stored).splitlines() == expected
+    stamps = re.findall(r"^(\S+Z) ", stored, re.M)
+    assert stamps == sorted(stamps)
+    folder = buckets[1] / run_id / "learner-1"
+    assert "[dlaas] data: local store" in (folder / "load-data.log").read_text()
+    assert "[dlaas] stored" in (folder / "store-results.log").read_text()
+    assert not (folder / "log-chunks").exists()  # the chunks went once the whole log was there
+
+    # The whole log of an ended run, from line 0 or from a line number, live stream trimmed.
+    full = dlaas(stack, "logs", run_id)
+    assert unstamped(full.stdout).splitlines() == expected
+    tail = dlaas(stack, "logs", run_id, "--since", "225", "--json")
+    answer = json.loads(tail.stdout)
+    assert [unstamped(x + "\n").strip() for x in answer["lines"]] == [
+        f"line {i}" for i in range(225, 231)
+    ]
+    assert answer["next_line"] == 231
+
+
+def test_log_chunks_reach_the_bucket_while_the_run_goes_on(stack, workers, buckets, tmp_path):
+    model, manifest = _files(tmp_path, "echo early; sleep 3; echo late")
+    run_id = json.loads(dlaas(stack, "train", model, manifest, "--json").stdout)["model_id"]
+    chunks = buckets[1] / run_id / "learner-1" / "log-chunks"
+    deadline = time.monotonic() + 30
+    while not (chunks.exists() and any(chunks.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first = sorted(chunks.iterdir())[0]
+    assert first.name == "000000000000.txt"
+    assert unstamped(first.read_text()) == "early\n"
+    shown = json.loads(dlaas(stack, "show", "trained-models", run_id, "--json").stdout)
+    assert shown["state"] == "PROCESSING"
+    so_far = dlaas(stack, "logs", run_id)
+    assert unstamped(so_far.stdout) == "early\n"
+    _wait_state(stack, run_id, "COMPLETED")
+    assert not chunks.exists()
+    shown = json.loads(dlaas(stack, "show", "trained-models", run_id, "--json").stdout)
+    assert shown["usage"]["peak_rss_bytes"] > 0 and shown["usage"]["cpu_seconds"] >= 0
