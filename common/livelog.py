@@ -25,7 +25,7 @@ class LogPiece:
 
 
 class LiveLog:
-    def __init__(self, connection: redis.Redis, run_id: str, max_entries: int = 500):
+    def __init__(self, connection: redis.Redis, run_id: str, max_entries: int = 200):
         self.redis = connection
         self.key = keys.live_log(run_id)
         self.max_entries = max_entries

@@ -67,9 +67,9 @@ class Settings:
     # How long a worker keeps retrying Redis (state changes wait, the command runs on).
     redis_outage_seconds: float = 3600.0
     worker_heartbeat_seconds: float = 5.0
-    # Logs: the live stream's cap per run (entries of up to ~256 KB of lines), and how often
+    # Logs: the live stream's cap per run (entries of up to ~64 KB of lines), and how often
     # the durable log is copied to the results bucket while the run goes on.
-    live_log_max_entries: int = 500
+    live_log_max_entries: int = 200
     log_chunk_seconds: float = 5.0
     log_chunk_bytes: int = 256 * 1024
     # Users who may drain nodes and see the fleet's controls.

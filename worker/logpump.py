@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 
 F_SETPIPE_SZ = 1031
 PIPE_BYTES = 1024 * 1024
-READ_BYTES = 256 * 1024
+READ_BYTES = 64 * 1024
+# After a read that drained the pipe, wait this long before the next: a writer that finds no
+# reader blocked on the pipe does not have to wake one for every line it prints.
+REST_SECONDS = 0.005
 MAX_LINE = 1024 * 1024  # a longer "line" is cut, so memory stays bounded
 
 
@@ -62,6 +65,8 @@ class LogPump(threading.Thread):
                     continue
                 if not data:
                     break
+                if len(data) < READ_BYTES:
+                    time.sleep(REST_SECONDS)
                 stamp = _stamp()
                 data = partial + data
                 cut = data.rfind(b"\n")

@@ -1,0 +1,196 @@
+"""Log pump overhead and live-follow delay, on a private embedded stack.
+
+    .venv/bin/python benchmarks/logs.py [--lines 1000000]
+
+1. A command printing N lines of 80 bytes as fast as it can (a Python loop) runs through
+   the service, and, in the same run, the same command with its output to /dev/null on this
+   machine; each times its own printing. Prints both, their ratio, and checks the stored
+   training-log.txt holds exactly N lines, in order.
+2. A command printing a line every 20 ms, each carrying its print time, is followed with
+   `logs --follow` (server-sent events); prints the median and 95th percentile of the delay
+   from print to arrival.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from api.client import DlaasClient, read_env_file  # noqa: E402
+from deploy.processes import free_port  # noqa: E402
+
+EMIT = """
+import os, sys, time
+n = int(sys.argv[1])
+out = sys.stdout
+start = time.perf_counter()
+for i in range(n):
+    out.write("line %09d " % i + "x" * 64 + "\\n")
+out.flush()
+took = time.perf_counter() - start
+with open(os.path.join(os.environ.get("RESULT_DIR", "."), "elapsed.txt"), "w") as f:
+    f.write(repr(took))
+"""
+
+TICK = """
+import sys, time
+for i in range(int(sys.argv[1])):
+    print("tick %d %.6f" % (i, time.time()), flush=True)
+    time.sleep(0.02)
+"""
+
+MANIFEST = """
+model_definition:
+  name: bench-logs
+  framework: {{name: python, version: "3.11"}}
+  execution: {{command: "{command}", resource: small}}
+training_data_reference:
+- connection: {{path: bench}}
+  source: {{bucket: data, type: local}}
+training_results_reference:
+  connection: {{path: bench}}
+  target: {{bucket: results, type: local}}
+"""
+
+
+def devnull_run(home: Path, lines: int) -> float:
+    # The run's own environment has PYTHONUNBUFFERED=1 (lines reach the log as they are
+    # printed); the baseline gets the same, so both print line by line.
+    clean = {"PATH": os.environ["PATH"], "RESULT_DIR": str(home), "PYTHONUNBUFFERED": "1"}
+    with open(os.devnull, "w") as devnull:
+        subprocess.run(
+            [sys.executable, "-c", EMIT, str(lines)], stdout=devnull, env=clean, check=True
+        )
+    return float((home / "elapsed.txt").read_text())
+
+
+def wait_done(client: DlaasClient, run_id: str, timeout: float = 900) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.show(run_id)
+        if run["state"] in ("COMPLETED", "FAILED", "HALTED"):
+            return run
+        time.sleep(0.2)
+    raise RuntimeError(f"{run_id} did not end")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--ticks", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="dlaas-bench-logs-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DLAAS_")}
+    env.update(
+        {
+            "DLAAS_HOME": str(home),
+            "DLAAS_STACK_REDIS_PORT": str(free_port()),
+            "DLAAS_STACK_API_PORT": str(free_port()),
+            "DLAAS_STACK_FLOWER_PORT": str(free_port()),
+        }
+    )
+    stack = [sys.executable, str(ROOT / "deploy" / "stack.py")]
+    up = subprocess.run([*stack, "up"], env=env, cwd=ROOT, capture_output=True, text=True)
+    if up.returncode:
+        print(up.stdout + up.stderr, file=sys.stderr)
+        return 1
+    try:
+        saved = read_env_file(home / "env")
+        client = DlaasClient(saved["DLAAS_URL"], saved["DLAAS_TOKEN"], timeout=60)
+        for bucket in ("data", "results"):
+            (home / "store" / "bench" / bucket).mkdir(parents=True, exist_ok=True)
+        model = home / "model.zip"
+        with zipfile.ZipFile(model, "w") as archive:
+            archive.writestr("emit.py", EMIT)
+            archive.writestr("tick.py", TICK)
+
+        def submit(command: str) -> str:
+            manifest = home / "manifest.yml"
+            manifest.write_text(MANIFEST.format(command=command))
+            return client.submit(model, manifest)["model_id"]
+
+        # 1. Overhead (service and /dev/null runs interleaved, medians), and the stored log
+        # of the last service run checked line by line.
+        services, baselines = [], []
+        for _ in range(args.repeat):
+            run_id = submit(f"python3 emit.py {args.lines}")
+            run = wait_done(client, run_id)
+            if run["state"] != "COMPLETED":
+                raise RuntimeError(f"{run_id}: {run['status_message']}")
+            results = home / "store" / "bench" / "results" / run_id
+            services.append(float((results / "elapsed.txt").read_text()))
+            baselines.append(devnull_run(home, args.lines))
+        service, baseline = statistics.median(services), statistics.median(baselines)
+        stored = results / "learner-1" / "training-log.txt"
+        count, in_order = 0, True
+        pattern = re.compile(rb"^\S+Z line (\d{9}) x{64}$")
+        with open(stored, "rb") as f:
+            for expected, raw in enumerate(f):
+                found = pattern.match(raw.rstrip(b"\n"))
+                if not found or int(found.group(1)) != expected:
+                    in_order = False
+                    break
+                count += 1
+        size = stored.stat().st_size
+
+        # 2. Follow delay.
+        run_id = submit(f"python3 tick.py {args.ticks}")
+        delays = []
+        for kind, data in client.follow(run_id):
+            now = time.time()
+            if kind == "log":
+                for line in data:
+                    found = re.search(r"tick \d+ (\d+\.\d+)$", line)
+                    if found:
+                        delays.append(now - float(found.group(1)))
+            if kind == "end":
+                break
+    finally:
+        subprocess.run([*stack, "down"], env=env, cwd=ROOT, capture_output=True)
+
+    print(
+        f"log benchmark: {args.lines} lines of 80 bytes, embedded stack (one worker), this machine"
+    )
+    print(
+        f"environment: CPython {platform.python_version()}, {os.cpu_count()} CPUs, load "
+        f"{os.getloadavg()[0]:.2f}; the run gets the worker's clean environment "
+        f"(PYTHONUNBUFFERED=1); the /dev/null runs get PATH, RESULT_DIR and PYTHONUNBUFFERED=1"
+    )
+    print(
+        f"  printing through the service: median {service:6.2f} s  "
+        f"({', '.join(f'{s:.2f}' for s in services)})"
+    )
+    print(
+        f"  printing to /dev/null:        median {baseline:6.2f} s  "
+        f"({', '.join(f'{s:.2f}' for s in baselines)})"
+    )
+    print(
+        f"  ratio service / devnull:      {service / baseline:7.2f} "
+        f"(overhead {100 * (service / baseline - 1):.0f}%)"
+    )
+    print(
+        f"  stored log: {count} lines, {size / 1e6:.1f} MB, "
+        f"{'in order' if in_order and count == args.lines else 'NOT complete/in order'}"
+    )
+    print(
+        f"follow delay over {len(delays)} lines: median {statistics.median(delays) * 1000:.1f} ms, "
+        f"p95 {sorted(delays)[int(0.95 * (len(delays) - 1))] * 1000:.1f} ms"
+    )
+    return 0 if in_order and count == args.lines else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
