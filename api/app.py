@@ -53,6 +53,7 @@ def create_app(
     )
     from api.health import bp as health_bp
     from api.logs import bp as logs_bp
+    from api.metrics import bp as metrics_bp
     from api.models import bp as models_bp
     from api.nodes import bp as nodes_bp
 
@@ -60,5 +61,6 @@ def create_app(
     app.register_blueprint(models_bp)
     app.register_blueprint(nodes_bp)
     app.register_blueprint(logs_bp)
+    app.register_blueprint(metrics_bp)
     register_error_handlers(app)
     return app

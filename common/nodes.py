@@ -30,7 +30,7 @@ class NodeStore:
 
     def forget(self, name: str) -> None:
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.worker(name), keys.drain(name))
+            pipe.delete(keys.worker(name), keys.drain(name), keys.worker_run(name))
             pipe.zrem(keys.workers(), name)
             pipe.execute()
 
@@ -41,13 +41,15 @@ class NodeStore:
             for name, _ in seen:
                 pipe.get(keys.worker(name))
                 pipe.get(keys.drain(name))
+                pipe.get(keys.worker_run(name))
             answers = pipe.execute()
         nodes = []
         for i, (name, last) in enumerate(seen):
-            record, drain = answers[2 * i], answers[2 * i + 1]
+            record, drain, run = answers[3 * i : 3 * i + 3]
             if record:
                 node = json.loads(record)
                 node["status"] = "draining" if drain is not None else "ready"
+                node["run"] = run
             else:
                 node = {"name": name, "last_heartbeat": last, "status": "lost"}
             nodes.append(node)
@@ -57,6 +59,13 @@ class NodeStore:
         return [
             n["name"] for n in self.list() if n["status"] == "ready" and size in n.get("sizes", [])
         ]
+
+    def set_running(self, name: str, run_id: str | None) -> None:
+        """The run this worker executes now (None: idle)."""
+        if run_id is None:
+            self.redis.delete(keys.worker_run(name))
+        else:
+            self.redis.set(keys.worker_run(name), run_id)
 
     def request_drain(self, name: str, deadline: float = math.inf) -> None:
         """Ask a worker to take no new run; at `deadline` (epoch seconds) its run is stopped

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable
 
 import redis
 
-from common import keys
-from common.clock import iso, utcnow
+from common import keys, stats
+from common.clock import iso, parse_iso, utcnow
 from common.run import HistoryEntry, Run
 from common.states import ACTIVE, ErrorCode, RunState, can_transition
 
@@ -73,6 +73,7 @@ class RunStore:
             pipe.hset(keys.run(run.id), mapping=run.to_dict())
             pipe.rpush(keys.history(run.id), json.dumps(entry.to_dict()))
             pipe.zadd(keys.user_runs(run.user), {run.id: score})
+            stats.count_state_change(pipe, run, None, None)
             pipe.execute()
 
     def exists(self, run_id: str) -> bool:
@@ -135,6 +136,7 @@ class RunStore:
                     if not data:
                         raise RunNotFound(run_id)
                     run = Run.from_dict(data)
+                    old = run.state
                     if attempt is not None and run.attempt != attempt:
                         raise LostClaim(
                             run_id,
@@ -159,15 +161,19 @@ class RunStore:
                         setattr(run, name, value)
                     entry = HistoryEntry(new, now, message, error_code)
                     pipe.multi()
-                    self._write(pipe, run, entry)
+                    self._write(pipe, run, entry, old)
                     pipe.execute()
                     return run
                 except redis.WatchError:
                     continue
         raise RuntimeError(f"{run_id}: too much contention on the run record")
 
-    def _write(self, pipe, run: Run, entry: HistoryEntry) -> None:
+    def _write(self, pipe, run: Run, entry: HistoryEntry, old: RunState) -> None:
         key = keys.run(run.id)
+        seconds = None
+        if run.state.terminal and run.submitted_at and run.ended_at:
+            seconds = (parse_iso(run.ended_at) - parse_iso(run.submitted_at)).total_seconds()
+        stats.count_state_change(pipe, run, old, seconds)
         if run.state.terminal and run.delete_requested:
             pipe.delete(key, keys.history(run.id), keys.lease(run.id))
             pipe.zrem(keys.user_runs(run.user), run.id)
@@ -210,7 +216,7 @@ class RunStore:
                     run.status_message = f"claimed by {worker}"
                     entry = HistoryEntry(run.state, now, run.status_message)
                     pipe.multi()
-                    self._write(pipe, run, entry)
+                    self._write(pipe, run, entry, RunState.PENDING)
                     pipe.set(
                         keys.lease(run_id), lease_value(worker, run.attempt), px=self.lease_ttl_ms
                     )
@@ -280,7 +286,8 @@ class RunStore:
                         run.state = RunState.HALTED
                         run.updated_at = run.ended_at = now
                         run.status_message = f"cancelled by {by} before it started"
-                        self._write(pipe, run, HistoryEntry(run.state, now, run.status_message))
+                        entry = HistoryEntry(run.state, now, run.status_message)
+                        self._write(pipe, run, entry, RunState.PENDING)
                     else:
                         pipe.hset(
                             key,
@@ -306,10 +313,12 @@ class RunStore:
             for _ in range(_MAX_WATCH_RETRIES):
                 try:
                     pipe.watch(key)
-                    state = pipe.hget(key, "state")
+                    state, size = pipe.hmget(key, "state", "resource")
                     if allowed is not None and state is not None and state not in allowed:
                         return False
                     pipe.multi()
+                    if state is not None and not RunState(state).terminal:
+                        pipe.hincrby(keys.stats(), f"active:{state}:{size}", -1)
                     pipe.delete(key, keys.history(run_id), keys.lease(run_id))
                     pipe.zrem(keys.user_runs(user), run_id)
                     pipe.srem(keys.active_runs(), run_id)

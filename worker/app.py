@@ -23,10 +23,11 @@ def create_worker_app(ctx: WorkerContext, sizes: list[str]) -> Celery:
     app = make_celery(ctx.settings, main="dlaas-worker")
     ctx.requeue = lambda run_id, size: enqueue_run(app, run_id, size)
 
-    @app.task(name=RUN_TASK, ignore_result=False)
-    def run_training_task(run_id: str) -> str:
+    @app.task(name=RUN_TASK, ignore_result=False, bind=True)
+    def run_training_task(self, run_id: str) -> str:
         # Thin on purpose: everything happens in plain functions testable without a broker.
-        return run_training(run_id, ctx)
+        # Progress goes out as `task-progress` events (run id, state, bytes) for Flower.
+        return run_training(run_id, ctx, lambda fields: self.send_event("task-progress", **fields))
 
     @app.task(name=PING_TASK)
     def ping() -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import redis
 
+from common import stats
 from common.artifacts import ArtifactStore
 from common.clock import iso, utcnow
 from common.crypto import CredentialBox, CredentialsError
@@ -62,12 +63,20 @@ class _Run:
     """The claimed run as this worker writes it: every write fenced by the claim's attempt
     and retried through Redis outages."""
 
-    def __init__(self, run: Run, ctx: WorkerContext, dirs: RunDirs):
+    def __init__(
+        self,
+        run: Run,
+        ctx: WorkerContext,
+        dirs: RunDirs,
+        progress: Callable[[dict], None] | None = None,
+    ):
         self.run, self.ctx, self.dirs = run, ctx, dirs
         self.id = run.id
+        self.progress = progress
 
     def write(self, state: RunState, message: str, code: ErrorCode | None = None, **fields) -> Run:
         ctx = self.ctx
+        self.tell(run_state=state.value, message=message.splitlines()[0] if message else "")
         return patiently(
             lambda: ctx.runs.transition(
                 self.id, state, message, code, attempt=self.run.attempt, **fields
@@ -75,6 +84,14 @@ class _Run:
             ctx.settings.redis_outage_seconds,
             f"{self.id} -> {state.value}",
         )
+
+    def tell(self, **fields) -> None:
+        """A progress event for monitors (Flower): run id, state, bytes; never a secret."""
+        if self.progress is not None:
+            try:
+                self.progress(dict(fields, run_id=self.id))
+            except Exception as exc:
+                log.debug("progress event not sent: %s", exc)
 
     def fail(self, code: ErrorCode, message: str) -> RunEnded:
         self.write(RunState.FAILED, message, code)
@@ -91,7 +108,9 @@ def _storage_code(exc: StorageError, otherwise: ErrorCode) -> ErrorCode:
     return ErrorCode.CREDENTIALS if exc.user_fault else otherwise
 
 
-def run_training(run_id: str, ctx: WorkerContext) -> str:
+def run_training(
+    run_id: str, ctx: WorkerContext, progress: Callable[[dict], None] | None = None
+) -> str:
     """Claim, stage, execute, store. Returns the end state, or `skipped` for a message
     whose run is gone, already claimed or already ended (a duplicate is never run twice)."""
     if ctx.nodes.drain_deadline(ctx.name) is not None and ctx.requeue is not None:
@@ -106,12 +125,13 @@ def run_training(run_id: str, ctx: WorkerContext) -> str:
         log.info("%s: dropped, not PENDING any more (claimed, ended or deleted)", run_id)
         return "skipped"
     dirs = RunDirs(ctx.settings.work_dir / run_id)
+    ctx.nodes.set_running(ctx.name, run_id)
     supervisor = RunSupervisor(
         ctx.runs, ctx.nodes, run_id, ctx.name, run.attempt, ctx.settings.lease_refresh_seconds
     )
     supervisor.start()
     try:
-        _run_claimed(_Run(run, ctx, dirs), supervisor)
+        _run_claimed(_Run(run, ctx, dirs, progress), supervisor)
     except RunEnded:
         pass
     except (LostClaim, RunNotFound) as exc:
@@ -131,6 +151,10 @@ def run_training(run_id: str, ctx: WorkerContext) -> str:
             log.exception("%s: could not record the failure", run_id)
     finally:
         supervisor.finish()
+        try:
+            ctx.nodes.set_running(ctx.name, None)
+        except Exception:
+            log.warning("%s: could not mark %s idle", run_id, ctx.name)
         try:
             LiveLog(ctx.runs.redis, run_id).close(ctx.settings.retention_seconds)
         except Exception:
@@ -190,6 +214,11 @@ def _run_claimed(job: _Run, supervisor: RunSupervisor) -> None:
         f"data: {staged.objects} objects, {staged.bytes} bytes in {took:.2f} s "
         f"({staged.bytes / max(took, 1e-6) / 1e6:.1f} MB/s)",
         LOAD_LOG,
+    )
+    job.tell(
+        run_state=RunState.DOWNLOADING.value,
+        staged_bytes=staged.bytes,
+        staged_objects=staged.objects,
     )
     usage: dict = {
         "staged_bytes": staged.bytes,
@@ -291,6 +320,7 @@ def _run_claimed(job: _Run, supervisor: RunSupervisor) -> None:
             stored_bytes=stored.bytes, stored_objects=stored.objects, storing_seconds=round(took, 3)
         )
         ctx.runs.update(run.id, run.attempt, usage=json.dumps(usage, sort_keys=True))
+        stats.add_transfers(ctx.runs.redis, usage)
     except StorageError as exc:
         job.note(f"storing failed: {exc}", STORE_LOG)
         if exc.user_fault:
