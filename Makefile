@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: setup demo up down status test test-unit lint bench-dispatch bench-faults clean
+.PHONY: setup demo up down status test test-unit lint bench-dispatch bench-faults bench-logs clean
 
 setup: $(VENV)/.installed
 	@bash deploy/ensure-redis.sh $(VENV)
@@ -38,6 +38,9 @@ lint: setup
 
 bench-dispatch: setup
 	$(PY) benchmarks/dispatch.py
+
+bench-logs: setup
+	$(PY) benchmarks/logs.py
 
 bench-faults: setup
 	$(PY) benchmarks/faults.py

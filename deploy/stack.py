@@ -109,6 +109,8 @@ def up() -> None:
             str(BIN / "celery"),
             "--broker",
             env["DLAAS_REDIS_URL"],
+            "--result-backend",
+            env["DLAAS_REDIS_URL"],
             "flower",
             "--address=127.0.0.1",
             f"--port={FLOWER_PORT}",

@@ -26,8 +26,13 @@ def create_worker_app(ctx: WorkerContext, sizes: list[str]) -> Celery:
     @app.task(name=RUN_TASK, ignore_result=False, bind=True)
     def run_training_task(self, run_id: str) -> str:
         # Thin on purpose: everything happens in plain functions testable without a broker.
-        # Progress goes out as `task-progress` events (run id, state, bytes) for Flower.
-        return run_training(run_id, ctx, lambda fields: self.send_event("task-progress", **fields))
+        return run_training(run_id, ctx, lambda fields: _progress(self, fields))
+
+    def _progress(task, fields: dict) -> None:
+        # Progress (run id, state, bytes) as a custom task state in the result backend, which
+        # Flower's task result view shows while the run goes on, and as a task event.
+        task.update_state(state=fields.get("run_state", "PROGRESS"), meta=fields)
+        task.send_event("task-progress", **fields)
 
     @app.task(name=PING_TASK)
     def ping() -> str:

@@ -90,6 +90,8 @@ def flower(stack):
             str(BIN / "celery"),
             "--broker",
             stack.redis.url(0),
+            "--result-backend",
+            stack.redis.url(0),
             "flower",
             "--address=127.0.0.1",
             f"--port={port}",
@@ -112,7 +114,21 @@ def test_flower_sees_workers_queues_and_tasks_but_no_secret(stack, workers, api_
     )
     with stack.api("api-s3", DLAAS_STORE_TYPES="local,s3") as s3_api:
         leaky = submit(s3_api, stack, manifest)  # its worker cannot move S3 data: it fails
-    run_id = submit(api_url, stack, manifest_yaml("echo seen by flower"))
+    run_id = submit(api_url, stack, manifest_yaml("echo seen by flower; sleep 2"))
+    # While it runs, Flower shows its progress: a custom state with the run's own state.
+    progress = None
+    deadline = time.monotonic() + 30
+    while progress is None and time.monotonic() < deadline:
+        tasks = requests.get(f"{url}/api/tasks", auth=basic, timeout=10).json()
+        mine = [t for t in tasks.values() if run_id in t.get("args", "")]
+        if mine and mine[0]["state"] == "PROGRESS":
+            answer = requests.get(
+                f"{url}/api/task/result/{mine[0]['uuid']}", auth=basic, timeout=10
+            ).json()
+            if answer.get("state") == "PROCESSING":
+                progress = answer
+        time.sleep(0.1)
+    assert progress is not None  # Flower's task view: PROGRESS; its result view: PROCESSING
     assert wait_ended(stack, run_id)["state"] == "COMPLETED"
     assert wait_ended(stack, leaky)["state"] == "FAILED"
 
