@@ -34,7 +34,8 @@ from deploy.processes import free_port  # noqa: E402
 EMIT = """
 import os, sys, time
 n = int(sys.argv[1])
-out = sys.stdout
+# "buffered": 64 KB writes, as a program that does not flush per line prints.
+out = open(1, "w", buffering=65536, closefd=False) if sys.argv[2:] == ["buffered"] else sys.stdout
 start = time.perf_counter()
 for i in range(n):
     out.write("line %09d " % i + "x" * 64 + "\\n")
@@ -65,14 +66,29 @@ training_results_reference:
 """
 
 
+MODE: list[str] = []  # [] or ["buffered"], for every variant of the printing command
+
+
 def devnull_run(home: Path, lines: int) -> float:
     # The run's own environment has PYTHONUNBUFFERED=1 (lines reach the log as they are
     # printed); the baseline gets the same, so both print line by line.
     clean = {"PATH": os.environ["PATH"], "RESULT_DIR": str(home), "PYTHONUNBUFFERED": "1"}
     with open(os.devnull, "w") as devnull:
         subprocess.run(
-            [sys.executable, "-c", EMIT, str(lines)], stdout=devnull, env=clean, check=True
+            [sys.executable, "-c", EMIT, str(lines), *MODE], stdout=devnull, env=clean, check=True
         )
+    return float((home / "elapsed.txt").read_text())
+
+
+def bare_pipe_run(home: Path, lines: int) -> float:
+    """The same, into a pipe whose reader only reads: what capturing output costs at all."""
+    clean = {"PATH": os.environ["PATH"], "RESULT_DIR": str(home), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EMIT, str(lines), *MODE], stdout=subprocess.PIPE, env=clean
+    )
+    while proc.stdout.read(65536):
+        pass
+    proc.wait()
     return float((home / "elapsed.txt").read_text())
 
 
@@ -91,7 +107,14 @@ def main() -> int:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--ticks", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--buffered",
+        action="store_true",
+        help="the command writes 64 KB blocks instead of line by line",
+    )
     args = parser.parse_args()
+    if args.buffered:
+        MODE.append("buffered")
     home = Path(tempfile.mkdtemp(prefix="dlaas-bench-logs-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DLAAS_")}
     env.update(
@@ -124,16 +147,18 @@ def main() -> int:
 
         # 1. Overhead (service and /dev/null runs interleaved, medians), and the stored log
         # of the last service run checked line by line.
-        services, baselines = [], []
+        services, baselines, pipes = [], [], []
         for _ in range(args.repeat):
-            run_id = submit(f"python3 emit.py {args.lines}")
+            run_id = submit(" ".join(["python3 emit.py", str(args.lines), *MODE]))
             run = wait_done(client, run_id)
             if run["state"] != "COMPLETED":
                 raise RuntimeError(f"{run_id}: {run['status_message']}")
             results = home / "store" / "bench" / "results" / run_id
             services.append(float((results / "elapsed.txt").read_text()))
             baselines.append(devnull_run(home, args.lines))
+            pipes.append(bare_pipe_run(home, args.lines))
         service, baseline = statistics.median(services), statistics.median(baselines)
+        pipe = statistics.median(pipes)
         stored = results / "learner-1" / "training-log.txt"
         count, in_order = 0, True
         pattern = re.compile(rb"^\S+Z line (\d{9}) x{64}$")
@@ -162,7 +187,8 @@ def main() -> int:
         subprocess.run([*stack, "down"], env=env, cwd=ROOT, capture_output=True)
 
     print(
-        f"log benchmark: {args.lines} lines of 80 bytes, embedded stack (one worker), this machine"
+        f"log benchmark: {args.lines} lines of 80 bytes, "
+        f"{'64 KB writes' if MODE else 'line by line'}, embedded stack (one worker), this machine"
     )
     print(
         f"environment: CPython {platform.python_version()}, {os.cpu_count()} CPUs, load "
@@ -178,8 +204,16 @@ def main() -> int:
         f"({', '.join(f'{s:.2f}' for s in baselines)})"
     )
     print(
+        f"  printing into a bare pipe:    median {pipe:6.2f} s  "
+        f"({', '.join(f'{s:.2f}' for s in pipes)})"
+    )
+    print(
         f"  ratio service / devnull:      {service / baseline:7.2f} "
         f"(overhead {100 * (service / baseline - 1):.0f}%)"
+    )
+    print(
+        f"  ratio service / bare pipe:    {service / pipe:7.2f} "
+        f"(the pump's own share of the overhead)"
     )
     print(
         f"  stored log: {count} lines, {size / 1e6:.1f} MB, "

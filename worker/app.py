@@ -90,6 +90,8 @@ class Heartbeat(threading.Thread):
             "sizes": sizes,
             "gpus": list(ctx.gpus.indices),
             "gpu_names": list(ctx.gpus.names),
+            "gpu_uuids": list(ctx.gpus.uuids),
+            "gpu_memory_bytes": list(ctx.gpus.memory_bytes),
             "gpu_source": ctx.gpus.source,
             "started_at": iso(utcnow()),
         }

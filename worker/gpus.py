@@ -15,6 +15,8 @@ class GpuSet:
     # "declared" (--gpus), "nvml" (found on the machine) or "none" (CPU node).
     source: str
     names: tuple[str, ...] = ()
+    uuids: tuple[str, ...] = ()
+    memory_bytes: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -62,11 +64,20 @@ def discover_gpus() -> GpuSet:
         return GpuSet((), "none")
     try:
         count = pynvml.nvmlDeviceGetCount()
-        names = []
+        names, uuids, memory = [], [], []
         for i in range(count):
-            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            name, uuid = pynvml.nvmlDeviceGetName(handle), pynvml.nvmlDeviceGetUUID(handle)
             names.append(name.decode() if isinstance(name, bytes) else name)
-        return GpuSet(tuple(range(count)), "nvml" if count else "none", tuple(names))
+            uuids.append(uuid.decode() if isinstance(uuid, bytes) else uuid)
+            memory.append(int(pynvml.nvmlDeviceGetMemoryInfo(handle).total))
+        return GpuSet(
+            tuple(range(count)),
+            "nvml" if count else "none",
+            tuple(names),
+            tuple(uuids),
+            tuple(memory),
+        )
     finally:
         pynvml.nvmlShutdown()
 

@@ -93,16 +93,31 @@ class LogPump(threading.Thread):
 
 
 class LiveStreamer(threading.Thread):
-    """Sends the pump's pieces to the Redis stream; drops them (and counts) when it lags."""
+    """Sends the pump's pieces to the Redis stream; drops them (and counts) when it lags, or
+    past `max_bytes_per_second`: a person following a run reads far less than that, and the
+    durable log has every line."""
 
-    def __init__(self, live: LiveLog, max_pending: int = 256):
+    def __init__(
+        self, live: LiveLog, max_bytes_per_second: int = 1024 * 1024, max_pending: int = 256
+    ):
         super().__init__(name="live-log", daemon=True)
         self.live = live
         self.pending: queue.Queue = queue.Queue(maxsize=max_pending)
         self.dropped_lines = 0
+        self.max_bytes_per_second = max_bytes_per_second
+        self._window = (0, 0)  # (second, bytes offered in it)
         self._closed = threading.Event()
 
     def offer(self, first_line: int, stamped: bytes, count: int) -> None:
+        second, used = self._window
+        now = int(time.monotonic())
+        if now != second:
+            second, used = now, 0
+        if used + len(stamped) > self.max_bytes_per_second:
+            self.dropped_lines += count
+            self._window = (second, used)
+            return
+        self._window = (second, used + len(stamped))
         try:
             self.pending.put_nowait((first_line, stamped.decode("utf-8", "replace")))
         except queue.Full:

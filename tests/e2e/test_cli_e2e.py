@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -307,9 +308,13 @@ def test_logs_are_followed_live_stored_in_order_and_readable_after(
     assert "[dlaas] stored" in (folder / "store-results.log").read_text()
     assert not (folder / "log-chunks").exists()  # the chunks went once the whole log was there
 
-    # The whole log of an ended run, from line 0 or from a line number, live stream trimmed.
+    # The whole log of an ended run, from line 0 or from a line number, live stream trimmed;
+    # following an ended run prints it all and returns.
     full = dlaas(stack, "logs", run_id)
     assert unstamped(full.stdout).splitlines() == expected
+    followed = dlaas(stack, "logs", run_id, "--follow", timeout=30)
+    assert followed.returncode == 0
+    assert unstamped(followed.stdout).splitlines() == expected
     tail = dlaas(stack, "logs", run_id, "--since", "225", "--json")
     answer = json.loads(tail.stdout)
     assert [unstamped(x + "\n").strip() for x in answer["lines"]] == [
@@ -336,3 +341,23 @@ def test_log_chunks_reach_the_bucket_while_the_run_goes_on(stack, workers, bucke
     assert not chunks.exists()
     shown = json.loads(dlaas(stack, "show", "trained-models", run_id, "--json").stdout)
     assert shown["usage"]["peak_rss_bytes"] > 0 and shown["usage"]["cpu_seconds"] >= 0
+
+
+def test_ctrl_c_stops_following_and_leaves_the_run_alone(stack, workers, buckets, tmp_path):
+    model, manifest = _files(tmp_path, "echo one; sleep 4; echo two")
+    run_id = json.loads(dlaas(stack, "train", model, manifest, "--json").stdout)["model_id"]
+    env = dict(stack.env, DLAAS_URL=stack.api_url, DLAAS_TOKEN=stack.tokens["alice"])
+    follower = subprocess.Popen(
+        [str(BIN / "dlaas"), "logs", run_id, "--follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    first = follower.stdout.readline()
+    assert unstamped(first) == "one\n"
+    follower.send_signal(signal.SIGINT)
+    _, err = follower.communicate(timeout=10)
+    assert follower.returncode == 130
+    assert "stopped following; the run itself is untouched" in err
+    _wait_state(stack, run_id, "COMPLETED")

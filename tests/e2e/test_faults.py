@@ -166,6 +166,8 @@ def test_lost_node_ends_its_run_failed_s104(fleet, started):
         assert failed.error_code is ErrorCode.NODE_LOST
         assert failed.status_message == "node lost: doomed@fault"
         assert run_id not in runs(fleet).active_ids()
+        nodes = requests.get(f"{fleet.api_url}/v3/nodes", headers=auth(fleet), timeout=5).json()
+        assert {n["name"]: n["status"] for n in nodes["nodes"]}["doomed@fault"] == "lost"
         started.remove(worker)
         worker = fleet.start_worker("doomed@fault", LARGE_GPUS)
         started.append(worker)
