@@ -41,7 +41,7 @@ class Settings:
     retention_days: float = 7.0
     size_gpus: dict[ResourceSize, int] = field(default_factory=lambda: dict(DEFAULT_SIZE_GPUS))
     # Store types the workers can move data with; manifests naming another are refused (422).
-    store_types: tuple[str, ...] = ("local",)
+    store_types: tuple[str, ...] = KNOWN_STORE_TYPES
     max_manifest_bytes: int = 64 * 1024
     max_zip_bytes: int = 100 * 1024 * 1024
     zip_max_entries: int = 10_000

@@ -73,6 +73,19 @@ def redis_server(tmp_path_factory) -> RedisServer:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def swift(tmp_path_factory) -> dict:
+    """A real Swift all-in-one (Swift API with tempauth, S3 API) on 127.0.0.1."""
+    from deploy import swift as swift_aio
+
+    home = tmp_path_factory.mktemp("swift")
+    state = swift_aio.up(home)
+    try:
+        yield state
+    finally:
+        swift_aio.down(home)
+
+
 @pytest.fixture
 def store_redis(redis_server) -> redis.Redis:
     """Database 1, flushed before each test: for run-store tests that need a clean slate.

@@ -1,4 +1,4 @@
-"""Object storage behind one interface: local directories now; S3 and Swift plug in here.
+"""Object storage behind one interface: local directories, S3 (boto3), Swift (swiftclient).
 
 A store moves whole buckets and single objects; callers never see the backend's types.
 """
@@ -10,6 +10,8 @@ from pathlib import Path
 from common.manifest import DataStore, StoreType
 from common.storage.base import ObjectInfo, ObjectStore, StorageError, TransferStats
 from common.storage.local import LocalStore, resolve_local_root
+from common.storage.s3 import S3Store
+from common.storage.swift import SwiftStore
 
 __all__ = [
     "ObjectInfo",
@@ -24,10 +26,14 @@ __all__ = [
 
 def open_store(store: DataStore, local_store_root: Path) -> ObjectStore:
     """The store a manifest's data store names, with its (unsealed) connection."""
+    conn = store.connection
     if store.type is StoreType.LOCAL:
-        return LocalStore(resolve_local_root(local_store_root, store.connection["path"]))
-    # S3 (boto3) and Swift (python-swiftclient) arrive with the object-storage issue;
-    # the API refuses such manifests until DLAAS_STORE_TYPES enables them.
-    raise StorageError(
-        f"{store.type.value} stores are not available on this worker", user_fault=False
-    )
+        return LocalStore(resolve_local_root(local_store_root, conn["path"]))
+    if store.type is StoreType.S3:
+        return S3Store(
+            conn["endpoint_url"],
+            conn["aws_access_key_id"],
+            conn["aws_secret_access_key"],
+            conn.get("region") or conn.get("region_name", ""),
+        )
+    return SwiftStore(conn)

@@ -110,11 +110,6 @@ BAD_MANIFESTS = [
     (manifest_yaml(resource="huge"), 400, "model_definition.execution.resource"),
     ("model_definition: [", 400, "not valid YAML"),
     (manifest_yaml(store_path="/etc"), 400, "connection.path"),
-    (
-        (FIXTURES / "seed-s3-manifest.yml").read_text(),
-        422,
-        "'s3' stores are not enabled on this service",
-    ),
 ]
 
 
@@ -200,15 +195,7 @@ def test_listing_is_newest_first_and_paginated(api_url, stack):
     assert second["models"][0]["model_id"] == ids[0]
 
 
-@pytest.fixture(scope="module")
-def api_all_stores(stack):
-    """A second API process of the same service with S3 and Swift manifests enabled, to check
-    redaction and the broker message. Nothing consumes `large`, so the message stays queued."""
-    with stack.api("api-all-stores", DLAAS_STORE_TYPES="local,s3,bluemix_objectstore") as url:
-        yield url
-
-
-def test_credentials_never_come_back_nor_enter_the_broker(api_all_stores, stack):
+def test_credentials_never_come_back_nor_enter_the_broker(api_url, stack):
     secret_password = "swift-pa55word-" + "q" * 12
     secret_key = "s3-secret-key-" + "z" * 12
     text = (FIXTURES / "seed-swift-manifest.yml").read_text()
@@ -217,11 +204,11 @@ def test_credentials_never_come_back_nor_enter_the_broker(api_all_stores, stack)
     text = text.replace("resource: small", "resource: large")
     redis_client = stack.redis.client(0)
     queued_before = redis_client.llen("dlaas.large")
-    answer = _submit(api_all_stores, stack, manifest=text)
+    answer = _submit(api_url, stack, manifest=text)
     assert answer.status_code == 201, answer.text
     run_id = answer.json()["model_id"]
-    shown = requests.get(f"{api_all_stores}/v3/models/{run_id}", headers=_headers(stack), timeout=5)
-    listed = requests.get(f"{api_all_stores}/v3/models", headers=_headers(stack), timeout=5)
+    shown = requests.get(f"{api_url}/v3/models/{run_id}", headers=_headers(stack), timeout=5)
+    listed = requests.get(f"{api_url}/v3/models", headers=_headers(stack), timeout=5)
     for body in (answer.text, shown.text, listed.text):
         assert secret_password not in body and secret_key not in body
     assert shown.json()["manifest"]["training_data"]["connection"]["password"] == "<redacted>"
@@ -273,3 +260,15 @@ def test_redis_unreachable_is_503_not_500(stack):
         assert "Redis" in answer.json()["error"]["message"]
         listed = requests.get(f"{url}/v3/models", headers=_headers(stack), timeout=10)
         assert listed.status_code == 503
+
+
+def test_store_types_not_enabled_are_422(stack):
+    with stack.api("api-local-only", DLAAS_STORE_TYPES="local") as url:
+        before = _footprint(stack)
+        answer = _submit(url, stack, manifest=(FIXTURES / "seed-s3-manifest.yml").read_text())
+        assert answer.status_code == 422
+        assert (
+            "'s3' stores are not enabled on this service (enabled: local)"
+            in (answer.json()["error"]["message"])
+        )
+        assert _footprint(stack) == before

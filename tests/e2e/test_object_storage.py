@@ -1,0 +1,231 @@
+"""Runs whose data and results live in a real OpenStack Swift, reached through its S3 API
+(boto3) and its Swift API (swiftclient, tempauth), and the failures a user can act on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import boto3
+import pytest
+import requests
+from botocore.config import Config
+
+from common.storage import StorageError
+from common.storage.s3 import S3Store
+from common.storage.swift import SwiftStore
+from tests.conftest import make_zip, unstamped
+
+pytestmark = pytest.mark.integration
+
+TRAIN = (
+    "ls $DATA_DIR | sort > $RESULT_DIR/seen.txt; cat $DATA_DIR/nested/b.csv; "
+    "echo model > $RESULT_DIR/model.bin"
+)
+
+
+def s3_client(swift, secret="testing"):
+    return boto3.client(
+        "s3",
+        endpoint_url=swift["s3_endpoint"],
+        aws_access_key_id="test:tester",
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
+def s3_manifest(
+    swift, data: str, results: str, command: str = TRAIN, secret="testing", endpoint=None
+) -> str:
+    conn = (
+        f"endpoint_url: {endpoint or swift['s3_endpoint']}\n"
+        f"    aws_access_key_id: test:tester\n    aws_secret_access_key: {secret}"
+    )
+    return f"""
+model_definition:
+  name: s3-run
+  framework: {{name: tensorflow, version: 1.2-py3}}
+  execution: {{command: "{command}", resource: small}}
+training_data:
+- connection:
+    {conn}
+  source: {{bucket: {data}, type: s3}}
+training_results:
+  connection:
+    {conn}
+  target: {{bucket: {results}, type: s3}}
+"""
+
+
+def swift_manifest(swift, data: str, results: str, command: str = TRAIN, password="testing") -> str:
+    conn = (
+        f"auth_url: {swift['auth_v1']}\n    user_name: test:tester\n"
+        f"    password: {password}\n    region: RegionOne"
+    )
+    return f"""
+model_definition:
+  name: swift-run
+  framework: {{name: tensorflow, version: 1.2-py3}}
+  execution: {{command: "{command}", resource: small}}
+training_data_reference:
+- connection:
+    {conn}
+  source: {{bucket: {data}, type: bluemix_objectstore}}
+training_results_reference:
+  connection:
+    {conn}
+  target: {{bucket: {results}, type: bluemix_objectstore}}
+"""
+
+
+def submit(stack, manifest: str) -> str:
+    answer = requests.post(
+        f"{stack.api_url}/v3/models",
+        files={
+            "model_definition": ("m.zip", make_zip({"train.sh": "echo hi\n"})),
+            "manifest": ("m.yml", manifest),
+        },
+        headers={"Authorization": f"Bearer {stack.tokens['alice']}"},
+        timeout=10,
+    )
+    assert answer.status_code == 201, answer.text
+    return answer.json()["model_id"]
+
+
+def wait_ended(stack, run_id, timeout=120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shown = requests.get(
+            f"{stack.api_url}/v3/models/{run_id}",
+            timeout=5,
+            headers={"Authorization": f"Bearer {stack.tokens['alice']}"},
+        ).json()
+        if shown["state"] in ("COMPLETED", "FAILED", "HALTED"):
+            return shown
+        time.sleep(0.1)
+    raise AssertionError(f"{run_id} did not end")
+
+
+@pytest.fixture(scope="module")
+def buckets(swift):
+    client = s3_client(swift)
+    for name in ("s3-data", "s3-results", "s3-empty", "sw-data", "sw-results"):
+        client.create_bucket(Bucket=name)
+    for bucket in ("s3-data", "sw-data"):
+        client.put_object(Bucket=bucket, Key="a.csv", Body=b"1,2\n")
+        client.put_object(Bucket=bucket, Key="nested/b.csv", Body=b"3,4\n")
+    return client
+
+
+def results_of(client, bucket: str, run_id: str) -> dict[str, bytes]:
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=f"{run_id}/")
+    return {
+        o["Key"][len(run_id) + 1 :]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+        for o in listed.get("Contents", [])
+    }
+
+
+@pytest.mark.parametrize("kind", ["s3", "swift"])
+def test_run_stages_from_and_stores_to_swift(stack, workers, swift, buckets, kind):
+    if kind == "s3":
+        run_id = submit(stack, s3_manifest(swift, "s3-data", "s3-results"))
+        bucket = "s3-results"
+    else:
+        run_id = submit(stack, swift_manifest(swift, "sw-data", "sw-results"))
+        bucket = "sw-results"
+    done = wait_ended(stack, run_id)
+    assert done["state"] == "COMPLETED", done["status_message"]
+    stored = results_of(buckets, bucket, run_id)
+    assert stored["seen.txt"] == b"a.csv\nnested\n"
+    assert stored["model.bin"] == b"model\n"
+    assert unstamped(stored["learner-1/training-log.txt"].decode()) == "3,4\n"
+    assert stored["_submitted_code/model.zip"].startswith(b"PK")
+    assert b"data: 2 objects, 8 bytes" in stored["learner-1/load-data.log"]
+    assert not any(k.startswith("learner-1/log-chunks/") for k in stored)
+    assert done["usage"]["staged_objects"] == 2 and done["usage"]["staged_bytes"] == 8
+
+
+def test_an_empty_data_bucket_is_a_valid_run(stack, workers, swift, buckets):
+    run_id = submit(
+        stack, s3_manifest(swift, "s3-empty", "s3-results", command="ls $DATA_DIR | wc -l")
+    )
+    done = wait_ended(stack, run_id)
+    assert done["state"] == "COMPLETED", done["status_message"]
+    assert (
+        unstamped(results_of(buckets, "s3-results", run_id)["learner-1/training-log.txt"].decode())
+        == "0\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "words"),
+    [
+        ("s3-wrong-secret", "C103", "bucket 's3-data': cannot open the bucket: access denied"),
+        (
+            "swift-wrong-password",
+            "C103",
+            "bucket 'sw-data': cannot open the bucket: credentials refused",
+        ),
+        ("s3-missing-bucket", "C103", "bucket 'no-such-bucket': cannot open the bucket: bucket"),
+        ("swift-missing-bucket", "C103", "bucket 'no-such-bucket': cannot open the bucket: bucket"),
+        (
+            "s3-unreachable",
+            "S302",
+            "s3 http://127.0.0.1:9, bucket 's3-data': cannot open the "
+            "bucket: endpoint unreachable after retries",
+        ),
+    ],
+)
+def test_failures_name_the_store_the_bucket_and_the_reason(
+    stack, workers, swift, buckets, case, code, words
+):
+    manifest = {
+        "s3-wrong-secret": lambda: s3_manifest(swift, "s3-data", "s3-results", secret="nope"),
+        "swift-wrong-password": lambda: swift_manifest(
+            swift, "sw-data", "sw-results", password="nope"
+        ),
+        "s3-missing-bucket": lambda: s3_manifest(swift, "no-such-bucket", "s3-results"),
+        "swift-missing-bucket": lambda: swift_manifest(swift, "no-such-bucket", "sw-results"),
+        "s3-unreachable": lambda: s3_manifest(
+            swift, "s3-data", "s3-results", endpoint="http://127.0.0.1:9"
+        ),
+    }[case]()
+    run_id = submit(stack, manifest)
+    done = wait_ended(stack, run_id)
+    assert done["state"] == "FAILED"
+    assert done["error_code"] == code
+    assert words in done["status_message"], done["status_message"]
+    assert "Traceback" not in done["status_message"]
+    assert "nope" not in json.dumps(done)  # the wrong secret is not echoed either
+
+
+@pytest.mark.parametrize("kind", ["s3", "swift"])
+def test_a_100_mb_object_survives_a_round_trip(swift, buckets, tmp_path, kind):
+    if kind == "s3":
+        store, bucket = S3Store(swift["s3_endpoint"], "test:tester", "testing"), "s3-results"
+    else:
+        auth = {"auth_url": swift["auth_v1"], "user_name": "test:tester", "password": "testing"}
+        store, bucket = SwiftStore(auth), "sw-results"
+    src = tmp_path / "out" / "big.bin"
+    src.parent.mkdir()
+    with open(src, "wb") as f:
+        for _ in range(100):
+            f.write(os.urandom(1024 * 1024))
+    stats = store.upload_dir(src.parent, bucket, "round-trip")  # multipart / SLO segments
+    assert (stats.objects, stats.bytes) == (1, 100 * 1024 * 1024)
+    back = tmp_path / "back.bin"
+    store.get_file(bucket, "round-trip/big.bin", back)
+    assert hashlib.sha256(back.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+
+
+def test_a_missing_object_is_a_storage_error_naming_it(swift, buckets, tmp_path):
+    store = SwiftStore(
+        {"auth_url": swift["auth_v1"], "user_name": "test:tester", "password": "testing"}
+    )
+    with pytest.raises(StorageError) as caught:
+        store.get_file("sw-results", "no/such/object", tmp_path / "x")
+    assert caught.value.user_fault
+    assert "bucket 'sw-results': cannot read no/such/object" in str(caught.value)
