@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: setup demo up down status test test-unit lint bench-dispatch bench-faults bench-logs clean
+.PHONY: setup demo demo-s3 up down status test test-unit lint bench-dispatch bench-faults bench-logs clean
 
 setup: $(VENV)/.installed
 	@bash deploy/ensure-redis.sh $(VENV)
@@ -26,6 +26,9 @@ status:
 
 demo: up
 	$(PY) deploy/demo.py
+
+demo-s3: up
+	$(PY) deploy/demo.py --s3
 
 test: setup
 	$(PY) -m pytest

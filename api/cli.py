@@ -184,6 +184,17 @@ def _show(client: DlaasClient, args, out: _Printer) -> int:
         rows.append(("Error_code", run["error_code"]))
     if run.get("status_message"):
         rows.append(("Status", run["status_message"].splitlines()[0]))
+    progress = run.get("progress") or {}
+    if progress and run["state"] in ("DOWNLOADING", "STORING"):
+        rows.append(
+            (
+                "Progress",
+                f"{progress['phase']}: {progress['objects_done']}/"
+                f"{progress['objects_total']} objects, {progress['bytes_done'] / 1e6:.1f}/"
+                f"{progress['bytes_total'] / 1e6:.1f} MB, "
+                f"{progress['bytes_per_second'] / 1e6:.1f} MB/s",
+            )
+        )
     usage = run.get("usage") or {}
     if "peak_rss_bytes" in usage:
         rows.append(("Peak_memory", f"{usage['peak_rss_bytes'] / 2**20:.1f} MiB"))

@@ -35,6 +35,7 @@ def run_detail(run: Run, history: list[HistoryEntry]) -> dict:
         "exit_code": run.exit_code,
         "status_message": run.status_message,
         "usage": run.usage,
+        "progress": run.progress,
         "results_location": {
             "type": results.get("type"),
             "bucket": results.get("bucket"),

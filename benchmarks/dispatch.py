@@ -119,6 +119,7 @@ def main() -> int:
             "DLAAS_STACK_REDIS_PORT": str(redis_port),
             "DLAAS_STACK_API_PORT": str(free_port()),
             "DLAAS_STACK_FLOWER_PORT": str(free_port()),
+            "DLAAS_STACK_SWIFT_PORT": str(free_port()),
         }
     )
     stack = [sys.executable, str(ROOT / "deploy" / "stack.py")]

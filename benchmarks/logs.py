@@ -123,6 +123,7 @@ def main() -> int:
             "DLAAS_STACK_REDIS_PORT": str(free_port()),
             "DLAAS_STACK_API_PORT": str(free_port()),
             "DLAAS_STACK_FLOWER_PORT": str(free_port()),
+            "DLAAS_STACK_SWIFT_PORT": str(free_port()),
         }
     )
     stack = [sys.executable, str(ROOT / "deploy" / "stack.py")]

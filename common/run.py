@@ -47,6 +47,8 @@ class Run:
     # What it used: peak_rss_bytes, cpu_seconds, gpu_utilization_mean/max,
     # gpu_memory_peak_bytes; and what staging and storing moved.
     usage: dict[str, Any] = field(default_factory=dict)
+    # The transfer going on (or last done): phase, objects/bytes done and total, rate.
+    progress: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, str]:
         """Flat string fields for one Redis HSET; empty values are left out."""
@@ -71,7 +73,7 @@ class Run:
         values["gpu_count"] = int(values["gpu_count"])
         if "gpus" in values:
             values["gpus"] = json.loads(values["gpus"])
-        for name in ("manifest", "usage"):
+        for name in ("manifest", "usage", "progress"):
             if name in values:
                 values[name] = json.loads(values[name])
         if "exit_code" in values:

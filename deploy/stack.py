@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from deploy import swift  # noqa: E402
 from deploy.processes import (  # noqa: E402
     StartError,
     alive,
@@ -38,6 +39,7 @@ BIN = Path(sys.executable).parent
 REDIS_PORT = int(os.environ.get("DLAAS_STACK_REDIS_PORT", "16379"))
 API_PORT = int(os.environ.get("DLAAS_STACK_API_PORT", "18080"))
 FLOWER_PORT = int(os.environ.get("DLAAS_STACK_FLOWER_PORT", "15555"))
+SWIFT_PORT = int(os.environ.get("DLAAS_STACK_SWIFT_PORT", "18081"))
 ORDER = ("redis", "api", "worker", "reconciler", "flower")
 
 
@@ -94,6 +96,13 @@ def _service_env(config: dict[str, str]) -> dict[str, str]:
 
 
 def up() -> None:
+    # Swift (Swift API + S3 API) for runs whose manifests name s3 or bluemix_objectstore
+    # stores; the embedded default (the example) uses the local store.
+    started = swift.up(HOME / "swift", SWIFT_PORT)
+    print(
+        f"  {'swift':<11}{started['s3_endpoint']} (S3 key test:tester, secret testing; "
+        f"Swift auth {started['auth_v1']})"
+    )
     config = _config()
     tokens = HOME / "tokens.json"
     tokens.write_text(json.dumps({config["DLAAS_DEMO_TOKEN"]: "demo"}))
@@ -139,6 +148,7 @@ def up() -> None:
     url = f"http://127.0.0.1:{API_PORT}"
     (HOME / "env").write_text(
         f"export DLAAS_URL={url}\nexport DLAAS_TOKEN={config['DLAAS_DEMO_TOKEN']}\n"
+        f"export DLAAS_S3_ENDPOINT=http://127.0.0.1:{SWIFT_PORT}\n"
     )
     (HOME / "env").chmod(0o600)
     print(
@@ -155,6 +165,8 @@ def down() -> None:
             stop_pid(pid, timeout=30)
             print(f"  {name:<11}stopped (pid {pid})")
         _pid_file(name).unlink(missing_ok=True)
+    swift.down(HOME / "swift")
+    print(f"  {'swift':<11}stopped")
 
 
 def status() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.storage import ObjectStore, TransferStats
+from common.storage.base import TransferProgress
 
 SUBMITTED_CODE_KEY = "_submitted_code/model.zip"
 LEARNER = "learner-1"
@@ -20,10 +21,11 @@ def store_results(
     result_dir: Path,
     model_zip: Path,
     log_dir: Path,
+    progress: TransferProgress | None = None,
 ) -> TransferStats:
     """RESULT_DIR under `<run-id>/`, the zip under `_submitted_code/`, and every log of the
     run (training-log.txt, load-data.log, store-results.log) under `learner-1/`."""
-    stats = store.upload_dir(result_dir, bucket, run_id)
+    stats = store.upload_dir(result_dir, bucket, run_id, progress)
     files = [(model_zip, SUBMITTED_CODE_KEY)]
     files += [(p, f"{LEARNER}/{p.name}") for p in sorted(log_dir.glob("*.txt"))]
     files += [(p, f"{LEARNER}/{p.name}") for p in sorted(log_dir.glob("*.log"))]

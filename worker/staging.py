@@ -9,6 +9,7 @@ from common.manifest import DataStore
 from common.modelzip import ZipLimits, ZipSummary, extract_zip
 from common.settings import Settings
 from common.storage import ObjectStore, TransferStats
+from common.storage.base import TransferProgress
 
 
 def zip_limits(settings: Settings) -> ZipLimits:
@@ -22,6 +23,10 @@ def stage_model(artifact: Path, model_dir: Path, settings: Settings) -> ZipSumma
 
 
 def stage_data(
-    store: ObjectStore, data: DataStore, data_dir: Path, should_stop: Callable[[], bool]
+    store: ObjectStore,
+    data: DataStore,
+    data_dir: Path,
+    should_stop: Callable[[], bool],
+    progress: TransferProgress | None = None,
 ) -> TransferStats:
-    return store.download_all(data.bucket, data_dir, should_stop)
+    return store.download_all(data.bucket, data_dir, should_stop, progress)

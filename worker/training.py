@@ -25,10 +25,12 @@ from common.settings import Settings
 from common.sizes import ResourceSize
 from common.states import ErrorCode, RunState
 from common.storage import StorageError, open_store
+from common.storage.base import TransferProgress
 from worker.gpus import GpuSet
 from worker.logpump import ChunkUploader, LiveStreamer
 from worker.patience import patiently
 from worker.process import Execution, RunDirs, execute, expand_command, run_environment, tail
+from worker.progress import ProgressReporter
 from worker.reaper import gpus_released
 from worker.results import LEARNER, LOG_CHUNKS_PREFIX, store_results
 from worker.staging import stage_data, stage_model
@@ -204,7 +206,11 @@ def _run_claimed(job: _Run, supervisor: RunSupervisor) -> None:
     began = time.monotonic()
     job.note(f"data: {data_store.description}, bucket {data.bucket!r}", LOAD_LOG)
     try:
-        staged = stage_data(data_store, data, dirs.data, stop.is_set)
+        reporter = ProgressReporter(
+            ctx.runs, run.id, run.attempt, TransferProgress("downloading"), job.tell
+        )
+        with reporter as progress:
+            staged = stage_data(data_store, data, dirs.data, stop.is_set, progress)
     except StorageError as exc:
         job.note(f"data staging failed: {exc}", LOAD_LOG)
         code = _storage_code(exc, ErrorCode.DATA_STAGING)
@@ -305,7 +311,13 @@ def _run_claimed(job: _Run, supervisor: RunSupervisor) -> None:
     )
     began = time.monotonic()
     try:
-        stored = _store_with_retries(results_store, results.bucket, run.id, dirs, model_zip)
+        reporter = ProgressReporter(
+            ctx.runs, run.id, run.attempt, TransferProgress("storing"), job.tell
+        )
+        with reporter as progress:
+            stored = _store_with_retries(
+                results_store, results.bucket, run.id, dirs, model_zip, progress
+            )
         took = time.monotonic() - began
         job.note(
             f"stored {stored.objects} objects, {stored.bytes} bytes in {took:.2f} s", STORE_LOG
@@ -373,11 +385,11 @@ def _time_limit(run: Run, settings: Settings) -> float:
     return min(limits) if limits else 0.0
 
 
-def _store_with_retries(store, bucket, run_id, dirs: RunDirs, model_zip):
+def _store_with_retries(store, bucket, run_id, dirs: RunDirs, model_zip, progress=None):
     delay = 1.0
     for attempt in range(1, STORE_ATTEMPTS + 1):
         try:
-            return store_results(store, bucket, run_id, dirs.result, model_zip, dirs.log)
+            return store_results(store, bucket, run_id, dirs.result, model_zip, dirs.log, progress)
         except StorageError as exc:
             if exc.user_fault or attempt == STORE_ATTEMPTS:
                 raise

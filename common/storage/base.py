@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,43 @@ class StorageError(RuntimeError):
 class ObjectInfo:
     key: str
     size: int
+
+
+class TransferProgress:
+    """Counts a transfer as it goes (objects and bytes, done and total), for `dlaas show`.
+    Backends add to it from their transfer threads."""
+
+    def __init__(self, phase: str):
+        self.phase = phase
+        self._lock = threading.Lock()
+        self.objects_total = self.bytes_total = 0
+        self.objects_done = self.bytes_done = 0
+        self.started = time.monotonic()
+
+    def expect(self, objects: int, size: int) -> None:
+        with self._lock:
+            self.objects_total += objects
+            self.bytes_total += size
+
+    def add_bytes(self, count: int) -> None:
+        with self._lock:
+            self.bytes_done += count
+
+    def object_done(self) -> None:
+        with self._lock:
+            self.objects_done += 1
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            seconds = max(time.monotonic() - self.started, 1e-6)
+            return {
+                "phase": self.phase,
+                "objects_done": self.objects_done,
+                "objects_total": self.objects_total,
+                "bytes_done": self.bytes_done,
+                "bytes_total": self.bytes_total,
+                "bytes_per_second": round(self.bytes_done / seconds),
+            }
 
 
 @dataclass
@@ -44,12 +84,18 @@ class ObjectStore(Protocol):
         ...
 
     def download_all(
-        self, bucket: str, dest: Path, should_stop: Callable[[], bool] | None = None
+        self,
+        bucket: str,
+        dest: Path,
+        should_stop: Callable[[], bool] | None = None,
+        progress: TransferProgress | None = None,
     ) -> TransferStats:
         """Every object of the bucket under `dest`; stops early once `should_stop()`."""
         ...
 
-    def upload_dir(self, src: Path, bucket: str, prefix: str) -> TransferStats: ...
+    def upload_dir(
+        self, src: Path, bucket: str, prefix: str, progress: TransferProgress | None = None
+    ) -> TransferStats: ...
 
     def put_file(self, src: Path, bucket: str, key: str) -> None: ...
 
@@ -58,3 +104,16 @@ class ObjectStore(Protocol):
     def delete(self, bucket: str, key: str) -> None:
         """Remove one object; a missing one is not an error."""
         ...
+
+
+def files_to_upload(src: Path, prefix: str) -> list[tuple[Path, str]]:
+    """(path, key) for every regular file under `src`: never a run's symlinks (they could
+    point anywhere on the node) nor its pipes (reading one would block)."""
+    items = []
+    for dirpath, _dirs, files in os.walk(src):
+        for name in sorted(files):
+            path = Path(dirpath) / name
+            if path.is_symlink() or not path.is_file():
+                continue
+            items.append((path, f"{prefix.rstrip('/')}/{path.relative_to(src).as_posix()}"))
+    return items

@@ -7,7 +7,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from common.storage.base import ObjectInfo, StorageError, TransferStats
+from common.storage.base import (
+    ObjectInfo,
+    StorageError,
+    TransferProgress,
+    TransferStats,
+    files_to_upload,
+)
 
 CHUNK = 1024 * 1024
 
@@ -64,10 +70,17 @@ class LocalStore:
         return sorted(out, key=lambda o: o.key)
 
     def download_all(
-        self, bucket: str, dest: Path, should_stop: Callable[[], bool] | None = None
+        self,
+        bucket: str,
+        dest: Path,
+        should_stop: Callable[[], bool] | None = None,
+        progress: TransferProgress | None = None,
     ) -> TransferStats:
         stats = TransferStats()
-        for obj in self.list(bucket):
+        objects = self.list(bucket)
+        progress = progress or TransferProgress("downloading")
+        progress.expect(len(objects), sum(o.size for o in objects))
+        for obj in objects:
             if should_stop is not None and should_stop():
                 break
             try:
@@ -77,6 +90,8 @@ class LocalStore:
                     f"{self.description}: cannot read {bucket}/{obj.key}: {exc.strerror or exc}"
                 ) from None
             stats.add(size)
+            progress.add_bytes(size)
+            progress.object_done()
         return stats
 
     @staticmethod
@@ -92,17 +107,20 @@ class LocalStore:
                     break
         return copied
 
-    def upload_dir(self, src: Path, bucket: str, prefix: str) -> TransferStats:
+    def upload_dir(
+        self, src: Path, bucket: str, prefix: str, progress: TransferProgress | None = None
+    ) -> TransferStats:
         stats = TransferStats()
         self._bucket(bucket)
-        for dirpath, _dirs, files in os.walk(src):
-            for name in sorted(files):
-                path = Path(dirpath) / name
-                if path.is_symlink() or not path.is_file():
-                    continue  # never follow a run's links out, nor block on its pipes
-                key = f"{prefix.rstrip('/')}/{path.relative_to(src).as_posix()}"
-                self.put_file(path, bucket, key)
-                stats.add(path.stat().st_size)
+        items = files_to_upload(src, prefix)
+        progress = progress or TransferProgress("storing")
+        progress.expect(len(items), sum(p.stat().st_size for p, _ in items))
+        for path, key in items:
+            self.put_file(path, bucket, key)
+            size = path.stat().st_size
+            stats.add(size)
+            progress.add_bytes(size)
+            progress.object_done()
         return stats
 
     def put_file(self, src: Path, bucket: str, key: str) -> None:

@@ -4,7 +4,6 @@ one manager, which runs them (and the parts of large ones) concurrently."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,8 +11,15 @@ import boto3
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
+from s3transfer.subscribers import BaseSubscriber
 
-from common.storage.base import ObjectInfo, StorageError, TransferStats
+from common.storage.base import (
+    ObjectInfo,
+    StorageError,
+    TransferProgress,
+    TransferStats,
+    files_to_upload,
+)
 
 USER_FAULTS = {
     "NoSuchBucket": "bucket does not exist",
@@ -91,10 +97,17 @@ class S3Store:
             raise self._error(exc, bucket, "cannot list") from None
 
     def download_all(
-        self, bucket: str, dest: Path, should_stop: Callable[[], bool] | None = None
+        self,
+        bucket: str,
+        dest: Path,
+        should_stop: Callable[[], bool] | None = None,
+        progress: TransferProgress | None = None,
     ) -> TransferStats:
         objects = self.list(bucket)
         stats = TransferStats()
+        progress = progress or TransferProgress("downloading")
+        progress.expect(len(objects), sum(o.size for o in objects))
+        subscribers = [_Counting(progress)]
         try:
             with create_transfer_manager(self.client, TRANSFER) as manager:
                 futures = []
@@ -103,7 +116,12 @@ class S3Store:
                         break
                     target = _inside(dest, obj.key)
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    futures.append((obj, manager.download(bucket, obj.key, str(target))))
+                    futures.append(
+                        (
+                            obj,
+                            manager.download(bucket, obj.key, str(target), subscribers=subscribers),
+                        )
+                    )
                 for obj, future in futures:
                     future.result()
                     stats.add(obj.size)
@@ -113,18 +131,20 @@ class S3Store:
             raise self._error(exc, bucket, "download failed") from None
         return stats
 
-    def upload_dir(self, src: Path, bucket: str, prefix: str) -> TransferStats:
+    def upload_dir(
+        self, src: Path, bucket: str, prefix: str, progress: TransferProgress | None = None
+    ) -> TransferStats:
         stats = TransferStats()
+        items = files_to_upload(src, prefix)
+        progress = progress or TransferProgress("storing")
+        progress.expect(len(items), sum(p.stat().st_size for p, _ in items))
+        subscribers = [_Counting(progress)]
         try:
             with create_transfer_manager(self.client, TRANSFER) as manager:
-                futures = []
-                for dirpath, _dirs, files in os.walk(src):
-                    for name in sorted(files):
-                        path = Path(dirpath) / name
-                        if path.is_symlink() or not path.is_file():
-                            continue  # never follow a run's links out, nor block on its pipes
-                        key = f"{prefix.rstrip('/')}/{path.relative_to(src).as_posix()}"
-                        futures.append((path, manager.upload(str(path), bucket, key)))
+                futures = [
+                    (path, manager.upload(str(path), bucket, key, subscribers=subscribers))
+                    for path, key in items
+                ]
                 for path, future in futures:
                     future.result()
                     stats.add(path.stat().st_size)
@@ -150,6 +170,19 @@ class S3Store:
             self.client.delete_object(Bucket=bucket, Key=key)
         except Exception as exc:
             raise self._error(exc, bucket, f"cannot delete {key}") from None
+
+
+class _Counting(BaseSubscriber):
+    """Feeds the transfer manager's progress callbacks into a TransferProgress."""
+
+    def __init__(self, progress: TransferProgress):
+        self.progress = progress
+
+    def on_progress(self, future, bytes_transferred, **kwargs):
+        self.progress.add_bytes(bytes_transferred)
+
+    def on_done(self, future, **kwargs):
+        self.progress.object_done()
 
 
 def _inside(dest: Path, key: str) -> Path:

@@ -4,14 +4,19 @@ an auth_url ending in /auth/v1.0) or Keystone v3 (user, password, project, domai
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from swiftclient.exceptions import ClientException
 from swiftclient.service import SwiftError, SwiftService, SwiftUploadObject
 
-from common.storage.base import ObjectInfo, StorageError, TransferStats
+from common.storage.base import (
+    ObjectInfo,
+    StorageError,
+    TransferProgress,
+    TransferStats,
+    files_to_upload,
+)
 
 SEGMENT_BYTES = 64 * 1024 * 1024  # larger files are uploaded as SLO segments, in parallel
 THREADS = 16
@@ -98,9 +103,15 @@ class SwiftStore:
         return sorted(out, key=lambda o: o.key)
 
     def download_all(
-        self, bucket: str, dest: Path, should_stop: Callable[[], bool] | None = None
+        self,
+        bucket: str,
+        dest: Path,
+        should_stop: Callable[[], bool] | None = None,
+        progress: TransferProgress | None = None,
     ) -> TransferStats:
         objects = self.list(bucket)
+        progress = progress or TransferProgress("downloading")
+        progress.expect(len(objects), sum(o.size for o in objects))
         for obj in objects:
             target = (dest / obj.key).resolve()
             if dest.resolve() not in target.parents:
@@ -120,16 +131,23 @@ class SwiftStore:
                 for result in results:
                     self._check(result, bucket, f"download of {result.get('object')} failed")
                     stats.add(int(result.get("read_length", 0)))
+                    progress.add_bytes(int(result.get("read_length", 0)))
+                    progress.object_done()
                     if should_stop is not None and should_stop():
                         break
             except (SwiftError, ClientException) as exc:
                 raise self._error(exc, bucket, "download failed") from None
         return stats
 
-    def _upload(self, bucket: str, items: list[tuple[Path, str]]) -> TransferStats:
+    def _upload(
+        self, bucket: str, items: list[tuple[Path, str]], progress: TransferProgress | None = None
+    ) -> TransferStats:
         stats = TransferStats()
         if not items:
             return stats
+        sizes = {key: path.stat().st_size for path, key in items}
+        progress = progress or TransferProgress("storing")
+        progress.expect(len(items), sum(sizes.values()))
         uploads = [SwiftUploadObject(str(path), object_name=key) for path, key in items]
         with self._service() as service:
             try:
@@ -138,22 +156,20 @@ class SwiftStore:
                     if result.get("action") not in ("upload_object", "upload_segment"):
                         continue
                     self._check(result, bucket, f"upload of {result.get('object')} failed")
+                    if result["action"] == "upload_object":
+                        progress.add_bytes(sizes.get(result.get("object"), 0))
+                        progress.object_done()
             except (SwiftError, ClientException) as exc:
                 raise self._error(exc, bucket, "upload failed") from None
         stats.bytes = sum(path.stat().st_size for path, _ in items)
         stats.objects = len(items)
         return stats
 
-    def upload_dir(self, src: Path, bucket: str, prefix: str) -> TransferStats:
+    def upload_dir(
+        self, src: Path, bucket: str, prefix: str, progress: TransferProgress | None = None
+    ) -> TransferStats:
         self.check_bucket(bucket)
-        items = []
-        for dirpath, _dirs, files in os.walk(src):
-            for name in sorted(files):
-                path = Path(dirpath) / name
-                if path.is_symlink() or not path.is_file():
-                    continue  # never follow a run's links out, nor block on its pipes
-                items.append((path, f"{prefix.rstrip('/')}/{path.relative_to(src).as_posix()}"))
-        return self._upload(bucket, items)
+        return self._upload(bucket, files_to_upload(src, prefix), progress)
 
     def put_file(self, src: Path, bucket: str, key: str) -> None:
         self._upload(bucket, [(src, key)])

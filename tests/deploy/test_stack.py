@@ -26,6 +26,7 @@ def test_up_demo_down(tmp_path):
             "DLAAS_STACK_REDIS_PORT": str(free_port()),
             "DLAAS_STACK_API_PORT": str(free_port()),
             "DLAAS_STACK_FLOWER_PORT": str(free_port()),
+            "DLAAS_STACK_SWIFT_PORT": str(free_port()),
         }
     )
 
@@ -47,7 +48,8 @@ def test_up_demo_down(tmp_path):
         saved = (tmp_path / "home" / "env").read_text()
         assert re.fullmatch(
             r"export DLAAS_URL=http://127\.0\.0\.1:\d+\n"
-            r"export DLAAS_TOKEN=\S+\n",
+            r"export DLAAS_TOKEN=\S+\n"
+            r"export DLAAS_S3_ENDPOINT=http://127\.0\.0\.1:\d+\n",
             saved,
         )
         again = stack("deploy/stack.py", "up")
@@ -62,6 +64,6 @@ def test_up_demo_down(tmp_path):
     finally:
         down = stack("deploy/stack.py", "down")
     assert down.returncode == 0, down.stderr
-    assert down.stdout.count("stopped") == 5
+    assert down.stdout.count("stopped") == 6  # and Swift
     gone = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     assert gone == []

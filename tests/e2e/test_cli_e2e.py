@@ -4,6 +4,7 @@ with declared GPU sets, and the local object store."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -361,3 +362,31 @@ def test_ctrl_c_stops_following_and_leaves_the_run_alone(stack, workers, buckets
     assert follower.returncode == 130
     assert "stopped following; the run itself is untouched" in err
     _wait_state(stack, run_id, "COMPLETED")
+
+
+def test_staging_progress_is_shown_while_it_happens(stack, workers, buckets, tmp_path):
+    data = stack.bucket("progress-data")
+    (data / "a.bin").write_bytes(b"x" * 1_000_000)
+    os.mkfifo(data / "z.fifo")  # staging blocks here until the test writes: DOWNLOADING held
+    model, manifest = _files(tmp_path, "ls $DATA_DIR")
+    Path(manifest).write_text(manifest_yaml("ls $DATA_DIR", data_bucket="progress-data"))
+    run_id = json.loads(dlaas(stack, "train", model, manifest, "--json").stdout)["model_id"]
+    deadline = time.monotonic() + 30
+    shown = {}
+    while time.monotonic() < deadline:
+        shown = json.loads(dlaas(stack, "show", "trained-models", run_id, "--json").stdout)
+        if shown["state"] == "DOWNLOADING" and shown.get("progress", {}).get("objects_done") == 1:
+            break
+        time.sleep(0.2)
+    progress = shown["progress"]
+    assert progress["phase"] == "downloading"
+    assert (progress["objects_done"], progress["objects_total"]) == (1, 2)
+    assert progress["bytes_done"] == 1_000_000
+    text = dlaas(stack, "show", "trained-models", run_id).stdout
+    assert re.search(r"^Progress\s+downloading: 1/2 objects, 1\.0/1\.0 MB, ", text, re.M)
+    with open(data / "z.fifo", "wb") as writer:
+        writer.write(b"end")
+    _wait_state(stack, run_id, "COMPLETED")
+    done = json.loads(dlaas(stack, "show", "trained-models", run_id, "--json").stdout)
+    assert done["progress"]["phase"] == "storing"
+    assert done["progress"]["objects_done"] == done["progress"]["objects_total"]

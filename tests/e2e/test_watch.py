@@ -11,7 +11,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.processes import free_port, http_ok
+from deploy.processes import free_port, http_ok, wait_until
 from tests.conftest import BIN, make_zip, manifest_yaml
 
 pytestmark = pytest.mark.integration
@@ -81,7 +81,7 @@ def test_metrics_count_a_run(stack, workers, api_url):
 
 
 @pytest.fixture(scope="module")
-def flower(stack):
+def flower(stack, workers):
     port = free_port()
     password = secrets.token_urlsafe(8)
     url = f"http://127.0.0.1:{port}"
@@ -100,6 +100,17 @@ def flower(stack):
         "flower",
         lambda: http_ok(f"{url}/healthcheck"),
     )
+
+    def hears_events() -> bool:
+        # Flower serves HTTP before its event receiver listens: wait for the workers'
+        # heartbeats (events) to show up, or the first tasks' events are missed.
+        try:
+            answer = requests.get(f"{url}/workers?json=1", auth=("admin", password), timeout=5)
+            return workers["small"] in answer.text
+        except requests.RequestException:
+            return False
+
+    wait_until(hears_events, 60, "flower event receiver")
     yield url, ("admin", password)
     stack.stop(pid)
 
@@ -122,7 +133,7 @@ def test_flower_sees_workers_queues_and_tasks_but_no_secret(stack, workers, api_
     deadline = time.monotonic() + 30
     while "SUCCESS" not in listed_states and time.monotonic() < deadline:
         tasks = requests.get(f"{url}/api/tasks", auth=basic, timeout=10).json()
-        mine = [t for t in tasks.values() if run_id in t.get("args", "")]
+        mine = [t for t in tasks.values() if run_id in (t.get("args") or "")]
         if mine:
             listed_states.add(mine[0]["state"])
             answer = requests.get(
@@ -144,7 +155,7 @@ def test_flower_sees_workers_queues_and_tasks_but_no_secret(stack, workers, api_
         found = [
             t
             for t in tasks.json().values()
-            if run_id in t.get("args", "") and t.get("state") == "SUCCESS"
+            if run_id in (t.get("args") or "") and t.get("state") == "SUCCESS"
         ]
         task = found[0] if found else None
         time.sleep(0.3)
@@ -163,7 +174,7 @@ def test_flower_sees_workers_queues_and_tasks_but_no_secret(stack, workers, api_
         "/api/task/types",
         "/api/queues/length",
         "/api/tasks?limit=1000",
-        "/dashboard?json=1",
+        "/workers?json=1",
     ):
         answer = requests.get(f"{url}{path}", auth=basic, timeout=10)
         responses.append(answer.text)
