@@ -1,0 +1,197 @@
+"""Staging throughput from a real Swift (S3 API): the worker's staging against a plain
+sequential boto3 loop and `rclone copy --transfers 16`, on the same bucket, in one run.
+
+    .venv/bin/python benchmarks/staging.py [--small 200] [--large 4] [--repeat 3]
+
+Starts a private embedded stack (with its Swift all-in-one) in a temporary folder, fills a
+bucket with N objects of 256 KiB and M of 64 MiB, then per repetition (interleaved): submits a
+run whose command is `true` and reads the staging time the worker recorded
+(usage.staging_seconds), downloads the bucket with a sequential get_object loop, and with
+rclone (Debian's package; installed when missing, as root). Prints medians in MB/s and ratios.
+rclone runs without AWS_CA_BUNDLE, which makes it fail even against plain http.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from api.client import DlaasClient, read_env_file  # noqa: E402
+from deploy.processes import free_port  # noqa: E402
+
+BUCKET = "staging-bench"
+MANIFEST = """
+model_definition:
+  name: bench-staging
+  framework: {{name: python, version: "3.11"}}
+  execution: {{command: "true", resource: small}}
+training_data:
+- connection: {{endpoint_url: "{endpoint}", aws_access_key_id: "test:tester",
+               aws_secret_access_key: testing}}
+  source: {{bucket: {bucket}, type: s3}}
+training_results:
+  connection: {{endpoint_url: "{endpoint}", aws_access_key_id: "test:tester",
+               aws_secret_access_key: testing}}
+  target: {{bucket: results, type: s3}}
+"""
+
+
+def rclone() -> str:
+    found = shutil.which("rclone")
+    if not found and os.geteuid() == 0:
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "rclone"],
+            capture_output=True,
+            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+        )
+        found = shutil.which("rclone")
+    if not found:
+        raise SystemExit("rclone is needed: apt-get install rclone")
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--small", type=int, default=200)
+    parser.add_argument("--large", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    rclone_bin = rclone()
+    home = Path(tempfile.mkdtemp(prefix="dlaas-bench-staging-"))
+    swift_port = free_port()
+    endpoint = f"http://127.0.0.1:{swift_port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DLAAS_")}
+    env.update(
+        {
+            "DLAAS_HOME": str(home),
+            "DLAAS_STACK_REDIS_PORT": str(free_port()),
+            "DLAAS_STACK_API_PORT": str(free_port()),
+            "DLAAS_STACK_FLOWER_PORT": str(free_port()),
+            "DLAAS_STACK_SWIFT_PORT": str(swift_port),
+        }
+    )
+    stack = [sys.executable, str(ROOT / "deploy" / "stack.py")]
+    up = subprocess.run([*stack, "up"], env=env, cwd=ROOT, capture_output=True, text=True)
+    if up.returncode:
+        print(up.stdout + up.stderr, file=sys.stderr)
+        return 1
+    try:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="test:tester",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}),
+        )
+        for bucket in (BUCKET, "results"):
+            s3.create_bucket(Bucket=bucket)
+        objects = [(f"small/{i:04d}.bin", 256 * 1024) for i in range(args.small)]
+        objects += [(f"large/{i}.bin", 64 * 1024 * 1024) for i in range(args.large)]
+        for key, size in objects:
+            s3.put_object(Bucket=BUCKET, Key=key, Body=os.urandom(size))
+        total = sum(size for _, size in objects)
+
+        saved = read_env_file(home / "env")
+        client = DlaasClient(saved["DLAAS_URL"], saved["DLAAS_TOKEN"], timeout=60)
+        model = home / "model.zip"
+        with zipfile.ZipFile(model, "w") as archive:
+            archive.writestr("README", "nothing to run\n")
+        manifest = home / "manifest.yml"
+        manifest.write_text(MANIFEST.format(endpoint=endpoint, bucket=BUCKET))
+
+        worker, sequential, cloned = [], [], []
+        for _ in range(args.repeat):
+            run_id = client.submit(model, manifest)["model_id"]
+            deadline = time.monotonic() + 600
+            while (run := client.show(run_id))["state"] not in ("COMPLETED", "FAILED"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{run_id} did not end")
+                time.sleep(0.2)
+            if run["state"] != "COMPLETED" or run["usage"]["staged_bytes"] != total:
+                raise RuntimeError(f"{run_id}: {run['status_message']}")
+            worker.append(run["usage"]["staging_seconds"])
+
+            dest = home / "sequential"
+            started = time.perf_counter()
+            for key, _ in objects:
+                target = dest / key
+                target.parent.mkdir(parents=True, exist_ok=True)
+                body = s3.get_object(Bucket=BUCKET, Key=key)["Body"]
+                with open(target, "wb") as f:
+                    shutil.copyfileobj(body, f, 1024 * 1024)
+            sequential.append(time.perf_counter() - started)
+            shutil.rmtree(dest)
+
+            dest = home / "rclone"
+            rclone_env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+            rclone_env.update(
+                RCLONE_CONFIG_SW_TYPE="s3",
+                RCLONE_CONFIG_SW_PROVIDER="Other",
+                RCLONE_CONFIG_SW_ENDPOINT=endpoint,
+                RCLONE_CONFIG_SW_ACCESS_KEY_ID="test:tester",
+                RCLONE_CONFIG_SW_SECRET_ACCESS_KEY="testing",
+            )
+            started = time.perf_counter()
+            subprocess.run(
+                [rclone_bin, "copy", f"sw:{BUCKET}", str(dest), "--transfers", "16"],
+                env=rclone_env,
+                check=True,
+                capture_output=True,
+            )
+            cloned.append(time.perf_counter() - started)
+            copied = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+            if copied != total:
+                raise RuntimeError(f"rclone copied {copied} of {total} bytes")
+            shutil.rmtree(dest)
+    finally:
+        subprocess.run([*stack, "down"], env=env, cwd=ROOT, capture_output=True)
+
+    def rate(seconds: float) -> float:
+        return total / seconds / 1e6
+
+    w, s, r = (statistics.median(x) for x in (worker, sequential, cloned))
+    print(
+        f"staging benchmark: {args.small} x 256 KiB + {args.large} x 64 MiB = "
+        f"{total / 1e6:.0f} MB from the embedded Swift's S3 API, {args.repeat} repetitions"
+    )
+    print(
+        f"environment: CPython {platform.python_version()}, {os.cpu_count()} CPUs, load "
+        f"{os.getloadavg()[0]:.2f}; Swift proxy and storage on this machine (127.0.0.1)"
+    )
+    print(
+        f"  worker staging (boto3 transfer manager): {rate(w):7.1f} MB/s  "
+        f"(median {w:.2f} s; {', '.join(f'{x:.2f}' for x in worker)})"
+    )
+    print(
+        f"  sequential get_object loop:              {rate(s):7.1f} MB/s  "
+        f"(median {s:.2f} s; {', '.join(f'{x:.2f}' for x in sequential)})"
+    )
+    print(
+        f"  rclone copy --transfers 16:              {rate(r):7.1f} MB/s  "
+        f"(median {r:.2f} s; {', '.join(f'{x:.2f}' for x in cloned)})"
+    )
+    print(
+        f"  worker / sequential: {s / w:.2f}x   worker / rclone: {r / w:.2f}x "
+        f"(above 1: the worker is faster)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
