@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: setup demo demo-s3 up down status test test-unit lint bench-dispatch bench-faults bench-logs clean
+.PHONY: setup demo demo-s3 up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging clean
 
 setup: $(VENV)/.installed
 	@bash deploy/ensure-redis.sh $(VENV)
@@ -44,6 +44,9 @@ bench-dispatch: setup
 
 bench-logs: setup
 	$(PY) benchmarks/logs.py
+
+bench-staging: setup
+	$(PY) benchmarks/staging.py
 
 bench-faults: setup
 	$(PY) benchmarks/faults.py

@@ -47,7 +47,7 @@ def create_app(
         runs=RunStore(redis_client, settings.retention_seconds),
         celery=celery_app or make_celery(settings, main="dlaas-api"),
         tokens=TokenFile(settings.tokens_file),
-        artifacts=ArtifactStore(settings.artifact_dir),
+        artifacts=ArtifactStore.from_settings(settings),
         box=CredentialBox(settings.secret_key),
         nodes=NodeStore(redis_client),
     )

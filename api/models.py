@@ -119,7 +119,10 @@ def submit():
         credentials=sealed,
         timeout_seconds=manifest.timeout_seconds,
     )
-    run.artifact = services.artifacts.put(run_id, zip_bytes)
+    try:
+        run.artifact = services.artifacts.put(run_id, zip_bytes)
+    except StorageError as exc:
+        raise ApiError(503, f"the artifact store is unavailable: {exc}") from None
     try:
         services.runs.create(run)
         enqueue_run(services.celery, run_id, manifest.resource)

@@ -36,6 +36,14 @@ class Settings:
     secret_key: str = ""
     tokens_file: Path | None = None
     artifact_dir: Path | None = None
+    # Where submitted zips wait: "local" (a folder under artifact_dir), "s3" or "swift"
+    # (endpoint = S3 endpoint or Swift auth URL; user/key = access key and secret, or user
+    # and password). API processes and workers must share it.
+    artifact_store: str = "local"
+    artifact_bucket: str = "dlaas-artifacts"
+    artifact_endpoint: str = ""
+    artifact_user: str = ""
+    artifact_key: str = ""
     work_dir: Path | None = None
     local_store_root: Path | None = None
     retention_days: float = 7.0
@@ -89,6 +97,12 @@ class Settings:
         for name, default in defaults.items():
             value = getattr(self, name)
             object.__setattr__(self, name, Path(value).resolve() if value else default)
+        if self.artifact_store not in ("local", "s3", "swift"):
+            raise SettingsError(
+                f"DLAAS_ARTIFACT_STORE: {self.artifact_store!r} (known: local, s3, swift)"
+            )
+        if self.artifact_store != "local" and not self.artifact_endpoint:
+            raise SettingsError("DLAAS_ARTIFACT_ENDPOINT: required for an s3 or swift store")
         unknown = [t for t in self.store_types if t not in KNOWN_STORE_TYPES]
         if unknown:
             raise SettingsError(
@@ -121,6 +135,11 @@ class Settings:
         text("DLAAS_SECRET_KEY", "secret_key")
         text("DLAAS_TOKENS_FILE", "tokens_file")
         text("DLAAS_ARTIFACT_DIR", "artifact_dir")
+        text("DLAAS_ARTIFACT_STORE", "artifact_store")
+        text("DLAAS_ARTIFACT_BUCKET", "artifact_bucket")
+        text("DLAAS_ARTIFACT_ENDPOINT", "artifact_endpoint")
+        text("DLAAS_ARTIFACT_USER", "artifact_user")
+        text("DLAAS_ARTIFACT_KEY", "artifact_key")
         text("DLAAS_WORK_DIR", "work_dir")
         text("DLAAS_LOCAL_STORE_ROOT", "local_store_root")
         text("DLAAS_RUN_PATH", "run_path")

@@ -135,7 +135,7 @@ class Stack:
 
     @property
     def artifact_dir(self) -> Path:
-        return self.home / "artifacts"
+        return self.home / "artifacts" / "dlaas-artifacts"
 
     def bucket(self, name: str, path: str = "tests") -> Path:
         folder = self.store_root / path / name

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         runs=RunStore(connection, settings.retention_seconds, settings.lease_ttl_seconds),
         nodes=NodeStore(connection, 3 * settings.worker_heartbeat_seconds),
         box=box,
-        artifacts=ArtifactStore(settings.artifact_dir),
+        artifacts=ArtifactStore.from_settings(settings),
         gpus=gpus,
         name=name,
     )

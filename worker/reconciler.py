@@ -46,7 +46,7 @@ class Reconciler:
         self.redis = connection
         self.runs = RunStore(connection, settings.retention_seconds, settings.lease_ttl_seconds)
         self.requeue = requeue
-        self.artifacts = ArtifactStore(settings.artifact_dir)
+        self.artifacts = ArtifactStore.from_settings(settings)
         self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._hold = connection.register_script(_HOLD_LOCK)
         # run id -> (attempt, monotonic time its lapsed lease was first seen)

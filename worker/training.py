@@ -190,17 +190,18 @@ def _run_claimed(job: _Run, supervisor: RunSupervisor) -> None:
         except StorageError as exc:
             raise job.fail(_storage_code(exc, ErrorCode.DATA_STAGING), f"{label}: {exc}") from None
     data_store, results_store = stores["data store"], stores["results store"]
-    model_zip = ctx.artifacts.path(run.artifact)
+    model_zip = dirs.root / "model.zip"
 
     execution: Execution | None = None
     chunks_uploaded: list[str] = []
     try:
+        ctx.artifacts.fetch(run.artifact, model_zip)
         unzipped = stage_model(model_zip, dirs.model, settings)
         job.note(
             f"model: {unzipped.files} files, {unzipped.uncompressed_bytes} bytes into MODEL_DIR",
             LOAD_LOG,
         )
-    except (ModelZipError, OSError) as exc:
+    except (ModelZipError, StorageError, OSError) as exc:
         job.note(f"model staging failed: {exc}", LOAD_LOG)
         raise job.fail(ErrorCode.MODEL_STAGING, f"model staging: {exc}") from None
     began = time.monotonic()

@@ -229,3 +229,50 @@ def test_a_missing_object_is_a_storage_error_naming_it(swift, buckets, tmp_path)
         store.get_file("sw-results", "no/such/object", tmp_path / "x")
     assert caught.value.user_fault
     assert "bucket 'sw-results': cannot read no/such/object" in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["s3", "swift"])
+def test_the_artifact_store_can_be_a_bucket_shared_by_api_and_workers(
+    stack, workers, swift, buckets, tmp_path, kind
+):
+    from tests.conftest import manifest_yaml
+
+    bucket = f"artifacts-{kind}"
+    buckets.create_bucket(Bucket=bucket)
+    env = {
+        "DLAAS_ARTIFACT_STORE": kind,
+        "DLAAS_ARTIFACT_BUCKET": bucket,
+        "DLAAS_ARTIFACT_ENDPOINT": swift["s3_endpoint"] if kind == "s3" else swift["auth_v1"],
+        "DLAAS_ARTIFACT_USER": "test:tester",
+        "DLAAS_ARTIFACT_KEY": "testing",
+    }
+    stack.bucket("data")
+    stack.bucket("results")
+    worker = stack.start_worker(f"artifacts-{kind}@test", "4,5,6,7", **env)
+    try:
+        with stack.api(f"api-artifacts-{kind}", **env) as url:
+            zipped = make_zip({"train.sh": f"echo from {kind}\n"})
+            answer = requests.post(
+                f"{url}/v3/models",
+                files={
+                    "model_definition": ("m.zip", zipped),
+                    "manifest": ("m.yml", manifest_yaml("bash train.sh", resource="large")),
+                },
+                headers={"Authorization": f"Bearer {stack.tokens['alice']}"},
+                timeout=10,
+            )
+            assert answer.status_code == 201, answer.text
+            run_id = answer.json()["model_id"]
+            done = wait_ended(stack, run_id)
+        assert done["state"] == "COMPLETED", done["status_message"]
+        assert done["worker"] == f"artifacts-{kind}@test"
+        results = stack.store_root / "tests" / "results" / run_id
+        assert (results / "_submitted_code" / "model.zip").read_bytes() == zipped
+        assert unstamped((results / "learner-1" / "training-log.txt").read_text()) == (
+            f"from {kind}\n"
+        )
+        assert not (stack.artifact_dir / run_id).exists()  # never in the local folder
+        left = buckets.list_objects_v2(Bucket=bucket).get("Contents", [])
+        assert [o["Key"] for o in left if o["Key"].startswith(run_id)] == []  # removed at the end
+    finally:
+        stack.stop(worker)

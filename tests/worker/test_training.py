@@ -30,7 +30,7 @@ def ctx(tmp_path, store_redis):
         runs=RunStore(store_redis, 3600, lease_ttl_seconds=10),
         nodes=NodeStore(store_redis),
         box=CredentialBox(settings.secret_key),
-        artifacts=ArtifactStore(settings.artifact_dir),
+        artifacts=ArtifactStore.from_settings(settings),
         gpus=GpuSet((3, 5), "declared"),
         name="unit-worker",
     )
@@ -85,7 +85,7 @@ def test_completed_run_leaves_results_log_and_code(ctx):
     assert done.worker == "unit-worker" and done.gpus == [3] and done.exit_code == 0
     assert [h.state for h in ctx.runs.history(run.id)][-1] is RunState.COMPLETED
     assert not (ctx.settings.work_dir / run.id).exists()  # the work directory is removed
-    assert not ctx.artifacts.path(run.artifact).exists()  # the copy in the bucket remains
+    assert not ctx.artifacts.exists(run.artifact)  # the copy in the results bucket remains
 
 
 def test_failing_command_is_failed_c201_with_last_lines_and_log_kept(ctx):
@@ -124,7 +124,7 @@ def test_missing_data_bucket_is_c103(ctx):
 def test_lost_model_zip_is_s301(ctx):
     _buckets(ctx)
     run = _submit(ctx, "true")
-    ctx.artifacts.path(run.artifact).unlink()
+    ctx.artifacts.delete(run.artifact)
     assert run_training(run.id, ctx) == "FAILED"
     assert ctx.runs.get(run.id).error_code is ErrorCode.MODEL_STAGING
 
