@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, request, stream_with_context
 
 from api.errors import ApiError
 from api.models import _own_run
-from common.livelog import LiveLog
+from common.livelog import LiveLog, LogPiece
 from common.manifest import Manifest
 from common.run import Run
 from common.storage import StorageError, open_store
@@ -117,6 +117,13 @@ def _event(kind: str, lines: list[str]) -> str:
     return f"event: {kind}\n{data}\n"
 
 
+def _after(piece: LogPiece, next_line: int) -> tuple[list[str], int]:
+    """The piece's lines from `next_line` on, and the next line number after them."""
+    lines = piece.text.splitlines(keepends=True)
+    fresh = [line for n, line in enumerate(lines, piece.first_line) if n >= next_line]
+    return fresh, max(next_line, piece.first_line + len(lines))
+
+
 def _follow(run: Run, since: int) -> Iterator[str]:
     services = _services()
     live = LiveLog(services.redis, run.id)
@@ -129,12 +136,7 @@ def _follow(run: Run, since: int) -> Iterator[str]:
     while not state.terminal and time.monotonic() < deadline:
         for piece in live.wait(last_id, BLOCK_MS):
             last_id = piece.entry_id
-            fresh = [
-                line
-                for n, line in enumerate(piece.text.splitlines(keepends=True), piece.first_line)
-                if n >= next_line
-            ]
-            next_line = max(next_line, piece.first_line + piece.line_count)
+            fresh, next_line = _after(piece, next_line)
             if fresh:
                 yield _event("log", fresh)
         current = services.runs.get(run.id)
@@ -148,12 +150,7 @@ def _follow(run: Run, since: int) -> Iterator[str]:
             yield ": keep-alive\n\n"
     # The run ended: whatever the stream got after the last read.
     for piece in live.read(last_id):
-        fresh = [
-            line
-            for n, line in enumerate(piece.text.splitlines(keepends=True), piece.first_line)
-            if n >= next_line
-        ]
-        next_line = max(next_line, piece.first_line + piece.line_count)
+        fresh, next_line = _after(piece, next_line)
         if fresh:
             yield _event("log", fresh)
     yield _event("end", [state.value])

@@ -23,7 +23,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -35,12 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.client import read_env_file  # noqa: E402
+from benchmarks.privatestack import private_stack  # noqa: E402
 from common.clock import parse_iso  # noqa: E402
 from common.runstore import RunStore  # noqa: E402
 from common.settings import Settings  # noqa: E402
 from common.states import RunState  # noqa: E402
 from common.taskqueue import PING_TASK, make_celery  # noqa: E402
-from deploy.processes import free_port  # noqa: E402
 
 MANIFEST = """
 model_definition:
@@ -110,26 +109,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="dlaas-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DLAAS_")}
-    redis_port = free_port()
-    env.update(
-        {
-            "DLAAS_HOME": str(home),
-            "DLAAS_STACK_REDIS_PORT": str(redis_port),
-            "DLAAS_STACK_API_PORT": str(free_port()),
-            "DLAAS_STACK_FLOWER_PORT": str(free_port()),
-            "DLAAS_STACK_SWIFT_PORT": str(free_port()),
-        }
-    )
-    stack = [sys.executable, str(ROOT / "deploy" / "stack.py")]
-    up = subprocess.run([*stack, "up"], env=env, cwd=ROOT, capture_output=True, text=True)
-    if up.returncode != 0:
-        print(up.stdout + up.stderr, file=sys.stderr)
-        return 1
-    try:
+    with private_stack("dlaas-bench-") as (home, env, ports):
         settings = Settings.from_env(
-            env, redis_url=f"redis://127.0.0.1:{redis_port}/0", secret_key="unused-here"
+            env, redis_url=f"redis://127.0.0.1:{ports['redis']}/0", secret_key="unused-here"
         )
         connection = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         runs = RunStore(connection)
@@ -162,8 +144,6 @@ def main() -> int:
             t0 = time.perf_counter()
             subprocess.run(["bash", "-c", "true"], env=clean, check=True)
             spawns.append(time.perf_counter() - t0)
-    finally:
-        subprocess.run([*stack, "down"], env=env, cwd=ROOT, capture_output=True)
 
     median = statistics.median(latencies)
     floor = statistics.median(pings) + statistics.median(spawns)

@@ -20,7 +20,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.client import DlaasClient, read_env_file  # noqa: E402
-from deploy.processes import free_port  # noqa: E402
+from benchmarks.privatestack import private_stack  # noqa: E402
 
 EMIT = """
 import os, sys, time
@@ -115,23 +114,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.buffered:
         MODE.append("buffered")
-    home = Path(tempfile.mkdtemp(prefix="dlaas-bench-logs-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DLAAS_")}
-    env.update(
-        {
-            "DLAAS_HOME": str(home),
-            "DLAAS_STACK_REDIS_PORT": str(free_port()),
-            "DLAAS_STACK_API_PORT": str(free_port()),
-            "DLAAS_STACK_FLOWER_PORT": str(free_port()),
-            "DLAAS_STACK_SWIFT_PORT": str(free_port()),
-        }
-    )
-    stack = [sys.executable, str(ROOT / "deploy" / "stack.py")]
-    up = subprocess.run([*stack, "up"], env=env, cwd=ROOT, capture_output=True, text=True)
-    if up.returncode:
-        print(up.stdout + up.stderr, file=sys.stderr)
-        return 1
-    try:
+    with private_stack("dlaas-bench-logs-") as (home, env, ports):
         saved = read_env_file(home / "env")
         client = DlaasClient(saved["DLAAS_URL"], saved["DLAAS_TOKEN"], timeout=60)
         for bucket in ("data", "results"):
@@ -184,8 +167,6 @@ def main() -> int:
                         delays.append(now - float(found.group(1)))
             if kind == "end":
                 break
-    finally:
-        subprocess.run([*stack, "down"], env=env, cwd=ROOT, capture_output=True)
 
     print(
         f"log benchmark: {args.lines} lines of 80 bytes, "

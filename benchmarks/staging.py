@@ -20,7 +20,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -32,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.client import DlaasClient, read_env_file  # noqa: E402
-from deploy.processes import free_port  # noqa: E402
+from benchmarks.privatestack import private_stack  # noqa: E402
 
 BUCKET = "staging-bench"
 MANIFEST = """
@@ -72,25 +71,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     rclone_bin = rclone()
-    home = Path(tempfile.mkdtemp(prefix="dlaas-bench-staging-"))
-    swift_port = free_port()
-    endpoint = f"http://127.0.0.1:{swift_port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DLAAS_")}
-    env.update(
-        {
-            "DLAAS_HOME": str(home),
-            "DLAAS_STACK_REDIS_PORT": str(free_port()),
-            "DLAAS_STACK_API_PORT": str(free_port()),
-            "DLAAS_STACK_FLOWER_PORT": str(free_port()),
-            "DLAAS_STACK_SWIFT_PORT": str(swift_port),
-        }
-    )
-    stack = [sys.executable, str(ROOT / "deploy" / "stack.py")]
-    up = subprocess.run([*stack, "up"], env=env, cwd=ROOT, capture_output=True, text=True)
-    if up.returncode:
-        print(up.stdout + up.stderr, file=sys.stderr)
-        return 1
-    try:
+    with private_stack("dlaas-bench-staging-") as (home, env, ports):
+        endpoint = f"http://127.0.0.1:{ports['swift']}"
         s3 = boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -159,8 +141,6 @@ def main() -> int:
             if copied != total:
                 raise RuntimeError(f"rclone copied {copied} of {total} bytes")
             shutil.rmtree(dest)
-    finally:
-        subprocess.run([*stack, "down"], env=env, cwd=ROOT, capture_output=True)
 
     def rate(seconds: float) -> float:
         return total / seconds / 1e6

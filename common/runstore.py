@@ -128,45 +128,42 @@ class RunStore:
         """
         key = keys.run(run_id)
         expected = set(expect) if expect is not None else None
-        with self.redis.pipeline(transaction=True) as pipe:
-            for _ in range(_MAX_WATCH_RETRIES):
-                try:
-                    pipe.watch(key)
-                    data = pipe.hgetall(key)
-                    if not data:
-                        raise RunNotFound(run_id)
-                    run = Run.from_dict(data)
-                    old = run.state
-                    if attempt is not None and run.attempt != attempt:
-                        raise LostClaim(
-                            run_id,
-                            run.state,
-                            new,
-                            f"{run_id}: claim {attempt} was superseded by {run.attempt}",
-                        )
-                    if (expected is not None and run.state not in expected) or not can_transition(
-                        run.state, new
-                    ):
-                        raise InvalidTransition(run_id, run.state, new)
-                    now = iso(utcnow())
-                    run.state = new
-                    run.updated_at = now
-                    if new.terminal:
-                        run.ended_at = now
-                    if error_code is not None:
-                        run.error_code = error_code
-                    if message:
-                        run.status_message = message
-                    for name, value in fields.items():
-                        setattr(run, name, value)
-                    entry = HistoryEntry(new, now, message, error_code)
-                    pipe.multi()
-                    self._write(pipe, run, entry, old)
-                    pipe.execute()
-                    return run
-                except redis.WatchError:
-                    continue
-        raise RuntimeError(f"{run_id}: too much contention on the run record")
+
+        def body(pipe):
+            data = pipe.hgetall(key)
+            if not data:
+                raise RunNotFound(run_id)
+            run = Run.from_dict(data)
+            old = run.state
+            if attempt is not None and run.attempt != attempt:
+                raise LostClaim(
+                    run_id,
+                    run.state,
+                    new,
+                    f"{run_id}: claim {attempt} was superseded by {run.attempt}",
+                )
+            if (expected is not None and run.state not in expected) or not can_transition(
+                run.state, new
+            ):
+                raise InvalidTransition(run_id, run.state, new)
+            now = iso(utcnow())
+            run.state = new
+            run.updated_at = now
+            if new.terminal:
+                run.ended_at = now
+            if error_code is not None:
+                run.error_code = error_code
+            if message:
+                run.status_message = message
+            for name, value in fields.items():
+                setattr(run, name, value)
+            entry = HistoryEntry(new, now, message, error_code)
+            pipe.multi()
+            self._write(pipe, run, entry, old)
+            pipe.execute()
+            return run
+
+        return self._atomically(key, body)
 
     def _write(self, pipe, run: Run, entry: HistoryEntry, old: RunState) -> None:
         key = keys.run(run.id)
@@ -192,39 +189,46 @@ class RunStore:
             pipe.expire(key, self.retention_seconds)
             pipe.expire(keys.history(run.id), self.retention_seconds)
 
+    def _atomically(self, key: str, body: Callable):
+        """Run `body(pipe)` with the run's record WATCHed; again when another writer changed
+        the record first (bounded: heavy contention is an error, not a hang)."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(_MAX_WATCH_RETRIES):
+                try:
+                    pipe.watch(key)
+                    return body(pipe)
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"{key}: too much contention on the run record")
+
     def claim(
         self, run_id: str, worker: str, gpus_for: Callable[[int], list[int]] = lambda count: []
     ) -> Run | None:
         """PENDING -> DOWNLOADING for exactly one caller, with a fresh lease; None when the
         run is gone, already claimed or ended. `gpus_for(gpu_count)` picks the run's GPUs."""
         key = keys.run(run_id)
-        with self.redis.pipeline(transaction=True) as pipe:
-            for _ in range(_MAX_WATCH_RETRIES):
-                try:
-                    pipe.watch(key)
-                    data = pipe.hgetall(key)
-                    if not data or data.get("state") != RunState.PENDING.value:
-                        return None
-                    run = Run.from_dict(data)
-                    now = iso(utcnow())
-                    run.state = RunState.DOWNLOADING
-                    run.updated_at = now
-                    run.attempt += 1
-                    run.worker = worker
-                    run.gpus = list(gpus_for(run.gpu_count))
-                    run.process_id = None
-                    run.status_message = f"claimed by {worker}"
-                    entry = HistoryEntry(run.state, now, run.status_message)
-                    pipe.multi()
-                    self._write(pipe, run, entry, RunState.PENDING)
-                    pipe.set(
-                        keys.lease(run_id), lease_value(worker, run.attempt), px=self.lease_ttl_ms
-                    )
-                    pipe.execute()
-                    return run
-                except redis.WatchError:
-                    continue
-        raise RuntimeError(f"{run_id}: too much contention on the run record")
+
+        def body(pipe):
+            data = pipe.hgetall(key)
+            if not data or data.get("state") != RunState.PENDING.value:
+                return None
+            run = Run.from_dict(data)
+            now = iso(utcnow())
+            run.state = RunState.DOWNLOADING
+            run.updated_at = now
+            run.attempt += 1
+            run.worker = worker
+            run.gpus = list(gpus_for(run.gpu_count))
+            run.process_id = None
+            run.status_message = f"claimed by {worker}"
+            entry = HistoryEntry(run.state, now, run.status_message)
+            pipe.multi()
+            self._write(pipe, run, entry, RunState.PENDING)
+            pipe.set(keys.lease(run_id), lease_value(worker, run.attempt), px=self.lease_ttl_ms)
+            pipe.execute()
+            return run
+
+        return self._atomically(key, body)
 
     def refresh_lease(self, run_id: str, worker: str, attempt: int) -> bool:
         """Keep the lease alive; False when the claim is lost and the run must stop here."""
@@ -244,63 +248,57 @@ class RunStore:
     def update(self, run_id: str, attempt: int, **fields) -> bool:
         """Set fields of the run without a state change, fenced by the claim."""
         key = keys.run(run_id)
-        with self.redis.pipeline(transaction=True) as pipe:
-            for _ in range(_MAX_WATCH_RETRIES):
-                try:
-                    pipe.watch(key)
-                    if pipe.hget(key, "attempt") != str(attempt):
-                        return False
-                    pipe.multi()
-                    pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
-                    pipe.execute()
-                    return True
-                except redis.WatchError:
-                    continue
-        raise RuntimeError(f"{run_id}: too much contention on the run record")
+
+        def body(pipe):
+            if pipe.hget(key, "attempt") != str(attempt):
+                return False
+            pipe.multi()
+            pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
+            pipe.execute()
+            return True
+
+        return self._atomically(key, body)
 
     def request_cancel(self, run_id: str, by: str, delete: bool = False) -> Run:
         """Cancel a run: a PENDING run ends HALTED at once (and is deleted, with `delete`);
         an active one is flagged for its worker, which stops it. Raises InvalidTransition
         when the run has already ended."""
         key = keys.run(run_id)
-        with self.redis.pipeline(transaction=True) as pipe:
-            for _ in range(_MAX_WATCH_RETRIES):
-                try:
-                    pipe.watch(key)
-                    data = pipe.hgetall(key)
-                    if not data:
-                        raise RunNotFound(run_id)
-                    run = Run.from_dict(data)
-                    if run.state.terminal:
-                        raise InvalidTransition(
-                            run_id,
-                            run.state,
-                            RunState.HALTED,
-                            f"{run_id} has already ended ({run.state.value})",
-                        )
-                    pipe.multi()
-                    run.cancel_requested = by
-                    run.delete_requested = run.delete_requested or delete
-                    if run.state is RunState.PENDING:
-                        now = iso(utcnow())
-                        run.state = RunState.HALTED
-                        run.updated_at = run.ended_at = now
-                        run.status_message = f"cancelled by {by} before it started"
-                        entry = HistoryEntry(run.state, now, run.status_message)
-                        self._write(pipe, run, entry, RunState.PENDING)
-                    else:
-                        pipe.hset(
-                            key,
-                            mapping={
-                                "cancel_requested": by,
-                                "delete_requested": str(run.delete_requested),
-                            },
-                        )
-                    pipe.execute()
-                    return run
-                except redis.WatchError:
-                    continue
-        raise RuntimeError(f"{run_id}: too much contention on the run record")
+
+        def body(pipe):
+            data = pipe.hgetall(key)
+            if not data:
+                raise RunNotFound(run_id)
+            run = Run.from_dict(data)
+            if run.state.terminal:
+                raise InvalidTransition(
+                    run_id,
+                    run.state,
+                    RunState.HALTED,
+                    f"{run_id} has already ended ({run.state.value})",
+                )
+            pipe.multi()
+            run.cancel_requested = by
+            run.delete_requested = run.delete_requested or delete
+            if run.state is RunState.PENDING:
+                now = iso(utcnow())
+                run.state = RunState.HALTED
+                run.updated_at = run.ended_at = now
+                run.status_message = f"cancelled by {by} before it started"
+                entry = HistoryEntry(run.state, now, run.status_message)
+                self._write(pipe, run, entry, RunState.PENDING)
+            else:
+                pipe.hset(
+                    key,
+                    mapping={
+                        "cancel_requested": by,
+                        "delete_requested": str(run.delete_requested),
+                    },
+                )
+            pipe.execute()
+            return run
+
+        return self._atomically(key, body)
 
     def delete(self, run_id: str, user: str, only_in: Iterable[RunState] | None = None) -> bool:
         """Remove the run's record; with `only_in`, only while it is in one of those states.
@@ -309,21 +307,18 @@ class RunStore:
         """
         key = keys.run(run_id)
         allowed = {s.value for s in only_in} if only_in is not None else None
-        with self.redis.pipeline(transaction=True) as pipe:
-            for _ in range(_MAX_WATCH_RETRIES):
-                try:
-                    pipe.watch(key)
-                    state, size = pipe.hmget(key, "state", "resource")
-                    if allowed is not None and state is not None and state not in allowed:
-                        return False
-                    pipe.multi()
-                    if state is not None and not RunState(state).terminal:
-                        pipe.hincrby(keys.stats(), f"active:{state}:{size}", -1)
-                    pipe.delete(key, keys.history(run_id), keys.lease(run_id))
-                    pipe.zrem(keys.user_runs(user), run_id)
-                    pipe.srem(keys.active_runs(), run_id)
-                    pipe.execute()
-                    return True
-                except redis.WatchError:
-                    continue
-        raise RuntimeError(f"{run_id}: too much contention on the run record")
+
+        def body(pipe):
+            state, size = pipe.hmget(key, "state", "resource")
+            if allowed is not None and state is not None and state not in allowed:
+                return False
+            pipe.multi()
+            if state is not None and not RunState(state).terminal:
+                pipe.hincrby(keys.stats(), f"active:{state}:{size}", -1)
+            pipe.delete(key, keys.history(run_id), keys.lease(run_id))
+            pipe.zrem(keys.user_runs(user), run_id)
+            pipe.srem(keys.active_runs(), run_id)
+            pipe.execute()
+            return True
+
+        return self._atomically(key, body)

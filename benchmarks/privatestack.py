@@ -1,0 +1,35 @@
+"""A private embedded stack for a benchmark: deploy/stack.py in a temporary DLAAS_HOME on free
+ports (Redis, API, worker, reconciler, Flower, Swift), always stopped at the end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deploy.processes import free_port  # noqa: E402
+
+
+@contextmanager
+def private_stack(prefix: str) -> Iterator[tuple[Path, dict[str, str], dict[str, int]]]:
+    """Yields (its DLAAS_HOME, the environment it runs with, its ports by service)."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    ports = {name: free_port() for name in ("redis", "api", "flower", "swift")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DLAAS_")}
+    env["DLAAS_HOME"] = str(home)
+    env.update({f"DLAAS_STACK_{name.upper()}_PORT": str(port) for name, port in ports.items()})
+    stack = [sys.executable, str(ROOT / "deploy" / "stack.py")]
+    up = subprocess.run([*stack, "up"], env=env, cwd=ROOT, capture_output=True, text=True)
+    try:
+        if up.returncode != 0:
+            raise RuntimeError(f"the stack did not start:\n{up.stdout}{up.stderr}")
+        yield home, env, ports
+    finally:
+        subprocess.run([*stack, "down"], env=env, cwd=ROOT, capture_output=True)
