@@ -15,7 +15,7 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
 from api.errors import ApiError
-from api.models import _own_run
+from api.models import own_run
 from common.livelog import LiveLog, LogPiece
 from common.manifest import Manifest
 from common.run import Run
@@ -96,7 +96,7 @@ def _lines(run: Run, since: int) -> tuple[list[str], str, int]:
 
 @bp.get("/<run_id>/logs")
 def logs(run_id: str):
-    run = _own_run(run_id)
+    run = own_run(run_id)
     since = _since()
     follow = request.args.get("follow", "false").lower() in ("1", "true", "yes")
     if not follow:

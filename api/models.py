@@ -166,7 +166,7 @@ def list_runs():
     )
 
 
-def _own_run(run_id: str) -> Run:
+def own_run(run_id: str) -> Run:
     services = _services()
     user = current_user(services.tokens)
     run = services.runs.get(run_id) if is_run_id(run_id) else None
@@ -179,7 +179,7 @@ def _own_run(run_id: str) -> Run:
 @bp.get("/<run_id>")
 def show(run_id: str):
     services = _services()
-    run = _own_run(run_id)
+    run = own_run(run_id)
     detail = run_detail(run, services.runs.history(run_id))
     if run.state is RunState.PENDING and not services.nodes.serving(run.resource.value):
         detail["status_message"] = f"no worker serves {run.resource.value}"
@@ -189,7 +189,7 @@ def show(run_id: str):
 @bp.patch("/<run_id>")
 def patch(run_id: str):
     """`{"status": "halt"}` cancels the run."""
-    run = _own_run(run_id)
+    run = own_run(run_id)
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or set(body) != {"status"}:
         raise ApiError(400, 'expected a JSON body {"status": "halt"}', field="status")
@@ -225,7 +225,7 @@ def delete(run_id: str):
     """Removes the run from the service (never the outputs in the user's bucket). An active
     run is cancelled first, and its record goes once its worker has stopped it (202)."""
     services = _services()
-    run = _own_run(run_id)
+    run = own_run(run_id)
     if not run.state.terminal:
         cancelled = _cancel(run, delete=True)
         if not cancelled.state.terminal:
