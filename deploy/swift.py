@@ -187,6 +187,7 @@ def up(home: Path, proxy_port: int | None = None) -> dict:
     state = {
         "pids": pids,
         "ports": ports,
+        "home": str(home),
         "url": f"http://127.0.0.1:{ports['proxy']}",
         "auth_v1": f"http://127.0.0.1:{ports['proxy']}/auth/v1.0",
         "s3_endpoint": f"http://127.0.0.1:{ports['proxy']}",

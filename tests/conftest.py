@@ -86,6 +86,19 @@ def swift(tmp_path_factory) -> dict:
         swift_aio.down(home)
 
 
+@pytest.fixture(scope="session")
+def keystone(swift, tmp_path_factory) -> dict:
+    """A real Keystone v3 and a Swift proxy that authenticates with it (same storage)."""
+    from deploy import keystone as keystone_aio
+
+    home = tmp_path_factory.mktemp("keystone")
+    state = keystone_aio.up(home, Path(swift["home"]))
+    try:
+        yield state
+    finally:
+        keystone_aio.down(home)
+
+
 @pytest.fixture
 def store_redis(redis_server) -> redis.Redis:
     """Database 1, flushed before each test: for run-store tests that need a clean slate.

@@ -70,7 +70,10 @@ class SwiftStore:
             return StorageError(
                 f"{where}: {what}: bucket or object does not exist", user_fault=True
             )
-        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        text = lines[0] if lines else type(error).__name__
+        if status is None and "unauthorized" in text.lower():  # Keystone said no
+            return StorageError(f"{where}: {what}: credentials refused", user_fault=True)
         if status is None and ("connect" in text.lower() or "refused" in text.lower()):
             return StorageError(f"{where}: {what}: endpoint unreachable after retries")
         return StorageError(f"{where}: {what}: {text}")

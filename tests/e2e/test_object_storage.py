@@ -276,3 +276,73 @@ def test_the_artifact_store_can_be_a_bucket_shared_by_api_and_workers(
         assert [o["Key"] for o in left if o["Key"].startswith(run_id)] == []  # removed at the end
     finally:
         stack.stop(worker)
+
+
+def keystone_connection(keystone, password=None) -> dict:
+    return {
+        "auth_url": keystone["auth_url"],
+        "user_name": keystone["user"],
+        "password": password or keystone["password"],
+        "region": keystone["region"],
+        "domain_name": keystone["domain"],
+        "project_id": keystone["project_id"],
+    }
+
+
+def keystone_manifest(keystone, password=None) -> str:
+    conn = "\n    ".join(f"{k}: {v}" for k, v in keystone_connection(keystone, password).items())
+    return f"""
+model_definition:
+  name: keystone-run
+  framework: {{name: tensorflow, version: 1.2-py3}}
+  execution: {{command: "{TRAIN}", resource: small}}
+training_data_reference:
+- connection:
+    {conn}
+  source: {{bucket: ks-data, type: bluemix_objectstore}}
+training_results_reference:
+  connection:
+    {conn}
+  target: {{bucket: ks-results, type: bluemix_objectstore}}
+"""
+
+
+@pytest.fixture(scope="module")
+def keystone_buckets(keystone, tmp_path_factory):
+    from swiftclient.service import SwiftService
+
+    store = SwiftStore(keystone_connection(keystone))
+    with SwiftService(options=dict(store.options)) as service:
+        for name in ("ks-data", "ks-results"):
+            assert service.post(container=name)["success"]
+    data = tmp_path_factory.mktemp("ks-data")
+    (data / "nested").mkdir()
+    (data / "a.csv").write_text("1,2\n")
+    (data / "nested" / "b.csv").write_text("3,4\n")
+    for path, key in ((data / "a.csv", "a.csv"), (data / "nested" / "b.csv", "nested/b.csv")):
+        store.put_file(path, "ks-data", key)
+    return store
+
+
+def test_run_with_keystone_v3_credentials(stack, workers, keystone, keystone_buckets, tmp_path):
+    run_id = submit(stack, keystone_manifest(keystone))
+    done = wait_ended(stack, run_id)
+    assert done["state"] == "COMPLETED", done["status_message"]
+    assert done["manifest"]["training_data"]["connection"]["password"] == "<redacted>"
+    keys = [o.key for o in keystone_buckets.list("ks-results", f"{run_id}/")]
+    for expected in (
+        "seen.txt",
+        "model.bin",
+        "learner-1/training-log.txt",
+        "_submitted_code/model.zip",
+    ):
+        assert f"{run_id}/{expected}" in keys
+    keystone_buckets.get_file("ks-results", f"{run_id}/seen.txt", tmp_path / "seen.txt")
+    assert (tmp_path / "seen.txt").read_text() == "a.csv\nnested\n"
+
+
+def test_keystone_wrong_password_is_c103(stack, workers, keystone, keystone_buckets):
+    run_id = submit(stack, keystone_manifest(keystone, password="nope"))
+    done = wait_ended(stack, run_id)
+    assert done["state"] == "FAILED" and done["error_code"] == "C103"
+    assert "bucket 'ks-data': cannot open the bucket: credentials refused" in done["status_message"]

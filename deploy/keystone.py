@@ -1,0 +1,269 @@
+"""A real Keystone v3 on 127.0.0.1 (PyPI keystone, SQLite, fernet tokens, under gunicorn) and
+a second Swift proxy that authenticates with it (keystonemiddleware's authtoken, then Swift's
+keystoneauth), sharing the rings and storage servers of a running deploy/swift.py.
+
+    python deploy/keystone.py up --swift-home DIR [--home DIR]
+    python deploy/keystone.py down [--home DIR]
+
+Accounts: admin / adminpw (project admin); tester / testerpw, member of project `dlaas`
+(its Swift account AUTH_<project id>); the proxy's service user swift / swiftpw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deploy.processes import alive, free_port, port_open, spawn, stop_pid, wait_until  # noqa: E402
+
+KEYSTONE_VERSION = "30.0.0"
+WSGI = """import sys
+sys.argv = sys.argv[:1]  # keystone reads argv with oslo.config: hide gunicorn's flags
+from keystone.wsgi.api import application  # noqa: E402,F401
+"""
+
+
+def _venvs() -> tuple[Path, Path]:
+    keystone = Path(os.environ.get("DLAAS_KEYSTONE_VENV", ROOT / ".dlaas" / "keystone-venv"))
+    swift = Path(os.environ.get("DLAAS_SWIFT_VENV", ROOT / ".dlaas" / "swift-venv"))
+    if not (keystone / "bin" / "keystone-manage").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(keystone)], check=True)
+        subprocess.run(
+            [
+                str(keystone / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                f"keystone=={KEYSTONE_VERSION}",
+                "gunicorn",
+            ],
+            check=True,
+        )
+    check = [str(swift / "bin" / "python"), "-c", "import keystonemiddleware"]
+    if subprocess.run(check, capture_output=True).returncode != 0:
+        subprocess.run(
+            [str(swift / "bin" / "python"), "-m", "pip", "install", "-q", "keystonemiddleware"],
+            check=True,
+        )
+    return keystone / "bin", swift / "bin"
+
+
+class _Admin:
+    def __init__(self, url: str):
+        self.url = url
+        answer = requests.post(
+            f"{url}/auth/tokens", timeout=30, json=_auth("admin", "adminpw", "admin")
+        )
+        answer.raise_for_status()
+        self.headers = {"X-Auth-Token": answer.headers["X-Subject-Token"]}
+
+    def create(self, kind: str, body: dict) -> str:
+        answer = requests.post(
+            f"{self.url}/{kind}s", json={kind: body}, headers=self.headers, timeout=30
+        )
+        answer.raise_for_status()
+        return answer.json()[kind]["id"]
+
+    def role(self, name: str) -> str:
+        answer = requests.get(
+            f"{self.url}/roles", params={"name": name}, headers=self.headers, timeout=30
+        )
+        answer.raise_for_status()
+        return answer.json()["roles"][0]["id"]
+
+    def grant(self, project: str, user: str, role: str) -> None:
+        requests.put(
+            f"{self.url}/projects/{project}/users/{user}/roles/{role}",
+            headers=self.headers,
+            timeout=30,
+        ).raise_for_status()
+
+
+def _auth(user: str, password: str, project: str) -> dict:
+    return {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {"name": user, "domain": {"name": "Default"}, "password": password}
+                },
+            },
+            "scope": {"project": {"name": project, "domain": {"name": "Default"}}},
+        }
+    }
+
+
+def up(home: Path, swift_home: Path) -> dict:
+    home.mkdir(parents=True, exist_ok=True)
+    state_path = home / "state.json"
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        if all(alive(pid) for pid in state["pids"].values()):
+            return state
+        down(home)
+    keystone_bin, swift_bin = _venvs()
+    port, proxy_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}/v3"
+    conf = home / "keystone.conf"
+    conf.write_text(
+        f"[DEFAULT]\nlog_file = {home / 'keystone.log'}\n"
+        f"[database]\nconnection = sqlite:///{home / 'keystone.db'}\n"
+        f"[token]\nprovider = fernet\n"
+        f"[fernet_tokens]\nkey_repository = {home / 'fernet-keys'}\n"
+        f"[fernet_receipts]\nkey_repository = {home / 'fernet-keys'}\n"
+        f"[credential]\nkey_repository = {home / 'credential-keys'}\n"
+    )
+    (home / "keystone_wsgi.py").write_text(WSGI)
+    manage = [str(keystone_bin / "keystone-manage"), "--config-file", str(conf)]
+    user = ["--keystone-user", "root", "--keystone-group", "root"]
+    for step in (
+        ["db_sync"],
+        ["fernet_setup", *user],
+        ["credential_setup", *user],
+        [
+            "bootstrap",
+            "--bootstrap-password",
+            "adminpw",
+            "--bootstrap-region-id",
+            "RegionOne",
+            "--bootstrap-admin-url",
+            url,
+            "--bootstrap-public-url",
+            url,
+            "--bootstrap-internal-url",
+            url,
+        ],
+    ):
+        subprocess.run([*manage, *step], check=True, capture_output=True)
+    env = dict(os.environ, OS_KEYSTONE_CONFIG_FILES=str(conf))
+    pids = {
+        "keystone": spawn(
+            [
+                str(keystone_bin / "gunicorn"),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "--chdir",
+                str(home),
+                "keystone_wsgi:application",
+            ],
+            home / "gunicorn.log",
+            env=env,
+        )
+    }
+    try:
+        wait_until(
+            lambda: port_open(port),
+            60,
+            "keystone",
+            pid=pids["keystone"],
+            log_path=home / "gunicorn.log",
+        )
+        admin = _Admin(url)
+        service_project = admin.create("project", {"name": "service", "domain_id": "default"})
+        project = admin.create("project", {"name": "dlaas", "domain_id": "default"})
+        swift_user = admin.create(
+            "user", {"name": "swift", "password": "swiftpw", "domain_id": "default"}
+        )
+        tester = admin.create(
+            "user", {"name": "tester", "password": "testerpw", "domain_id": "default"}
+        )
+        admin.grant(service_project, swift_user, admin.role("admin"))
+        admin.grant(project, tester, admin.role("member"))
+        service = admin.create("service", {"name": "swift", "type": "object-store"})
+        for interface in ("public", "internal", "admin"):
+            admin.create(
+                "endpoint",
+                {
+                    "service_id": service,
+                    "interface": interface,
+                    "region_id": "RegionOne",
+                    "url": f"http://127.0.0.1:{proxy_port}/v1/AUTH_%(project_id)s",
+                },
+            )
+
+        swift_conf = (swift_home / "etc" / "proxy-server.conf").read_text()
+        swift_conf = re.sub(r"bind_port = \d+", f"bind_port = {proxy_port}", swift_conf)
+        swift_conf = swift_conf.replace("s3api tempauth", "authtoken keystoneauth")
+        swift_conf += (
+            "[filter:authtoken]\npaste.filter_factory = keystonemiddleware.auth_token:"
+            f"filter_factory\nwww_authenticate_uri = {url}\nauth_url = {url}\n"
+            "auth_type = password\nproject_domain_name = Default\nuser_domain_name = Default\n"
+            "project_name = service\nusername = swift\npassword = swiftpw\n"
+            "delay_auth_decision = True\ninterface = public\n"
+            "[filter:keystoneauth]\nuse = egg:swift#keystoneauth\n"
+            "operator_roles = admin, member\n"
+        )
+        proxy_conf = home / "proxy-keystone.conf"
+        proxy_conf.write_text(swift_conf)
+        pids["proxy"] = spawn(
+            [str(swift_bin / "swift-proxy-server"), str(proxy_conf)], home / "proxy.log"
+        )
+        wait_until(
+            lambda: port_open(proxy_port),
+            30,
+            "keystone swift proxy",
+            pid=pids["proxy"],
+            log_path=home / "proxy.log",
+        )
+    except Exception:
+        for pid in pids.values():
+            stop_pid(pid)
+        raise
+    state = {
+        "pids": pids,
+        "auth_url": url,
+        "project_id": project,
+        "swift_url": f"http://127.0.0.1:{proxy_port}",
+        "user": "tester",
+        "password": "testerpw",
+        "domain": "Default",
+        "region": "RegionOne",
+    }
+    state_path.write_text(json.dumps(state, indent=2))
+    return state
+
+
+def down(home: Path) -> None:
+    state_path = home / "state.json"
+    if not state_path.exists():
+        return
+    for pid in json.loads(state_path.read_text())["pids"].values():
+        stop_pid(pid, timeout=10)
+    state_path.unlink()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("verb", choices=("up", "down"))
+    parser.add_argument("--home", type=Path, default=ROOT / ".dlaas" / "keystone")
+    parser.add_argument("--swift-home", type=Path, default=ROOT / ".dlaas" / "swift")
+    args = parser.parse_args()
+    if args.verb == "up":
+        state = up(args.home.resolve(), args.swift_home.resolve())
+        print(
+            f"keystone up: {state['auth_url']} (project {state['project_id']}); "
+            f"swift with keystone auth: {state['swift_url']}"
+        )
+    else:
+        down(args.home.resolve())
+        print("keystone down")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
