@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deploy import swift  # noqa: E402
+from deploy import keystone, swift  # noqa: E402
 from deploy.processes import (  # noqa: E402
     StartError,
     alive,
@@ -103,6 +103,11 @@ def up() -> None:
         f"  {'swift':<11}{started['s3_endpoint']} (S3 key test:tester, secret testing; "
         f"Swift auth {started['auth_v1']})"
     )
+    ks = keystone.up(HOME / "keystone", HOME / "swift")
+    print(
+        f"  {'keystone':<11}{ks['auth_url']} (user tester, password testerpw, project id "
+        f"{ks['project_id']}, domain Default, region RegionOne)"
+    )
     config = _config()
     tokens = HOME / "tokens.json"
     tokens.write_text(json.dumps({config["DLAAS_DEMO_TOKEN"]: "demo"}))
@@ -165,6 +170,8 @@ def down() -> None:
             stop_pid(pid, timeout=30)
             print(f"  {name:<11}stopped (pid {pid})")
         _pid_file(name).unlink(missing_ok=True)
+    keystone.down(HOME / "keystone")
+    print(f"  {'keystone':<11}stopped")
     swift.down(HOME / "swift")
     print(f"  {'swift':<11}stopped")
 

@@ -64,6 +64,6 @@ def test_up_demo_down(tmp_path):
     finally:
         down = stack("deploy/stack.py", "down")
     assert down.returncode == 0, down.stderr
-    assert down.stdout.count("stopped") == 6  # and Swift
+    assert down.stdout.count("stopped") == 7  # and Keystone, and Swift
     gone = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     assert gone == []
