@@ -73,10 +73,6 @@ class LiveLog:
         answer = self.redis.xread({self.key: after_id}, count=count, block=block_ms)
         return [_piece(i, f) for _, entries in answer for i, f in entries]
 
-    def first_line(self) -> int | None:
-        first = self.redis.xrange(self.key, "-", "+", count=1)
-        return int(first[0][1]["line"]) if first else None
-
 
 def _piece(entry_id, fields) -> LogPiece:
     data = fields["data"]
