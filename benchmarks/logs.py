@@ -4,8 +4,10 @@
 
 1. A command printing N lines of 80 bytes as fast as it can (a Python loop) runs through
    the service, and, in the same run, the same command with its output to /dev/null on this
-   machine; each times its own printing. Prints both, their ratio, and checks the stored
-   training-log.txt holds exactly N lines, in order.
+   machine, and into a bare pipe whose reader only reads; each times its own printing.
+   Twice: writing one line per write (what PYTHONUNBUFFERED=1, which runs get, makes of
+   print) and writing 64 KB blocks (a program whose output is block-buffered). Prints the
+   times, their ratios, and checks the stored training-log.txt holds exactly N lines, in order.
 2. A command printing a line every 20 ms, each carrying its print time, is followed with
    `logs --follow` (server-sent events); prints the median and 95th percentile of the delay
    from print to arrival.
@@ -101,19 +103,57 @@ def wait_done(client: DlaasClient, run_id: str, timeout: float = 900) -> dict:
     raise RuntimeError(f"{run_id} did not end")
 
 
+def measure_overhead(home: Path, client: DlaasClient, submit, args) -> dict:
+    services, baselines, pipes = [], [], []
+    for _ in range(args.repeat):
+        run_id = submit(" ".join(["python3 emit.py", str(args.lines), *MODE]))
+        run = wait_done(client, run_id)
+        if run["state"] != "COMPLETED":
+            raise RuntimeError(f"{run_id}: {run['status_message']}")
+        results = home / "store" / "bench" / "results" / run_id
+        services.append(float((results / "elapsed.txt").read_text()))
+        baselines.append(devnull_run(home, args.lines))
+        pipes.append(bare_pipe_run(home, args.lines))
+    service, baseline = statistics.median(services), statistics.median(baselines)
+    pipe = statistics.median(pipes)
+    stored = results / "learner-1" / "training-log.txt"
+    count, in_order = 0, True
+    pattern = re.compile(rb"^\S+Z line (\d{9}) x{64}$")
+    with open(stored, "rb") as f:
+        for expected, raw in enumerate(f):
+            found = pattern.match(raw.rstrip(b"\n"))
+            if not found or int(found.group(1)) != expected:
+                in_order = False
+                break
+            count += 1
+    size = stored.stat().st_size
+
+    return {
+        "services": services,
+        "baselines": baselines,
+        "pipes": pipes,
+        "service": service,
+        "baseline": baseline,
+        "pipe": pipe,
+        "count": count,
+        "in_order": in_order,
+        "size": size,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--ticks", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument(
-        "--buffered",
-        action="store_true",
-        help="the command writes 64 KB blocks instead of line by line",
+        "--mode",
+        choices=("both", "line", "buffered"),
+        default="both",
+        help="the command writes line by line, 64 KB blocks, or one after the other (default)",
     )
     args = parser.parse_args()
-    if args.buffered:
-        MODE.append("buffered")
+    modes = {"both": [[], ["buffered"]], "line": [[]], "buffered": [["buffered"]]}[args.mode]
     with private_stack("dlaas-bench-logs-") as (home, env, ports):
         saved = read_env_file(home / "env")
         client = DlaasClient(saved["DLAAS_URL"], saved["DLAAS_TOKEN"], timeout=60)
@@ -129,32 +169,12 @@ def main() -> int:
             manifest.write_text(MANIFEST.format(command=command))
             return client.submit(model, manifest)["model_id"]
 
-        # 1. Overhead (service and /dev/null runs interleaved, medians), and the stored log
-        # of the last service run checked line by line.
-        services, baselines, pipes = [], [], []
-        for _ in range(args.repeat):
-            run_id = submit(" ".join(["python3 emit.py", str(args.lines), *MODE]))
-            run = wait_done(client, run_id)
-            if run["state"] != "COMPLETED":
-                raise RuntimeError(f"{run_id}: {run['status_message']}")
-            results = home / "store" / "bench" / "results" / run_id
-            services.append(float((results / "elapsed.txt").read_text()))
-            baselines.append(devnull_run(home, args.lines))
-            pipes.append(bare_pipe_run(home, args.lines))
-        service, baseline = statistics.median(services), statistics.median(baselines)
-        pipe = statistics.median(pipes)
-        stored = results / "learner-1" / "training-log.txt"
-        count, in_order = 0, True
-        pattern = re.compile(rb"^\S+Z line (\d{9}) x{64}$")
-        with open(stored, "rb") as f:
-            for expected, raw in enumerate(f):
-                found = pattern.match(raw.rstrip(b"\n"))
-                if not found or int(found.group(1)) != expected:
-                    in_order = False
-                    break
-                count += 1
-        size = stored.stat().st_size
-
+        # 1. Overhead, per way of printing (service, /dev/null and bare-pipe runs interleaved,
+        # medians), and the stored log of the last service run checked line by line.
+        overhead = {}
+        for mode in modes:
+            MODE[:] = mode
+            overhead[tuple(mode)] = measure_overhead(home, client, submit, args)
         # 2. Follow delay.
         run_id = submit(f"python3 tick.py {args.ticks}")
         delays = []
@@ -169,43 +189,42 @@ def main() -> int:
                 break
 
     print(
-        f"log benchmark: {args.lines} lines of 80 bytes, "
-        f"{'64 KB writes' if MODE else 'line by line'}, embedded stack (one worker), this machine"
+        f"log benchmark: {args.lines} lines of 80 bytes, embedded stack (one worker), this machine"
     )
     print(
         f"environment: CPython {platform.python_version()}, {os.cpu_count()} CPUs, load "
         f"{os.getloadavg()[0]:.2f}; the run gets the worker's clean environment "
         f"(PYTHONUNBUFFERED=1); the /dev/null runs get PATH, RESULT_DIR and PYTHONUNBUFFERED=1"
     )
-    print(
-        f"  printing through the service: median {service:6.2f} s  "
-        f"({', '.join(f'{s:.2f}' for s in services)})"
-    )
-    print(
-        f"  printing to /dev/null:        median {baseline:6.2f} s  "
-        f"({', '.join(f'{s:.2f}' for s in baselines)})"
-    )
-    print(
-        f"  printing into a bare pipe:    median {pipe:6.2f} s  "
-        f"({', '.join(f'{s:.2f}' for s in pipes)})"
-    )
-    print(
-        f"  ratio service / devnull:      {service / baseline:7.2f} "
-        f"(overhead {100 * (service / baseline - 1):.0f}%)"
-    )
-    print(
-        f"  ratio service / bare pipe:    {service / pipe:7.2f} "
-        f"(the pump's own share of the overhead)"
-    )
-    print(
-        f"  stored log: {count} lines, {size / 1e6:.1f} MB, "
-        f"{'in order' if in_order and count == args.lines else 'NOT complete/in order'}"
-    )
+    complete = True
+    for mode, o in overhead.items():
+        print(f"{'64 KB writes' if mode else 'line by line (one write per line)'}:")
+        for label, key in (
+            ("printing through the service:", "service"),
+            ("printing to /dev/null:", "baseline"),
+            ("printing into a bare pipe:", "pipe"),
+        ):
+            print(
+                f"  {label:30s} median {o[key]:6.2f} s  "
+                f"({', '.join(f'{s:.2f}' for s in o[key + 's'])})"
+            )
+        ratio = o["service"] / o["baseline"]
+        print(f"  ratio service / devnull:       {ratio:6.2f} (overhead {100 * (ratio - 1):.0f}%)")
+        print(
+            f"  ratio service / bare pipe:     {o['service'] / o['pipe']:6.2f} "
+            f"(the pump's own share of the overhead)"
+        )
+        ok = o["in_order"] and o["count"] == args.lines
+        complete = complete and ok
+        print(
+            f"  stored log: {o['count']} lines, {o['size'] / 1e6:.1f} MB, "
+            f"{'in order' if ok else 'NOT complete/in order'}"
+        )
     print(
         f"follow delay over {len(delays)} lines: median {statistics.median(delays) * 1000:.1f} ms, "
         f"p95 {sorted(delays)[int(0.95 * (len(delays) - 1))] * 1000:.1f} ms"
     )
-    return 0 if in_order and count == args.lines else 1
+    return 0 if complete else 1
 
 
 if __name__ == "__main__":

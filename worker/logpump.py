@@ -27,10 +27,12 @@ log = logging.getLogger(__name__)
 
 F_SETPIPE_SZ = 1031
 PIPE_BYTES = 1024 * 1024
-READ_BYTES = 64 * 1024
-# After a read that drained the pipe, wait this long before the next: a writer that finds no
-# reader blocked on the pipe does not have to wake one for every line it prints.
-REST_SECONDS = 0.005
+READ_BYTES = PIPE_BYTES
+# After a read, wait before the next unless the pipe was filling up: a writer that finds no
+# reader blocked on the pipe does not have to wake one for every line it prints. The rest is
+# short enough that even a writer at a few hundred MB/s does not fill the pipe meanwhile.
+REST_SECONDS = 0.002
+BEHIND_BYTES = PIPE_BYTES // 4
 MAX_LINE = 1024 * 1024  # a longer "line" is cut, so memory stays bounded
 
 
@@ -65,7 +67,7 @@ class LogPump(threading.Thread):
                     continue
                 if not data:
                     break
-                if len(data) < READ_BYTES:
+                if len(data) < BEHIND_BYTES:
                     time.sleep(REST_SECONDS)
                 stamp = _stamp()
                 data = partial + data
