@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from common.artifacts import ArtifactStore
 from common.manifest import DataStore
 from common.modelzip import ZipLimits, ZipSummary, extract_zip
 from common.settings import Settings
@@ -18,8 +19,12 @@ def zip_limits(settings: Settings) -> ZipLimits:
     )
 
 
-def stage_model(artifact: Path, model_dir: Path, settings: Settings) -> ZipSummary:
-    return extract_zip(artifact, model_dir, zip_limits(settings))
+def stage_model(
+    artifacts: ArtifactStore, artifact: str, model_zip: Path, model_dir: Path, settings: Settings
+) -> ZipSummary:
+    """Fetches the run's zip from the artifact store to `model_zip` and unpacks it."""
+    artifacts.fetch(artifact, model_zip)
+    return extract_zip(model_zip, model_dir, zip_limits(settings))
 
 
 def stage_data(

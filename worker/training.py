@@ -7,6 +7,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import redis
@@ -194,29 +195,41 @@ def _run_claimed(job: _Run, supervisor: RunSupervisor) -> None:
 
     execution: Execution | None = None
     chunks_uploaded: list[str] = []
-    try:
-        ctx.artifacts.fetch(run.artifact, model_zip)
-        unzipped = stage_model(model_zip, dirs.model, settings)
-        job.note(
-            f"model: {unzipped.files} files, {unzipped.uncompressed_bytes} bytes into MODEL_DIR",
-            LOAD_LOG,
+    # The model zip comes from the artifact store while the data comes from the data store:
+    # both at once. A model that cannot be staged stops the data transfer early.
+    with ThreadPoolExecutor(1, thread_name_prefix="model-staging") as pool:
+        model_job = pool.submit(
+            stage_model, ctx.artifacts, run.artifact, model_zip, dirs.model, settings
         )
-    except (ModelZipError, StorageError, OSError) as exc:
-        job.note(f"model staging failed: {exc}", LOAD_LOG)
-        raise job.fail(ErrorCode.MODEL_STAGING, f"model staging: {exc}") from None
-    began = time.monotonic()
-    job.note(f"data: {data_store.description}, bucket {data.bucket!r}", LOAD_LOG)
-    try:
-        reporter = ProgressReporter(
-            ctx.runs, run.id, run.attempt, TransferProgress("downloading"), job.tell
-        )
-        with reporter as progress:
-            staged = stage_data(data_store, data, dirs.data, stop.is_set, progress)
-    except StorageError as exc:
-        job.note(f"data staging failed: {exc}", LOAD_LOG)
-        code = _storage_code(exc, ErrorCode.DATA_STAGING)
-        raise job.fail(code, f"data staging: {exc}") from None
-    took = time.monotonic() - began
+
+        def should_stop() -> bool:
+            return stop.is_set() or (model_job.done() and model_job.exception() is not None)
+
+        began = time.monotonic()
+        job.note(f"data: {data_store.description}, bucket {data.bucket!r}", LOAD_LOG)
+        data_error: StorageError | None = None
+        try:
+            reporter = ProgressReporter(
+                ctx.runs, run.id, run.attempt, TransferProgress("downloading"), job.tell
+            )
+            with reporter as progress:
+                staged = stage_data(data_store, data, dirs.data, should_stop, progress)
+        except StorageError as exc:
+            data_error = exc
+        took = time.monotonic() - began
+        try:
+            unzipped = model_job.result()
+        except (ModelZipError, StorageError, OSError) as exc:
+            job.note(f"model staging failed: {exc}", LOAD_LOG)
+            raise job.fail(ErrorCode.MODEL_STAGING, f"model staging: {exc}") from None
+    job.note(
+        f"model: {unzipped.files} files, {unzipped.uncompressed_bytes} bytes into MODEL_DIR",
+        LOAD_LOG,
+    )
+    if data_error is not None:
+        job.note(f"data staging failed: {data_error}", LOAD_LOG)
+        code = _storage_code(data_error, ErrorCode.DATA_STAGING)
+        raise job.fail(code, f"data staging: {data_error}") from None
     job.note(
         f"data: {staged.objects} objects, {staged.bytes} bytes in {took:.2f} s "
         f"({staged.bytes / max(took, 1e-6) / 1e6:.1f} MB/s)",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from cryptography.fernet import Fernet
 
@@ -143,3 +146,44 @@ def test_deleted_pending_run_is_skipped(ctx):
     run = _submit(ctx, "true")
     ctx.runs.delete(run.id, "alice")
     assert run_training(run.id, ctx) == "skipped"
+
+
+class _HeldStore:
+    """The real local artifact store, whose get_file first waits for `go` (at most 10 s)."""
+
+    def __init__(self, inner, go):
+        self.inner, self.go = inner, go
+
+    def get_file(self, bucket, key, dest):
+        self.go.wait(10)
+        self.inner.get_file(bucket, key, dest)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_model_zip_is_fetched_while_the_data_is_staged(ctx):
+    data, results = _buckets(ctx, {"big.bin": b"d" * 3_000_000})
+    run = _submit(ctx, "ls $MODEL_DIR $DATA_DIR")
+    go = threading.Event()
+    ctx.artifacts.store = _HeldStore(ctx.artifacts.store, go)
+    staged = ctx.settings.work_dir / run.id / "data" / "big.bin"
+    seen = {}
+
+    def release_when_data_is_staged():
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if staged.exists() and staged.stat().st_size == 3_000_000:
+                seen["data_before_model"] = True
+                break
+            time.sleep(0.01)
+        go.set()
+
+    helper = threading.Thread(target=release_when_data_is_staged)
+    helper.start()
+    assert run_training(run.id, ctx) == "COMPLETED"
+    helper.join()
+    # The data was all there while the model fetch was still held: the two ran side by side.
+    assert seen == {"data_before_model": True}
+    log = unstamped((results / run.id / "learner-1" / "training-log.txt").read_text())
+    assert "train.sh" in log and "big.bin" in log
