@@ -16,6 +16,8 @@ from common.frameworks import framework_problem
 from common.sizes import ResourceSize
 
 MAX_ALIASES = 50
+MAX_DEPTH = 100
+MAX_INT_BITS = 1024
 REDACTED = "<redacted>"
 
 
@@ -82,6 +84,9 @@ class Manifest:
     author_email: str = ""
     # execution.timeout: the run's own time limit in seconds (0: none).
     timeout_seconds: float = 0.0
+    # execution.expose_credentials: the data store's credentials in the command's
+    # environment (AWS_* / OS_*). Off: they are used for staging and storing only.
+    expose_credentials: bool = False
 
     def to_dict(self, redact: bool = False) -> dict[str, Any]:
         return {
@@ -93,6 +98,7 @@ class Manifest:
                 "command": self.command,
                 "resource": self.resource.value,
                 **({"timeout": self.timeout_seconds} if self.timeout_seconds else {}),
+                **({"expose_credentials": True} if self.expose_credentials else {}),
             },
             "training_data": self.training_data.to_dict(redact),
             "training_results": self.training_results.to_dict(redact),
@@ -110,6 +116,7 @@ class Manifest:
             command=data["execution"]["command"],
             resource=ResourceSize(data["execution"]["resource"]),
             timeout_seconds=float(data["execution"].get("timeout", 0)),
+            expose_credentials=bool(data["execution"].get("expose_credentials", False)),
             training_data=DataStore.from_dict(data["training_data"]),
             training_results=DataStore.from_dict(data["training_results"]),
         )
@@ -130,18 +137,43 @@ class Manifest:
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that refuses documents using more than MAX_ALIASES aliases (billion laughs)."""
+    """SafeLoader that refuses documents using more than MAX_ALIASES aliases (billion laughs),
+    nested deeper than MAX_DEPTH, or with values its constructors cannot build."""
 
     def __init__(self, stream):
         super().__init__(stream)
         self._aliases = 0
+        self._depth = 0
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             self._aliases += 1
             if self._aliases > MAX_ALIASES:
                 raise ManifestError("", f"too many YAML aliases (more than {MAX_ALIASES})")
-        return super().compose_node(parent, index)
+        # The composer recurses per level: refuse deep nesting before Python's stack runs out.
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise ManifestError("", f"nested too deeply (more than {MAX_DEPTH} levels)")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node, deep=False):
+        # SafeConstructor lets ValueError & co. escape (`2001-13-40`, `!!int abc`, ...).
+        tag = node.tag.rsplit(":", 1)[-1]
+        try:
+            data = super().construct_object(node, deep)
+        except (ValueError, TypeError, LookupError, AttributeError, ArithmeticError):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"not a valid {tag}", node.start_mark
+            ) from None
+        # Hex and base-60 ints have no digit limit, but str() of them has one.
+        if isinstance(data, int) and data.bit_length() > MAX_INT_BITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"number too large (more than {MAX_INT_BITS} bits)", node.start_mark
+            )
+        return data
 
 
 def load_yaml(text: str | bytes) -> Any:
@@ -176,14 +208,14 @@ class _Reader:
                 raise ManifestError(path, f"keys must be text, got {key!r}")
             if key not in known:
                 raise ManifestError(
-                    _join(path, key), f"unknown field (known here: {', '.join(known)})"
+                    _join(path, key or '""'), f"unknown field (known here: {', '.join(known)})"
                 )
         return value
 
     def text(self, parent: dict, key: str, path: str, required: bool = True) -> str:
         where = _join(path, key)
         value = parent.get(key)
-        if value is None or value == "":
+        if value is None or (isinstance(value, str) and not value.strip()):
             if required:
                 raise ManifestError(where, "required")
             return ""
@@ -230,8 +262,16 @@ class _Reader:
         if md.get("execution") is None:
             raise ManifestError("model_definition.execution", "required")
         ex = self.mapping(
-            md["execution"], "model_definition.execution", ("command", "resource", "timeout")
+            md["execution"],
+            "model_definition.execution",
+            ("command", "resource", "timeout", "expose_credentials"),
         )
+        expose = ex.get("expose_credentials", False)
+        if not isinstance(expose, bool):
+            raise ManifestError(
+                "model_definition.execution.expose_credentials",
+                f"expected true or false, got {_kind(expose)}",
+            )
         timeout = self.duration(ex, "timeout", "model_definition.execution")
         command = self.text(ex, "command", "model_definition.execution")
         resource_text = self.text(ex, "resource", "model_definition.execution", required=False)
@@ -277,6 +317,7 @@ class _Reader:
             training_data=data,
             training_results=results,
             timeout_seconds=timeout,
+            expose_credentials=expose,
         )
 
     def duration(self, parent: dict, key: str, path: str) -> float:
@@ -331,8 +372,8 @@ class _Reader:
         conn = self.mapping(store["connection"], conn_path, required + optional)
         connection = {k: self.text(conn, k, conn_path) for k in required}
         for key in optional:
-            if conn.get(key) not in (None, ""):
-                connection[key] = self.text(conn, key, conn_path)
+            if value := self.text(conn, key, conn_path, required=False):
+                connection[key] = value
         if store_type is StoreType.LOCAL:
             parts = connection["path"].replace("\\", "/").split("/")
             if ".." in parts:
