@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: setup demo demo-s3 up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging clean
+.PHONY: setup demo demo-s3 up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-ratelimit clean
 
 setup: $(VENV)/.installed
 	@bash deploy/ensure-redis.sh $(VENV)
@@ -50,6 +50,9 @@ bench-staging: setup
 
 bench-faults: setup
 	$(PY) benchmarks/faults.py
+
+bench-ratelimit: setup
+	$(PY) benchmarks/ratelimit.py
 
 clean: down
 	rm -rf .dlaas

@@ -8,14 +8,15 @@ import redis
 from celery import Celery
 from flask import Flask
 
-from api.auth import TokenFile
 from api.errors import register_error_handlers
 from common.artifacts import ArtifactStore
+from common.audit import AuditLog
 from common.crypto import CredentialBox
 from common.nodes import NodeStore
 from common.runstore import RunStore
 from common.settings import Settings
 from common.taskqueue import make_celery
+from common.tokens import TokenRegistry
 
 
 @dataclass
@@ -24,10 +25,11 @@ class Services:
     redis: redis.Redis
     runs: RunStore
     celery: Celery
-    tokens: TokenFile
+    tokens: TokenRegistry
     artifacts: ArtifactStore
     box: CredentialBox
     nodes: NodeStore
+    audit: AuditLog
 
 
 def create_app(
@@ -46,21 +48,26 @@ def create_app(
         redis=redis_client,
         runs=RunStore(redis_client, settings.retention_seconds),
         celery=celery_app or make_celery(settings, main="dlaas-api"),
-        tokens=TokenFile(settings.tokens_file),
+        tokens=TokenRegistry(redis_client, settings.tokens_file, settings.admin_users),
         artifacts=ArtifactStore.from_settings(settings),
         box=CredentialBox(settings.secret_key),
         nodes=NodeStore(redis_client),
+        audit=AuditLog(redis_client, settings.audit_max_entries),
     )
+    from api.admin import bp as admin_bp
     from api.health import bp as health_bp
     from api.logs import bp as logs_bp
     from api.metrics import bp as metrics_bp
     from api.models import bp as models_bp
     from api.nodes import bp as nodes_bp
+    from api.openapi import bp as openapi_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(models_bp)
     app.register_blueprint(nodes_bp)
     app.register_blueprint(logs_bp)
     app.register_blueprint(metrics_bp)
+    app.register_blueprint(openapi_bp)
+    app.register_blueprint(admin_bp)
     register_error_handlers(app)
     return app

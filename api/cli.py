@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--timeout", type=float, default=1800, help="seconds --wait waits at most")
     lister = verb("list", "list your training runs")
     lister.add_argument("noun", choices=NOUNS)
+    lister.add_argument("--all", action="store_true", help="every user's runs (admins)")
     show = verb("show", "show one training run")
     show.add_argument("noun", choices=NOUNS)
     show.add_argument("run_id")
@@ -67,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     nodes = verb("nodes", "list the fleet's workers, or drain one (admins)")
     nodes.add_argument("action", nargs="?", choices=("list", "drain"), default="list")
     nodes.add_argument("name", nargs="?")
+    admin = verb("admin", "tokens, key rotation and the audit log (admins)")
+    admin.add_argument(
+        "action", choices=("tokens", "rotate-key", "audit"), help="what to administer"
+    )
+    admin.add_argument(
+        "what", nargs="*", help="tokens: create USER | list | revoke ID; audit: [ACTOR]"
+    )
+    admin.add_argument("--note", default="", help="tokens create: a note kept with the token")
+    admin.add_argument("--limit", type=int, default=50, help="audit: how many entries")
     return parser
 
 
@@ -144,14 +154,16 @@ def _wait(client: DlaasClient, run_id: str, timeout: float, out: _Printer) -> di
 
 def _list(client: DlaasClient, args, out: _Printer) -> int:
     out.say("Fetching the list of trained models ...")
-    models = client.list_all()
+    models = client.list_all(every_user=args.all)
     out.data({"models": models, "total": len(models)})
     width = max([len(m["name"]) for m in models] + [24]) + 3
-    out.say(f"{'SI No':<8}{'Name':<{width}}{'guid':<21}{'status':<12}submitted-at")
+    owner = f"{'user':<12}" if args.all else ""
+    out.say(f"{'SI No':<8}{'Name':<{width}}{'guid':<21}{'status':<12}{owner}submitted-at")
     for i, m in enumerate(models, 1):
+        user = f"{m.get('user', '-'):<12}" if args.all else ""
         out.say(
             f"{i:<8}{m['name']:<{width}}{m['model_id']:<21}{_cli_state(m['state']):<12}"
-            f"{iso_seconds(m['submitted_at'])}"
+            f"{user}{iso_seconds(m['submitted_at'])}"
         )
     out.say()
     out.say(f"{len(models)} records found.")
@@ -319,6 +331,61 @@ def _nodes(client: DlaasClient, args, out: _Printer) -> int:
     return 0
 
 
+def _admin(client: DlaasClient, args, out: _Printer) -> int:
+    what = args.what
+    if args.action == "tokens":
+        if what[:1] == ["create"] and len(what) == 2:
+            made = client.create_token(what[1], args.note)
+            out.data(made)
+            out.say(f"Token for '{made['user']}' (id {made['id']}); it is shown only now:")
+            out.say(made["token"])
+        elif what in ([], ["list"]):
+            tokens = client.tokens()["tokens"]
+            out.data({"tokens": tokens})
+            out.say(f"{'id':<14}{'user':<16}{'source':<8}{'created-at':<22}created-by")
+            for t in tokens:
+                created = iso_seconds(t["created_at"]) if t.get("created_at") else "-"
+                out.say(
+                    f"{t['id']:<14}{t['user']:<16}{t['source']:<8}{created:<22}"
+                    f"{t.get('created_by', '-')}"
+                )
+            out.say(f"{len(tokens)} tokens found.")
+        elif what[:1] == ["revoke"] and len(what) == 2:
+            out.data(client.revoke_token(what[1]))
+            out.say(f"Token {what[1]} revoked.")
+        else:
+            raise ClientError("admin tokens: expected create USER, list, or revoke ID")
+    elif args.action == "rotate-key":
+        if what:
+            raise ClientError("admin rotate-key takes no arguments")
+        done = client.rotate_key()
+        out.data(done)
+        out.say(
+            f"Re-encrypted the credentials of {done['resealed']} runs with the newest of "
+            f"{done['keys_configured']} keys."
+        )
+        if done["unreadable"]:
+            out.say(f"Unreadable with the configured keys: {', '.join(done['unreadable'])}")
+    else:
+        if len(what) > 1:
+            raise ClientError("admin audit: at most one ACTOR")
+        entries = client.audit(args.limit, what[0] if what else None)["entries"]
+        out.data({"entries": entries})
+        for e in entries:
+            extra = " ".join(
+                f"{k}={v}"
+                for k, v in e.items()
+                if k not in ("id", "time", "actor", "action", "target", "address")
+            )
+            out.say(
+                f"{iso_seconds(e['time'])}  {e['actor']:<12}{e['action']:<14}{e['target']:<22}"
+                f"{e['address']:<16}{extra}"
+            )
+        out.say(f"{len(entries)} entries.")
+    out.say("OK")
+    return 0
+
+
 COMMANDS = {
     "train": _train,
     "list": _list,
@@ -328,6 +395,7 @@ COMMANDS = {
     "logs": _logs,
     "monitor": _monitor,
     "nodes": _nodes,
+    "admin": _admin,
 }
 
 

@@ -105,14 +105,17 @@ class DlaasClient:
         except OSError as exc:
             raise ClientError(f"{exc.filename}: {exc.strerror}") from None
 
-    def list(self, offset: int = 0, limit: int = 200) -> dict:
-        return self._call("GET", "/v3/models", params={"offset": offset, "limit": limit})
+    def list(self, offset: int = 0, limit: int = 200, every_user: bool = False) -> dict:
+        params = {"offset": offset, "limit": limit}
+        if every_user:
+            params["all"] = "true"
+        return self._call("GET", "/v3/models", params=params)
 
-    def list_all(self) -> list[dict]:
+    def list_all(self, every_user: bool = False) -> list[dict]:
         models: list[dict] = []
         offset: int | None = 0
         while offset is not None:
-            page = self.list(offset)
+            page = self.list(offset, every_user=every_user)
             models.extend(page["models"])
             offset = page.get("next_offset")
         return models
@@ -161,6 +164,22 @@ class DlaasClient:
 
     def drain(self, name: str) -> dict:
         return self._call("POST", f"/v3/nodes/{name}/drain")
+
+    def create_token(self, user: str, note: str = "") -> dict:
+        return self._call("POST", "/v3/admin/tokens", json={"user": user, "note": note})
+
+    def tokens(self) -> dict:
+        return self._call("GET", "/v3/admin/tokens")
+
+    def revoke_token(self, token_id: str) -> dict:
+        return self._call("DELETE", f"/v3/admin/tokens/{token_id}")
+
+    def rotate_key(self) -> dict:
+        return self._call("POST", "/v3/admin/rotate-key")
+
+    def audit(self, limit: int = 50, actor: str | None = None) -> dict:
+        params = {"limit": limit, **({"actor": actor} if actor else {})}
+        return self._call("GET", "/v3/admin/audit", params=params)
 
     def health(self) -> dict:
         return self._call("GET", "/health")

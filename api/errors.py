@@ -12,12 +12,20 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, message: str, field: str | None = None, code: str = ""):
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        field: str | None = None,
+        code: str = "",
+        retry_after: int | None = None,
+    ):
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.field = field
         self.code = code
+        self.retry_after = retry_after  # seconds, sent as Retry-After (429, 503)
 
     def to_dict(self) -> dict:
         body = {"status": self.status_code, "message": self.message}
@@ -31,7 +39,11 @@ class ApiError(Exception):
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return jsonify(exc.to_dict()), exc.status_code
+        response = jsonify(exc.to_dict())
+        response.status_code = exc.status_code
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge):

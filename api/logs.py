@@ -34,7 +34,7 @@ def _services():
 
 def _since() -> int:
     text = request.args.get("since", "0")
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²" is a digit that int() refuses
         raise ApiError(400, "since: expected a line number (0 = the first line)", field="since")
     return int(text)
 

@@ -6,8 +6,9 @@ import logging
 
 from flask import Blueprint, current_app, jsonify, request
 
-from api.auth import current_user
+from api.auth import audit, current_principal, current_user
 from api.errors import ApiError
+from api.upload import read_form
 from api.views import run_detail, run_location, run_summary
 from common.clock import iso, utcnow
 from common.crypto import CredentialsError
@@ -15,7 +16,7 @@ from common.ids import is_run_id, new_run_id
 from common.manifest import Manifest, ManifestError, StoreType, parse_manifest
 from common.modelzip import ModelZipError, ZipLimits, check_zip
 from common.run import Run
-from common.runstore import InvalidTransition, RunNotFound
+from common.runstore import InvalidTransition, Quota, QuotaExceeded, RunNotFound
 from common.states import RunState
 from common.storage import StorageError, resolve_local_root
 from common.taskqueue import enqueue_run
@@ -30,20 +31,13 @@ def _services():
     return current_app.extensions["dlaas"]
 
 
-def _read_upload(field: str, limit: int) -> bytes:
-    upload = request.files.get(field)
-    if upload is None:
-        if field in request.form:  # the manifest may come as a plain form field
-            data = request.form[field].encode()
-        else:
-            raise ApiError(400, f"{field}: required (multipart field)", field=field)
-    else:
-        data = upload.stream.read(limit + 1)
-    if len(data) > limit:
-        raise ApiError(413, f"{field}: larger than the limit of {limit} bytes", field=field)
-    if not data:
+def _field(form: dict[str, bytes], field: str) -> bytes:
+    """One field of the upload (a file part, or for the manifest a plain form field too)."""
+    if field not in form:
+        raise ApiError(400, f"{field}: required (multipart field)", field=field)
+    if not form[field]:
         raise ApiError(400, f"{field}: empty", field=field)
-    return data
+    return form[field]
 
 
 def _check_manifest(text: bytes) -> Manifest:
@@ -85,8 +79,11 @@ def submit():
     services = _services()
     settings = services.settings
     user = current_user(services.tokens)
-    manifest = _check_manifest(_read_upload("manifest", settings.max_manifest_bytes))
-    zip_bytes = _read_upload("model_definition", settings.max_zip_bytes)
+    form = read_form(
+        {"manifest": settings.max_manifest_bytes, "model_definition": settings.max_zip_bytes}
+    )
+    manifest = _check_manifest(_field(form, "manifest"))
+    zip_bytes = _field(form, "model_definition")
     limits = ZipLimits(
         settings.zip_max_entries, settings.zip_max_uncompressed_bytes, settings.zip_max_ratio
     )
@@ -123,8 +120,21 @@ def submit():
         run.artifact = services.artifacts.put(run_id, zip_bytes)
     except StorageError as exc:
         raise ApiError(503, f"the artifact store is unavailable: {exc}") from None
+    quota = Quota(
+        services.tokens.policy(user, "max_queued", settings.max_queued_per_user),
+        services.tokens.policy(user, "max_active", settings.max_active_per_user),
+    )
     try:
-        services.runs.create(run)
+        services.runs.create(run, quota=quota)
+    except QuotaExceeded as exc:
+        services.artifacts.delete(run.artifact)
+        raise ApiError(
+            429, str(exc), code="quota", retry_after=settings.quota_retry_after_seconds
+        ) from None
+    except Exception:
+        services.artifacts.delete(run.artifact)
+        raise
+    try:
         enqueue_run(services.celery, run_id, manifest.resource)
     except Exception as exc:
         # Leave nothing behind: no half-created run, no stored zip.
@@ -132,7 +142,7 @@ def submit():
         services.runs.delete(run_id, user)
         services.artifacts.delete(run.artifact)
         raise ApiError(503, f"could not queue the run: {type(exc).__name__}") from None
-    log.info("user %s submitted %s (%s)", user, run_id, manifest.resource.value)
+    audit("run.submit", run_id, resource=manifest.resource.value)
     response = jsonify({"model_id": run_id, "location": run_location(run_id)})
     response.status_code = 201
     response.headers["Location"] = run_location(run_id)
@@ -143,18 +153,28 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     text = request.args.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    # isdigit() alone lets "²" through, which int() refuses.
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise ApiError(400, f"{name}: expected a whole number from {low} to {high}", field=name)
     return int(text)
 
 
 @bp.get("")
 def list_runs():
+    """The caller's runs; `?all=true` every user's (admins)."""
     services = _services()
-    user = current_user(services.tokens)
+    principal = current_principal()
     limit = _int_arg("limit", 50, 1, MAX_PAGE)
     offset = _int_arg("offset", 0, 0, 10**9)
-    runs, total = services.runs.list_for_user(user, offset, limit)
+    every = request.args.get("all", "false")
+    if every not in ("true", "false"):
+        raise ApiError(400, "all: expected true or false", field="all")
+    if every == "true":
+        if not principal.admin:
+            raise ApiError(403, "listing every user's runs is for administrators")
+        runs, total = services.runs.list_all(offset, limit)
+    else:
+        runs, total = services.runs.list_for_user(principal.user, offset, limit)
     return jsonify(
         {
             "models": [run_summary(r) for r in runs],
@@ -168,10 +188,10 @@ def list_runs():
 
 def own_run(run_id: str) -> Run:
     services = _services()
-    user = current_user(services.tokens)
+    principal = current_principal()
     run = services.runs.get(run_id) if is_run_id(run_id) else None
-    # Another user's run answers exactly like a missing one.
-    if run is None or run.user != user:
+    # Another user's run answers exactly like a missing one (admins see every run).
+    if run is None or (run.user != principal.user and not principal.admin):
         raise ApiError(404, f"no training run {run_id!r}")
     return run
 
@@ -198,6 +218,7 @@ def patch(run_id: str):
             400, f"status: only 'halt' is supported, got {body['status']!r}", field="status"
         )
     cancelled = _cancel(run, delete=False)
+    audit("run.cancel", run_id, owner=run.user, state=cancelled.state.value)
     if cancelled.state.terminal and run.artifact:
         _services().artifacts.delete(run.artifact)  # it never started: no worker needs it
     return jsonify(
@@ -229,6 +250,7 @@ def delete(run_id: str):
     if not run.state.terminal:
         cancelled = _cancel(run, delete=True)
         if not cancelled.state.terminal:
+            audit("run.delete", run_id, owner=run.user, state=cancelled.state.value)
             return jsonify(
                 {
                     "model_id": run_id,
@@ -240,4 +262,5 @@ def delete(run_id: str):
     services.runs.delete(run_id, run.user)
     if run.artifact:
         services.artifacts.delete(run.artifact)
+    audit("run.delete", run_id, owner=run.user, state="deleted")
     return jsonify({"model_id": run_id, "deleted": True})

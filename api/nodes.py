@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from api.auth import current_user
+from api.auth import audit, current_user, require_admin
 from api.errors import ApiError
 from common.sizes import ResourceSize, queue_name
 
@@ -23,9 +23,7 @@ def drain(name: str):
     """The worker takes no new run; its running run finishes. It stays up (undrain by
     restarting it)."""
     services = current_app.extensions["dlaas"]
-    user = current_user(services.tokens)
-    if user not in services.settings.admin_users:
-        raise ApiError(403, "draining nodes is for administrators")
+    require_admin("draining nodes")
     known = {n["name"]: n for n in services.nodes.list()}
     if name not in known or known[name]["status"] == "lost":
         raise ApiError(404, f"no live node {name!r}")
@@ -36,4 +34,5 @@ def drain(name: str):
         services.celery.control.cancel_consumer(
             queue_name(ResourceSize(size)), destination=[name], reply=False
         )
+    audit("node.drain", name)
     return jsonify({"name": name, "status": "draining"}), 202

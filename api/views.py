@@ -14,6 +14,7 @@ def run_summary(run: Run) -> dict:
         "model_id": run.id,
         "url": run_location(run.id),
         "name": run.name,
+        "user": run.user,
         "state": run.state.value,
         "submitted_at": run.submitted_at,
         "resource": run.resource.value,

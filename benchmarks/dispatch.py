@@ -110,8 +110,11 @@ def main() -> int:
     args = parser.parse_args()
 
     with private_stack("dlaas-bench-") as (home, env, ports):
+        password = read_env_file(home / "config.env")["DLAAS_REDIS_PASSWORD"]
         settings = Settings.from_env(
-            env, redis_url=f"redis://127.0.0.1:{ports['redis']}/0", secret_key="unused-here"
+            env,
+            redis_url=f"redis://:{password}@127.0.0.1:{ports['redis']}/0",
+            secret_key="unused-here",
         )
         connection = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         runs = RunStore(connection)

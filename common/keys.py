@@ -6,6 +6,12 @@ dlaas:run:<run-id>:history        list    same as the run hash (JSON entries, ol
 dlaas:user:<user>:runs            zset    none; member run id, score submission epoch seconds.
                                           Members whose run hash expired are pruned on read.
 dlaas:runs:active                 set     none; ids of runs in DOWNLOADING/PROCESSING/STORING
+dlaas:user:<user>:queued          set     none; the user's PENDING run ids (quota counting)
+dlaas:user:<user>:active          set     none; the user's DOWNLOADING/PROCESSING/STORING run ids
+dlaas:tokens                      hash    none; "sha256:<hex>" -> JSON {id, user, created_at,
+                                          created_by, note} (tokens made by `dlaas admin`)
+dlaas:rate:<token-id>:<minute>    string  2 minutes; requests counted in that minute
+dlaas:audit                       stream  capped (DLAAS_AUDIT_MAX_ENTRIES); who did what, from where
 dlaas:lease:<run-id>              string  lease TTL (DLAAS_LEASE_TTL_SECONDS); "<worker> <attempt>",
                                           refreshed by the worker executing the run
 dlaas:worker:<name>               string  heartbeat TTL; JSON of the worker (host, sizes, GPUs, run)
@@ -74,3 +80,23 @@ def worker_run(name: str) -> str:
 
 def stats() -> str:
     return f"{PREFIX}:stats"
+
+
+def user_queued(user: str) -> str:
+    return f"{PREFIX}:user:{user}:queued"
+
+
+def user_active(user: str) -> str:
+    return f"{PREFIX}:user:{user}:active"
+
+
+def tokens() -> str:
+    return f"{PREFIX}:tokens"
+
+
+def rate(token_id: str, minute: int) -> str:
+    return f"{PREFIX}:rate:{token_id}:{minute}"
+
+
+def audit() -> str:
+    return f"{PREFIX}:audit"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import redis
 
@@ -54,6 +55,32 @@ def lease_value(worker: str, attempt: int) -> str:
     return f"{worker} {attempt}"
 
 
+@dataclass(frozen=True)
+class Quota:
+    max_queued: int = 0  # 0: no limit
+    max_active: int = 0
+
+
+class QuotaExceeded(Exception):
+    def __init__(self, which: str, limit: int, current: int):
+        super().__init__(f"quota: at most {limit} {which} runs per user (you have {current})")
+        self.which, self.limit, self.current = which, limit, current
+
+
+def _track_user_state(pipe, run: Run) -> None:
+    """Keeps the user's queued/active sets (what quotas count) in step with the run."""
+    queued, active = keys.user_queued(run.user), keys.user_active(run.user)
+    if run.state is RunState.PENDING:
+        pipe.sadd(queued, run.id)
+        pipe.srem(active, run.id)
+    elif run.state in ACTIVE:
+        pipe.srem(queued, run.id)
+        pipe.sadd(active, run.id)
+    else:
+        pipe.srem(queued, run.id)
+        pipe.srem(active, run.id)
+
+
 class RunStore:
     def __init__(
         self,
@@ -66,15 +93,36 @@ class RunStore:
         self.lease_ttl_ms = int(lease_ttl_seconds * 1000)
         self._refresh = connection.register_script(_REFRESH_LEASE)
 
-    def create(self, run: Run, message: str = "submitted") -> None:
+    def create(self, run: Run, message: str = "submitted", quota: Quota | None = None) -> None:
+        """Stores a new run. With `quota`, atomically checks first that the user has fewer
+        than `quota.max_queued` runs PENDING and fewer than `quota.max_active` running
+        (0: no limit); QuotaExceeded and nothing stored otherwise."""
         entry = HistoryEntry(run.state, run.submitted_at, message)
         score = utcnow().timestamp()
+        queued, active = keys.user_queued(run.user), keys.user_active(run.user)
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.run(run.id), mapping=run.to_dict())
-            pipe.rpush(keys.history(run.id), json.dumps(entry.to_dict()))
-            pipe.zadd(keys.user_runs(run.user), {run.id: score})
-            stats.count_state_change(pipe, run, None, None)
-            pipe.execute()
+            for _ in range(_MAX_WATCH_RETRIES):
+                try:
+                    if quota is not None:
+                        pipe.watch(queued, active)
+                        counts = {"queued": pipe.scard(queued), "active": pipe.scard(active)}
+                        for name, limit in (
+                            ("queued", quota.max_queued),
+                            ("active", quota.max_active),
+                        ):
+                            if limit and counts[name] >= limit:
+                                raise QuotaExceeded(name, limit, counts[name])
+                    pipe.multi()
+                    pipe.hset(keys.run(run.id), mapping=run.to_dict())
+                    pipe.rpush(keys.history(run.id), json.dumps(entry.to_dict()))
+                    pipe.zadd(keys.user_runs(run.user), {run.id: score})
+                    _track_user_state(pipe, run)
+                    stats.count_state_change(pipe, run, None, None)
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"{run.user}: too many concurrent submissions; try again")
 
     def exists(self, run_id: str) -> bool:
         return bool(self.redis.exists(keys.run(run_id)))
@@ -86,6 +134,56 @@ class RunStore:
     def history(self, run_id: str) -> list[HistoryEntry]:
         entries = self.redis.lrange(keys.history(run_id), 0, -1)
         return [HistoryEntry.from_dict(json.loads(e)) for e in entries]
+
+    def all_ids(self) -> list[str]:
+        """Every run's id (SCAN: no blocking of Redis however many there are)."""
+        found = set()
+        for key in self.redis.scan_iter(match=keys.run("*"), count=500):
+            run_id = key.split(":")[2]
+            if key == keys.run(run_id):
+                found.add(run_id)
+        return sorted(found)
+
+    def reseal_credentials(self, reseal: Callable[[str], str]) -> tuple[int, list[str]]:
+        """Replaces every stored run's sealed credentials with `reseal(sealed)` (key
+        rotation). Returns (how many were re-sealed, ids of runs whose credentials `reseal`
+        could not read: ValueError)."""
+        done, unreadable = 0, []
+        for run_id in self.all_ids():
+            key = keys.run(run_id)
+
+            def body(pipe, key=key):
+                sealed = pipe.hget(key, "credentials")
+                if not sealed:
+                    return 0
+                fresh = reseal(sealed)
+                pipe.multi()
+                pipe.hset(key, "credentials", fresh)
+                pipe.execute()
+                return 1
+
+            try:
+                done += self._atomically(key, body)
+            except ValueError:
+                unreadable.append(run_id)
+        return done, unreadable
+
+    def list_all(self, offset: int = 0, limit: int = 50) -> tuple[list[Run], int]:
+        """Every user's runs, newest first (admins), and how many there are in all."""
+        ids = self.all_ids()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in ids:
+                pipe.hget(keys.run(run_id), "submitted_at")
+            stamps = pipe.execute()
+        ordered = [i for s, i in sorted(zip(stamps, ids, strict=True), reverse=True) if s]
+        return self._records(ordered[offset : offset + limit]), len(ordered)
+
+    def _records(self, ids: list[str]) -> list[Run]:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in ids:
+                pipe.hgetall(keys.run(run_id))
+            records = pipe.execute()
+        return [Run.from_dict(r) for r in records if r]
 
     def active_ids(self) -> list[str]:
         return sorted(self.redis.smembers(keys.active_runs()))
@@ -102,12 +200,7 @@ class RunStore:
         if gone:
             self.redis.zrem(index, *gone)  # their records passed retention
         live = [run_id for run_id, ok in zip(ids, alive, strict=True) if ok]
-        page = live[offset : offset + limit]
-        with self.redis.pipeline(transaction=False) as pipe:
-            for run_id in page:
-                pipe.hgetall(keys.run(run_id))
-            records = pipe.execute()
-        return [Run.from_dict(r) for r in records if r], len(live)
+        return self._records(live[offset : offset + limit]), len(live)
 
     def transition(
         self,
@@ -171,6 +264,7 @@ class RunStore:
         if run.state.terminal and run.submitted_at and run.ended_at:
             seconds = (parse_iso(run.ended_at) - parse_iso(run.submitted_at)).total_seconds()
         stats.count_state_change(pipe, run, old, seconds)
+        _track_user_state(pipe, run)
         if run.state.terminal and run.delete_requested:
             pipe.delete(key, keys.history(run.id), keys.lease(run.id))
             pipe.zrem(keys.user_runs(run.user), run.id)
@@ -318,6 +412,8 @@ class RunStore:
             pipe.delete(key, keys.history(run_id), keys.lease(run_id))
             pipe.zrem(keys.user_runs(user), run_id)
             pipe.srem(keys.active_runs(), run_id)
+            pipe.srem(keys.user_queued(user), run_id)
+            pipe.srem(keys.user_active(user), run_id)
             pipe.execute()
             return True
 

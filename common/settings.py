@@ -21,6 +21,28 @@ class SettingsError(ValueError):
     """A DLAAS_* variable holds a value the service cannot use."""
 
 
+BYTE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_memory_table(text: str) -> dict[ResourceSize, int]:
+    """Parse `small=8G,medium=16G,large=32G` into bytes; a size left out gets no cap."""
+    table: dict[ResourceSize, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, amount = part.partition("=")
+        try:
+            size = ResourceSize(name.strip())
+        except ValueError:
+            known = ", ".join(s.value for s in ResourceSize)
+            raise ValueError(f"entry {part!r}: unknown size (known: {known})") from None
+        amount = amount.strip().upper().removesuffix("B").removesuffix("I")
+        unit = amount[-1:] if amount[-1:] in BYTE_UNITS else ""
+        number = amount[: len(amount) - len(unit)]
+        if not sep or not number.isdigit() or int(number) == 0:
+            raise ValueError(f"entry {part!r}: expected SIZE=AMOUNT like small=8G")
+        table[size] = int(number) * BYTE_UNITS[unit]
+    return table
+
+
 def _default_run_path() -> str:
     # The run gets the worker's own Python first, so `python3 train.py` finds the
     # interpreter (and packages) the node was set up with.
@@ -56,7 +78,18 @@ class Settings:
     zip_max_uncompressed_bytes: int = 1024 * 1024 * 1024
     zip_max_ratio: float = 200.0
     run_path: str = field(default_factory=_default_run_path)
+    # DLAAS_KEEP_RUN_DIRS (or DLAAS_KEEP_WORKDIR): keep each run's directory (root's, 0700)
+    # after the run, for debugging.
     keep_workdir: bool = False
+    # The unprivileged user a root worker runs runs as (one per worker on a node; see
+    # deploy/README.md). A worker that is not root runs them as itself and says so.
+    run_as: str = "dlaas-run"
+    # Per-run limits, set in the run's process before exec: processes and threads of the
+    # run user (RLIMIT_NPROC), open files per process (RLIMIT_NOFILE), and, per size, the
+    # address space per process (RLIMIT_AS; DLAAS_SIZE_MEMORY="small=8G,..."; none: no cap).
+    run_max_processes: int = 4096
+    run_max_open_files: int = 65536
+    size_memory: dict[ResourceSize, int] = field(default_factory=dict)
     # Leases: the worker refreshes its run's lease every `lease_refresh_seconds`; a lease
     # unrefreshed for `lease_ttl_seconds` means the node is lost.
     lease_ttl_seconds: float = 30.0
@@ -80,8 +113,18 @@ class Settings:
     live_log_max_entries: int = 200
     log_chunk_seconds: float = 5.0
     log_chunk_bytes: int = 256 * 1024
-    # Users who may drain nodes and see the fleet's controls.
+    # Users with the admin role (besides "role": "admin" in the tokens file): they may see and
+    # cancel every user's runs, drain nodes, manage tokens, rotate the key, read the audit.
     admin_users: tuple[str, ...] = ()
+    # Per-user quotas (0: none; the tokens file may override them per user): runs PENDING,
+    # runs DOWNLOADING/PROCESSING/STORING. Past one, a submission is answered 429 with
+    # Retry-After `quota_retry_after_seconds`.
+    max_queued_per_user: int = 100
+    max_active_per_user: int = 20
+    quota_retry_after_seconds: int = 30
+    # API requests per token per minute (0: no limit), counted in Redis across API processes.
+    requests_per_minute: int = 1200
+    audit_max_entries: int = 100_000
     # Celery results are small (a run id and its final state); keep them as long as runs.
     result_expires_seconds: int = 7 * 24 * 3600
 
@@ -109,6 +152,15 @@ class Settings:
                 f"DLAAS_STORE_TYPES: unknown type {unknown[0]!r} "
                 f"(known: {', '.join(KNOWN_STORE_TYPES)})"
             )
+
+        for name, value in (
+            ("DLAAS_RUN_MAX_PROCESSES", self.run_max_processes),
+            ("DLAAS_RUN_MAX_OPEN_FILES", self.run_max_open_files),
+        ):
+            if value < 1:
+                raise SettingsError(f"{name}: must be at least 1, got {value}")
+        if not self.run_as or self.run_as == "root":
+            raise SettingsError(f"DLAAS_RUN_AS: name an unprivileged user, got {self.run_as!r}")
 
     @property
     def retention_seconds(self) -> int:
@@ -143,6 +195,14 @@ class Settings:
         text("DLAAS_WORK_DIR", "work_dir")
         text("DLAAS_LOCAL_STORE_ROOT", "local_store_root")
         text("DLAAS_RUN_PATH", "run_path")
+        text("DLAAS_RUN_AS", "run_as")
+        number("DLAAS_RUN_MAX_PROCESSES", "run_max_processes")
+        number("DLAAS_RUN_MAX_OPEN_FILES", "run_max_open_files")
+        if env.get("DLAAS_SIZE_MEMORY"):
+            try:
+                values["size_memory"] = parse_memory_table(env["DLAAS_SIZE_MEMORY"])
+            except ValueError as exc:
+                raise SettingsError(f"DLAAS_SIZE_MEMORY: {exc}") from None
         number("DLAAS_RETENTION_DAYS", "retention_days", float)
         number("DLAAS_MAX_MANIFEST_BYTES", "max_manifest_bytes")
         number("DLAAS_MAX_ZIP_BYTES", "max_zip_bytes")
@@ -162,6 +222,11 @@ class Settings:
         number("DLAAS_LIVE_LOG_MAX_ENTRIES", "live_log_max_entries")
         number("DLAAS_LOG_CHUNK_SECONDS", "log_chunk_seconds", float)
         number("DLAAS_LOG_CHUNK_BYTES", "log_chunk_bytes")
+        number("DLAAS_MAX_QUEUED_PER_USER", "max_queued_per_user")
+        number("DLAAS_MAX_ACTIVE_PER_USER", "max_active_per_user")
+        number("DLAAS_QUOTA_RETRY_AFTER_SECONDS", "quota_retry_after_seconds")
+        number("DLAAS_REQUESTS_PER_MINUTE", "requests_per_minute")
+        number("DLAAS_AUDIT_MAX_ENTRIES", "audit_max_entries")
         if env.get("DLAAS_SIZE_GPUS"):
             try:
                 values["size_gpus"] = parse_size_table(env["DLAAS_SIZE_GPUS"])
@@ -175,7 +240,8 @@ class Settings:
             values["admin_users"] = tuple(
                 u.strip() for u in env["DLAAS_ADMIN_USERS"].split(",") if u.strip()
             )
-        if env.get("DLAAS_KEEP_WORKDIR"):
-            values["keep_workdir"] = env["DLAAS_KEEP_WORKDIR"].lower() in ("1", "true", "yes")
+        for name in ("DLAAS_KEEP_WORKDIR", "DLAAS_KEEP_RUN_DIRS"):
+            if env.get(name):
+                values["keep_workdir"] = env[name].lower() in ("1", "true", "yes")
         values.update(overrides)
         return cls(**values)

@@ -135,10 +135,20 @@ def wait_until(
     raise StartError(f"{what} {state}{detail}")
 
 
-def redis_argv(port: int, data_dir: Path, persist: bool) -> list[str]:
+def redis_argv(port: int, data_dir: Path, persist: bool, password: str = "") -> list[str]:
+    """redis-server on 127.0.0.1. With `password`, clients must AUTH; the password goes in a
+    0600 config file, not on the command line (which every local user can read)."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    config: list[str] = []
+    if password:
+        conf = data_dir / "auth.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"requirepass {password}\n")
+        config = [str(conf)]
     argv = [
         find_redis_server(),
+        *config,
         "--bind",
         "127.0.0.1",
         "--port",

@@ -10,7 +10,6 @@ tokens.json, pids/, logs/, redis/, artifacts/, work/, store/.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
@@ -20,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deploy import keystone, swift  # noqa: E402
+from common.tokens import write_tokens_file  # noqa: E402
+from deploy import keystone, runuser, swift  # noqa: E402
 from deploy.processes import (  # noqa: E402
     StartError,
     alive,
@@ -75,11 +75,21 @@ def _config() -> dict[str, str]:
             "DLAAS_DEMO_TOKEN": secrets.token_urlsafe(24),
             "DLAAS_FLOWER_USER": "admin",
             "DLAAS_FLOWER_PASSWORD": secrets.token_urlsafe(12),
+            "DLAAS_REDIS_PASSWORD": secrets.token_urlsafe(24),
         }
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.writelines(f"{k}={v}\n" for k, v in values.items())
-    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    values = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    if "DLAAS_REDIS_PASSWORD" not in values:  # a home made before Redis had a password
+        values["DLAAS_REDIS_PASSWORD"] = secrets.token_urlsafe(24)
+        with open(path, "a") as f:
+            f.write(f"DLAAS_REDIS_PASSWORD={values['DLAAS_REDIS_PASSWORD']}\n")
+    return values
+
+
+def redis_url(config: dict[str, str]) -> str:
+    return f"redis://:{config['DLAAS_REDIS_PASSWORD']}@127.0.0.1:{REDIS_PORT}/0"
 
 
 def _service_env(config: dict[str, str]) -> dict[str, str]:
@@ -87,12 +97,34 @@ def _service_env(config: dict[str, str]) -> dict[str, str]:
     env.update(
         {
             "DLAAS_HOME": str(HOME),
-            "DLAAS_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+            "DLAAS_REDIS_URL": redis_url(config),
             "DLAAS_SECRET_KEY": config["DLAAS_SECRET_KEY"],
             "DLAAS_TOKENS_FILE": str(HOME / "tokens.json"),
         }
     )
     return env
+
+
+def _run_user() -> None:
+    """As root, the worker runs runs as DLAAS_RUN_AS: make sure it exists and can reach the
+    work directory and the service's Python, and that it can list nothing else of HOME."""
+    if os.geteuid() != 0:
+        print(f"  {'run user':<11}not root: runs will run as {os.environ.get('USER', 'you')}")
+        return
+    name = os.environ.get("DLAAS_RUN_AS", "dlaas-run")
+    work = Path(os.environ.get("DLAAS_WORK_DIR", HOME / "work"))
+    work.mkdir(parents=True, exist_ok=True)
+    HOME.chmod(0o711)
+    for private in ("redis", "logs", "pids", "artifacts", "store"):
+        (HOME / private).mkdir(exist_ok=True)
+        (HOME / private).chmod(0o700)
+    try:
+        done = runuser.ensure(name, [work, Path(sys.executable).resolve()])
+    except runuser.RunUserSetupError as exc:
+        raise StartError(f"run user: {exc}") from None
+    for line in done:
+        print(f"  {'run user':<11}{line}")
+    print(f"  {'run user':<11}runs run as {name}")
 
 
 def up() -> None:
@@ -109,27 +141,35 @@ def up() -> None:
         f"{ks['project_id']}, domain Default, region RegionOne)"
     )
     config = _config()
-    tokens = HOME / "tokens.json"
-    tokens.write_text(json.dumps({config["DLAAS_DEMO_TOKEN"]: "demo"}))
-    tokens.chmod(0o600)
+    _run_user()
+    # Only the token's hash is kept on the server side; the demo user administers its stack.
+    write_tokens_file(
+        HOME / "tokens.json", {config["DLAAS_DEMO_TOKEN"]: "demo"}, {"demo": {"role": "admin"}}
+    )
     env = _service_env(config)
     host = socket.gethostname()
     commands = {
-        "redis": redis_argv(REDIS_PORT, HOME / "redis", persist=True),
+        "redis": redis_argv(
+            REDIS_PORT, HOME / "redis", persist=True, password=config["DLAAS_REDIS_PASSWORD"]
+        ),
         "api": api_argv(BIN, API_PORT, workers=2, access_log=True),
         "worker": [str(BIN / "dlaas-worker"), "--name", f"dlaas-worker-1@{host}"],
         "reconciler": [str(BIN / "dlaas-reconciler")],
+        # Its password and the broker URL go in its environment, not on its command line
+        # (which every local user, a run included, can read in /proc).
         "flower": [
             str(BIN / "celery"),
-            "--broker",
-            env["DLAAS_REDIS_URL"],
-            "--result-backend",
-            env["DLAAS_REDIS_URL"],
             "flower",
             "--address=127.0.0.1",
             f"--port={FLOWER_PORT}",
-            f"--basic-auth={config['DLAAS_FLOWER_USER']}:{config['DLAAS_FLOWER_PASSWORD']}",
         ],
+    }
+    own_env = {
+        "flower": {
+            "CELERY_BROKER_URL": env["DLAAS_REDIS_URL"],
+            "CELERY_RESULT_BACKEND": env["DLAAS_REDIS_URL"],
+            "FLOWER_BASIC_AUTH": f"{config['DLAAS_FLOWER_USER']}:{config['DLAAS_FLOWER_PASSWORD']}",
+        }
     }
     flower_url = f"http://127.0.0.1:{FLOWER_PORT}/healthcheck"
     ready = {
@@ -145,7 +185,7 @@ def up() -> None:
             continue
         if name in ("worker", "reconciler") and _log(name).exists():
             _log(name).unlink()  # their readiness is read from their fresh log
-        pid = spawn(commands[name], _log(name), env=env, cwd=ROOT)
+        pid = spawn(commands[name], _log(name), env={**env, **own_env.get(name, {})}, cwd=ROOT)
         _pid_file(name).parent.mkdir(parents=True, exist_ok=True)
         _pid_file(name).write_text(str(pid))
         wait_until(ready[name], 60, name, pid=pid, log_path=_log(name))

@@ -8,7 +8,9 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sys
+import tempfile
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 
+from common.tokens import write_tokens_file
 from deploy.processes import (
     api_argv,
     free_port,
@@ -40,6 +43,8 @@ class RedisServer:
     pid: int
     data: Path | None = None
     persist: bool = False
+    # Clients must AUTH, as on the embedded stack: a run must not reach Redis by itself.
+    password: str = field(default_factory=lambda: secrets.token_hex(16))
 
     def stop(self) -> None:
         stop_pid(self.pid)
@@ -47,11 +52,12 @@ class RedisServer:
     def start(self) -> None:
         """(Re)start on the same port and data folder (with AOF, the data comes back)."""
         log = self.data / "redis.log"
-        self.pid = spawn(redis_argv(self.port, self.data, persist=self.persist), log)
+        argv = redis_argv(self.port, self.data, persist=self.persist, password=self.password)
+        self.pid = spawn(argv, log)
         wait_until(lambda: port_open(self.port), 20, "redis-server", pid=self.pid, log_path=log)
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
 
     def client(self, db: int = 0) -> redis.Redis:
         return redis.Redis.from_url(self.url(db), decode_responses=True)
@@ -119,6 +125,7 @@ class Stack:
     tokens: dict[str, str]  # user -> token
     api_url: str = ""
     pids: list[int] = field(default_factory=list)
+    work_dir: Path | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -140,6 +147,8 @@ class Stack:
                 "DLAAS_LOG_CHUNK_SECONDS": "0.5",
             }
         )
+        if self.work_dir:
+            env["DLAAS_WORK_DIR"] = str(self.work_dir)
         return env
 
     @property
@@ -164,6 +173,8 @@ class Stack:
         for pid in reversed(self.pids):
             stop_pid(pid, timeout=20)
         self.pids.clear()
+        if self.work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def start(self, argv: list[str], name: str, ready, **env: str) -> int:
         log = self.home / "logs" / f"{name}.log"
@@ -204,10 +215,37 @@ class Stack:
             stop_pid(pid)
 
 
+# Runs run as an unprivileged user when the suite runs as root (the default worker's user,
+# and a second worker's, for the isolation tests).
+RUN_USERS = ("dlaas-run", "dlaas-run-2")
+
+
+def reachable_work_dir() -> Path:
+    """A fresh work directory the run users can reach (pytest's own temp folders are 0700),
+    the run users created if missing and able to run this Python."""
+    work = Path(tempfile.mkdtemp(prefix="dlaas-test-work-"))
+    work.chmod(0o711)
+    if os.geteuid() == 0:
+        from deploy import runuser
+
+        for name in RUN_USERS:
+            runuser.ensure(name, [work, Path(sys.executable).resolve()])
+    return work
+
+
+@pytest.fixture
+def run_work_dir() -> Path:
+    work = reachable_work_dir()
+    yield work
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def new_stack(redis_server: RedisServer, home: Path) -> Stack:
     tokens = {"alice": secrets.token_urlsafe(16), "bob": secrets.token_urlsafe(16)}
-    (home / "tokens.json").write_text(json.dumps({t: u for u, t in tokens.items()}))
-    return Stack(redis_server, home, Fernet.generate_key().decode(), tokens)
+    write_tokens_file(home / "tokens.json", {t: u for u, t in tokens.items()})
+    stack = Stack(redis_server, home, Fernet.generate_key().decode(), tokens)
+    stack.work_dir = reachable_work_dir()
+    return stack
 
 
 @pytest.fixture(scope="session")

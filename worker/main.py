@@ -17,6 +17,7 @@ from common.settings import Settings, SettingsError
 from common.sizes import ResourceSize, queue_name, sizes_for_gpus
 from worker.app import create_worker_app
 from worker.gpus import GpuSpecError, resolve_gpu_set
+from worker.runuser import RunUserError, check_reachable, describe, prepare_work_dir, run_user
 from worker.training import WorkerContext
 
 
@@ -48,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
             sizes = [ResourceSize(s.strip()) for s in args.sizes.split(",") if s.strip()]
         else:
             sizes = sizes_for_gpus(len(gpus), settings.size_gpus, args.serve_smaller)
-    except (SettingsError, GpuSpecError, CredentialsError, ValueError) as exc:
+        # Root: runs run as DLAAS_RUN_AS, which must exist and reach the work directory.
+        user = run_user(settings.run_as)
+        if user is not None:
+            prepare_work_dir(settings.work_dir)
+            check_reachable(user, settings.work_dir)
+    except (SettingsError, GpuSpecError, CredentialsError, RunUserError, ValueError) as exc:
         print(f"dlaas-worker: {exc}", file=sys.stderr)
         return 2
     if not sizes:
@@ -65,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         f"dlaas-worker {name}: {gpus.describe()}; serving {', '.join(s.value for s in sizes)}",
         flush=True,
     )
+    print(f"dlaas-worker {name}: {describe(user, settings.run_as)}", flush=True)
     connection = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     ctx = WorkerContext(
         settings=settings,

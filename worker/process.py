@@ -11,47 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.manifest import DataStore, StoreType
 from common.settings import Settings
+from worker.limits import Limit, limits_setter
 from worker.logpump import LiveStreamer, LogPump, open_pipe
 from worker.reaper import ProcessTree
+from worker.rundirs import RunDirs
+from worker.runuser import RunUser
 from worker.supervisor import StopFlag, StopRequest
 from worker.usage import UsageSampler
 
 # How often the run's process tree is walked (membership, memory and CPU samples).
 LOOK_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class RunDirs:
-    root: Path
-
-    @property
-    def model(self) -> Path:
-        return self.root / "model"
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def result(self) -> Path:
-        return self.root / "result"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "log"
-
-    @property
-    def tmp(self) -> Path:
-        return self.root / "tmp"
-
-    @property
-    def log_file(self) -> Path:
-        return self.log / "training-log.txt"
-
-    def create(self) -> None:
-        for path in (self.model, self.data, self.result, self.log, self.tmp):
-            path.mkdir(parents=True, exist_ok=True)
 
 
 def run_environment(settings: Settings, run_id: str, dirs: RunDirs, gpus: tuple[int, ...]) -> dict:
@@ -60,7 +31,7 @@ def run_environment(settings: Settings, run_id: str, dirs: RunDirs, gpus: tuple[
     visible = ",".join(map(str, gpus))
     return {
         "PATH": settings.run_path,
-        "HOME": str(dirs.root),
+        "HOME": str(dirs.home),
         "TMPDIR": str(dirs.tmp),
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
@@ -74,6 +45,38 @@ def run_environment(settings: Settings, run_id: str, dirs: RunDirs, gpus: tuple[
         "GPU_COUNT": str(len(gpus)),
         "CUDA_VISIBLE_DEVICES": visible,
         "NVIDIA_VISIBLE_DEVICES": visible,
+    }
+
+
+# Connection fields -> the names the usual clients (boto3/aws, swift/openstack) read.
+CREDENTIAL_NAMES: dict[StoreType, tuple[tuple[str, str], ...]] = {
+    StoreType.S3: (
+        ("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
+        ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+        ("endpoint_url", "AWS_ENDPOINT_URL"),
+        ("region", "AWS_DEFAULT_REGION"),
+        ("region_name", "AWS_DEFAULT_REGION"),
+    ),
+    StoreType.SWIFT: (
+        ("auth_url", "OS_AUTH_URL"),
+        ("user_name", "OS_USERNAME"),
+        ("password", "OS_PASSWORD"),
+        ("project_id", "OS_PROJECT_ID"),
+        ("project_name", "OS_PROJECT_NAME"),
+        ("region", "OS_REGION_NAME"),
+        ("domain_name", "OS_USER_DOMAIN_NAME"),
+        ("user_domain_name", "OS_USER_DOMAIN_NAME"),
+    ),
+}
+
+
+def credential_environment(store: DataStore) -> dict[str, str]:
+    """The data store's credentials under conventional names, for a manifest that asked for
+    them (`execution.expose_credentials: true`); by default a run never sees them."""
+    return {
+        name: store.connection[key]
+        for key, name in CREDENTIAL_NAMES.get(store.type, ())
+        if store.connection.get(key)
     }
 
 
@@ -110,11 +113,14 @@ def execute(
     live: LiveStreamer | None = None,
     usage: UsageSampler | None = None,
     tick_seconds: float = 0.1,
+    user: RunUser | None = None,
+    limits: tuple[Limit, ...] = (),
 ) -> Execution:
     """Run the command to its end, or until `stop` is set: then SIGTERM to its whole tree,
     `grace_seconds`, SIGKILL. Exit code 128+N when killed by signal N. Whatever the run left
     behind is ended too, so nothing of it keeps holding the GPUs. Its output goes through the
-    log pump (stamped lines into `log_file`, copies to `live`)."""
+    log pump (stamped lines into `log_file`, copies to `live`). With `user`, it runs as that
+    user with no supplementary groups; `limits` are set in the child before exec."""
     not_ours = ProcessTree.current_children()
     read_fd, write_fd = open_pipe()
     pump = LogPump(read_fd, log_file, live)
@@ -127,6 +133,8 @@ def execute(
             stdout=write_fd,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so the group can be ended as one
+            **({"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}),
+            preexec_fn=limits_setter(limits) if limits else None,
         )
     except BaseException:
         os.close(read_fd)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -28,12 +29,30 @@ from common.states import ErrorCode, RunState
 from common.storage import StorageError, open_store
 from common.storage.base import TransferProgress
 from worker.gpus import GpuSet
+from worker.limits import describe_hit, limit_hit, run_limits
 from worker.logpump import ChunkUploader, LiveStreamer
 from worker.patience import patiently
-from worker.process import Execution, RunDirs, execute, expand_command, run_environment, tail
+from worker.process import (
+    Execution,
+    RunDirs,
+    credential_environment,
+    execute,
+    expand_command,
+    run_environment,
+    tail,
+)
 from worker.progress import ProgressReporter
 from worker.reaper import gpus_released
 from worker.results import LEARNER, LOG_CHUNKS_PREFIX, store_results
+from worker.runuser import (
+    RunUserError,
+    check_reachable,
+    hand_over,
+    hold_alone,
+    prepare_work_dir,
+    reclaim,
+    run_user,
+)
 from worker.staging import stage_data, stage_model
 from worker.supervisor import RunSupervisor, StopReason, StopRequest
 from worker.usage import UsageSampler
@@ -164,6 +183,11 @@ def run_training(
             log.warning("%s: could not trim its live log", run_id)
         if not ctx.settings.keep_workdir:
             shutil.rmtree(dirs.root, ignore_errors=True)
+        else:
+            try:
+                reclaim(dirs, None)  # kept: root's only (0700), no later run can read it
+            except OSError as exc:
+                log.warning("%s: could not take back its kept directory: %s", run_id, exc)
     final = ctx.runs.get(run_id)
     if final is None or (final.state.terminal and final.artifact):
         ctx.artifacts.delete(run.artifact)  # a copy is in the results bucket now
@@ -174,6 +198,7 @@ def _run_claimed(job: _Run, supervisor: RunSupervisor) -> None:
     """The pipeline, from staging to the end state (unstored results are moved aside)."""
     ctx, run, dirs, settings = job.ctx, job.run, job.dirs, job.ctx.settings
     stop = supervisor.stop
+    prepare_work_dir(settings.work_dir)
     dirs.create()
     dirs.log_file.touch()
     try:
@@ -254,8 +279,24 @@ def _run_claimed(job: _Run, supervisor: RunSupervisor) -> None:
     except redis.RedisError:
         pass  # the supervisor keeps polling for it
 
+    limits = run_limits(settings, run.resource)
     if not stop.is_set():
+        try:
+            user = run_user(settings.run_as)
+            if user is not None:
+                check_reachable(user, settings.work_dir)
+        except RunUserError as exc:
+            raise job.fail(ErrorCode.WORKER_ERROR, f"{ctx.name}: {exc}") from None
         env = run_environment(settings, run.id, dirs, tuple(run.gpus))
+        if manifest.expose_credentials:  # the user asked for them (execution.expose_credentials)
+            env.update(credential_environment(data))
+        who = f"user {user.name!r}" if user else "the worker's own user (not root)"
+        limit_text = ", ".join(f"{limit.what} {limit.shown()}" for limit in limits)
+        job.note(f"command runs as {who}; limits: {limit_text}", LOAD_LOG)
+        alone = None
+        if user is not None:
+            alone = hold_alone(user)
+            hand_over(dirs, (TRAINING_LOG, LOAD_LOG, STORE_LOG), user)
         job.write(
             RunState.PROCESSING,
             f"staged {staged.objects} objects ({staged.bytes} bytes); running on {ctx.name} "
@@ -286,11 +327,20 @@ def _run_claimed(job: _Run, supervisor: RunSupervisor) -> None:
                 on_start=lambda pid: ctx.runs.update(run.id, run.attempt, process_id=pid),
                 live=streamer,
                 usage=sampler,
+                user=user,
+                limits=limits,
             )
         finally:
             streamer.close()
             chunks.close()
             sampler.close()
+            # Root's again, the run user's leftovers ended, before anything is read back.
+            # Its leftovers are ended by uid only when no other run uses the same user.
+            removed = reclaim(dirs, user if alone is not None else None)
+            if alone is not None:
+                os.close(alone)
+            if removed:
+                job.note(f"removed links and pipes the run left: {', '.join(removed)}", STORE_LOG)
         chunks_uploaded.extend(chunks.uploaded)
         usage.update(sampler.summary())
         if streamer.dropped_lines:
@@ -369,10 +419,12 @@ def _run_claimed(job: _Run, supervisor: RunSupervisor) -> None:
     elif exit_code == 0:
         job.write(RunState.COMPLETED, summary)
     else:
+        hit = limit_hit(limits, tail(dirs.log_file, lines=30, max_chars=8000))
+        why = f": {describe_hit(hit)}" if hit else ""
         raise job.fail(
             ErrorCode.COMMAND_FAILED,
-            f"command exited with code {exit_code}; log in {where}learner-1/training-log.txt; "
-            f"last lines:\n{tail(dirs.log_file)}",
+            f"command exited with code {exit_code}{why}; log in "
+            f"{where}learner-1/training-log.txt; last lines:\n{tail(dirs.log_file)}",
         )
 
 

@@ -10,7 +10,7 @@ from common import keys
 from common.clock import iso, utcnow
 from common.ids import is_run_id, new_run_id
 from common.run import Run
-from common.runstore import InvalidTransition, RunStore
+from common.runstore import InvalidTransition, Quota, QuotaExceeded, RunStore
 from common.sizes import ResourceSize
 from common.states import ErrorCode, RunState
 
@@ -146,3 +146,48 @@ def test_conditional_delete(store_redis):
     assert store.get(run.id) is not None
     assert store.delete(run.id, "alice") is True
     assert store.get(run.id) is None and store.history(run.id) == []
+
+
+def test_quotas_count_queued_and_active_runs_and_refuse_atomically(store_redis):
+    store = RunStore(store_redis, 60)
+    quota = Quota(max_queued=2, max_active=1)
+    first, second = _run("quota-user"), _run("quota-user")
+    store.create(first, quota=quota)
+    store.create(second, quota=quota)
+    with pytest.raises(QuotaExceeded) as refused:
+        store.create(_run("quota-user"), quota=quota)
+    assert (refused.value.which, refused.value.limit, refused.value.current) == ("queued", 2, 2)
+    # One starts: one queued place frees, the one active place is taken.
+    store.transition(first.id, RunState.DOWNLOADING)
+    third = _run("quota-user")
+    with pytest.raises(QuotaExceeded) as refused:
+        store.create(third, quota=quota)
+    assert refused.value.which == "active"
+    assert not store.exists(third.id)
+    store.transition(first.id, RunState.FAILED, error_code=ErrorCode.WORKER_ERROR)
+    store.create(third, quota=quota)  # the active one ended
+    assert store_redis.smembers(keys.user_queued("quota-user")) == {second.id, third.id}
+    assert store_redis.scard(keys.user_active("quota-user")) == 0
+    store.delete(second.id, "quota-user")
+    assert store_redis.smembers(keys.user_queued("quota-user")) == {third.id}
+
+
+def test_concurrent_submissions_never_pass_the_quota_together(store_redis):
+    store = RunStore(store_redis, 60)
+    quota = Quota(max_queued=5)
+    outcomes = []
+
+    def submit():
+        try:
+            store.create(_run("racer"), quota=quota)
+            outcomes.append("ok")
+        except QuotaExceeded:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=submit) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(outcomes) == ["ok"] * 5 + ["refused"] * 15
+    assert store_redis.scard(keys.user_queued("racer")) == 5

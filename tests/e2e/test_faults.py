@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -131,9 +133,19 @@ def living(pids) -> list[int]:
     return out
 
 
-def test_the_same_message_delivered_twice_runs_once(fleet, started, tmp_path):
+@pytest.fixture
+def witness():
+    """A folder the runs may write their witness files in (they run as an unprivileged
+    user, who cannot reach pytest's 0700 temp folders)."""
+    folder = Path(tempfile.mkdtemp(prefix="dlaas-witness-"))
+    folder.chmod(0o1777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_same_message_delivered_twice_runs_once(fleet, started, witness):
     started.append(fleet.start_worker("dup-worker@fault", LARGE_GPUS))
-    side = tmp_path / "effects.txt"
+    side = witness / "effects.txt"
     run_id = submit(fleet, f"echo ran >> {side}")
     celery = make_celery(Settings.from_env(fleet.env))
     for _ in range(2):
@@ -178,11 +190,11 @@ def test_lost_node_ends_its_run_failed_s104(fleet, started):
     )
 
 
-def test_lost_node_with_retry_runs_again_elsewhere_and_completes_once(fleet, started, tmp_path):
+def test_lost_node_with_retry_runs_again_elsewhere_and_completes_once(fleet, started, witness):
     first = fleet.start_worker("first@fault", LARGE_GPUS)
     started.append(first)
     started.append(fleet.start_reconciler("reconciler-retry", DLAAS_RUN_RETRIES="1"))
-    side = tmp_path / "finished.txt"
+    side = witness / "finished.txt"
     run_id = submit(fleet, f"sleep 4; echo $TRAINING_ID >> {side}")
     run = wait_process(fleet, run_id)
     assert run.worker == "first@fault"
@@ -300,7 +312,7 @@ def test_cancel_while_processing_ends_every_process_and_keeps_the_log(fleet, sta
     started.append(fleet.start_worker("busy@fault", LARGE_GPUS))
     run_id = submit(fleet, ESCAPING)
     wait_process(fleet, run_id)
-    workdir_pids = fleet.home / "work" / run_id / "result" / "pids"
+    workdir_pids = fleet.work_dir / run_id / "result" / "pids"
     deadline = time.monotonic() + 10
     while (
         not workdir_pids.exists() or len(workdir_pids.read_text().split()) < 4
@@ -405,13 +417,14 @@ def test_drained_node_takes_no_new_run(fleet, started):
 def test_store_failing_while_storing_is_s303_with_results_kept(fleet, started):
     started.append(fleet.start_worker("unlucky@fault", LARGE_GPUS))
     bucket = fleet.store_root / "tests" / "results"
-    # The command blocks its own results folder (a file where the run's folder goes), so
-    # every write to the store fails: retried with backoff, then S303.
-    run_id = submit(fleet, f"echo precious > $RESULT_DIR/model.bin; touch {bucket}/$TRAINING_ID")
+    # The run's results folder is blocked (a file where the run's folder goes; the run
+    # itself cannot reach the store), so every write to the store fails: retried, then S303.
+    run_id = submit(fleet, "echo precious > $RESULT_DIR/model.bin")
+    (bucket / run_id).touch()
     failed = wait_state(fleet, run_id, RunState.FAILED, timeout=60)
     assert failed.error_code is ErrorCode.RESULT_UPLOAD
     assert "failed after 3 attempts" in failed.status_message
-    kept = fleet.home / "work" / "unstored" / run_id
+    kept = fleet.work_dir / "unstored" / run_id
     assert f"results kept on unlucky@fault at {kept}" in failed.status_message
     assert (kept / "result" / "model.bin").read_text() == "precious\n"
     assert "Traceback" not in failed.status_message

@@ -85,21 +85,18 @@ def flower(stack, workers):
     port = free_port()
     password = secrets.token_urlsafe(8)
     url = f"http://127.0.0.1:{port}"
+    # As deploy/stack.py starts it: password and broker in its environment, where local
+    # users (runs included) cannot read them, not on its command line.
     pid = stack.start(
-        [
-            str(BIN / "celery"),
-            "--broker",
-            stack.redis.url(0),
-            "--result-backend",
-            stack.redis.url(0),
-            "flower",
-            "--address=127.0.0.1",
-            f"--port={port}",
-            f"--basic-auth=admin:{password}",
-        ],
+        [str(BIN / "celery"), "flower", "--address=127.0.0.1", f"--port={port}"],
         "flower",
         lambda: http_ok(f"{url}/healthcheck"),
+        CELERY_BROKER_URL=stack.redis.url(0),
+        CELERY_RESULT_BACKEND=stack.redis.url(0),
+        FLOWER_BASIC_AUTH=f"admin:{password}",
     )
+    assert password not in Path(f"/proc/{pid}/cmdline").read_text()
+    assert requests.get(f"{url}/workers?json=1", timeout=5).status_code == 401
 
     def hears_events() -> bool:
         # Flower serves HTTP before its event receiver listens: wait for the workers'

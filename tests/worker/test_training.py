@@ -9,16 +9,14 @@ import pytest
 from cryptography.fernet import Fernet
 
 from common.artifacts import ArtifactStore
-from common.clock import iso, utcnow
 from common.crypto import CredentialBox
-from common.ids import new_run_id
-from common.manifest import parse_manifest
 from common.nodes import NodeStore
 from common.run import Run
 from common.runstore import RunStore
 from common.settings import Settings
 from common.states import ErrorCode, RunState
-from tests.conftest import make_zip, manifest_yaml, unstamped
+from tests.conftest import manifest_yaml, unstamped
+from tests.worker.runs import submit_manifest
 from worker.gpus import GpuSet
 from worker.training import WorkerContext, run_training
 
@@ -26,8 +24,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def ctx(tmp_path, store_redis):
-    settings = Settings(home=tmp_path, secret_key=Fernet.generate_key().decode())
+def ctx(tmp_path, store_redis, run_work_dir):
+    key = Fernet.generate_key().decode()
+    settings = Settings(home=tmp_path, secret_key=key, work_dir=run_work_dir)
     return WorkerContext(
         settings=settings,
         runs=RunStore(store_redis, 3600, lease_ttl_seconds=10),
@@ -40,25 +39,7 @@ def ctx(tmp_path, store_redis):
 
 
 def _submit(ctx: WorkerContext, command: str, files=None, **manifest_args) -> Run:
-    manifest = parse_manifest(manifest_yaml(command, **manifest_args))
-    run_id = new_run_id()
-    run = Run(
-        id=run_id,
-        user="alice",
-        name=manifest.name,
-        state=RunState.PENDING,
-        framework_name="python",
-        framework_version="3.11",
-        resource=manifest.resource,
-        gpu_count=ctx.settings.size_gpus[manifest.resource],
-        command=manifest.command,
-        submitted_at=iso(utcnow()),
-        manifest=manifest.to_dict(redact=True),
-        credentials=ctx.box.seal(manifest.secrets()),
-    )
-    run.artifact = ctx.artifacts.put(run_id, make_zip(files or {"train.sh": "echo model\n"}))
-    ctx.runs.create(run)
-    return run
+    return submit_manifest(ctx, manifest_yaml(command, **manifest_args), files)
 
 
 def _buckets(ctx: WorkerContext, data_files: dict[str, bytes] | None = None):

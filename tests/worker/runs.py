@@ -1,0 +1,34 @@
+"""A run put straight into the run store and artifact store (no API, no broker), for tests
+that call the worker's pipeline as a plain function."""
+
+from __future__ import annotations
+
+from common.clock import iso, utcnow
+from common.ids import new_run_id
+from common.manifest import parse_manifest
+from common.run import Run
+from common.states import RunState
+from tests.conftest import make_zip
+from worker.training import WorkerContext
+
+
+def submit_manifest(ctx: WorkerContext, manifest_text: str, files: dict | None = None) -> Run:
+    manifest = parse_manifest(manifest_text)
+    run_id = new_run_id()
+    run = Run(
+        id=run_id,
+        user="alice",
+        name=manifest.name,
+        state=RunState.PENDING,
+        framework_name="python",
+        framework_version="3.11",
+        resource=manifest.resource,
+        gpu_count=ctx.settings.size_gpus[manifest.resource],
+        command=manifest.command,
+        submitted_at=iso(utcnow()),
+        manifest=manifest.to_dict(redact=True),
+        credentials=ctx.box.seal(manifest.secrets()),
+    )
+    run.artifact = ctx.artifacts.put(run_id, make_zip(files or {"train.sh": "echo model\n"}))
+    ctx.runs.create(run)
+    return run
