@@ -132,6 +132,16 @@ def test_admin_endpoints_refuse_ordinary_users(stack, api_url, method, path, bod
     assert "administrators" in answer.json()["error"]["message"]
 
 
+def test_the_tokens_file_gives_the_admin_role(stack, api_url):
+    token = _new_token(api_url, stack, "hana")
+    listing = f"{api_url}/v3/admin/tokens"
+    assert requests.get(listing, headers=_h(token), timeout=5).status_code == 403
+    _set_user_policy(stack, "hana", role="admin")
+    assert requests.get(listing, headers=_h(token), timeout=5).status_code == 200
+    _set_user_policy(stack, "hana", role="user")
+    assert requests.get(listing, headers=_h(token), timeout=5).status_code == 403
+
+
 def test_bad_token_requests_name_the_field(stack, api_url):
     for body in (
         {},
@@ -313,6 +323,9 @@ def test_admin_cli_makes_lists_and_revokes_tokens(stack, api_url):
     assert refused.returncode == 1 and "invalid token" in refused.stderr
     audit = _dlaas(stack, api_url, "alice", "admin", "audit", "alice", "--limit", "5").stdout
     assert "token.revoke" in audit and "token.create" in audit
+    rotated = _dlaas(stack, api_url, "alice", "admin", "rotate-key")
+    assert rotated.returncode == 0, rotated.stderr
+    assert "with the newest of 1 keys." in rotated.stdout
     # Ordinary users are told plainly.
     bob = _dlaas(stack, api_url, "bob", "admin", "tokens", "list")
     assert bob.returncode == 1 and "administrators" in bob.stderr
