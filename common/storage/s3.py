@@ -55,10 +55,12 @@ class S3Store:
                     connect_timeout=5,
                     read_timeout=60,
                     max_pool_connections=32,
-                    # GetObject without x-amz-checksum-mode (boto3's behaviour before 1.36):
-                    # asking for checksums made staging from Swift's S3 API ~30% slower
-                    # (benchmarks/staging.py), and it returns none to validate anyway.
-                    # Uploads still send their checksums.
+                    # GetObject without x-amz-checksum-mode (boto3's behaviour before 1.36).
+                    # With it, s3transfer sends a HEAD before every download to learn the
+                    # full object's checksum; without, it starts with the first part's GET:
+                    # a third fewer requests for small objects, ~30% faster staging from
+                    # Swift's S3 API (benchmarks/staging.py), which returns no checksums to
+                    # validate anyway. Uploads still send theirs.
                     response_checksum_validation="when_required",
                 ),
             )
