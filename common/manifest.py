@@ -176,9 +176,40 @@ class _BoundedLoader(yaml.SafeLoader):
         return data
 
 
+def _no_duplicate_keys(node: yaml.Node, path: str, seen: set[int]) -> None:
+    """A key given twice in one mapping is an error naming it (YAML keeps the last silently,
+    so a second `model_definition:` would quietly replace the first)."""
+    if id(node) in seen:  # aliases share nodes: each is looked at once
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = key_node.value
+            where = _join(path, key or '""')
+            if key in lines:
+                raise ManifestError(
+                    where,
+                    f"given twice (lines {lines[key]} and {key_node.start_mark.line + 1})",
+                )
+            lines[key] = key_node.start_mark.line + 1
+            _no_duplicate_keys(value_node, where, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _no_duplicate_keys(item, f"{path}[{index}]", seen)
+
+
 def load_yaml(text: str | bytes) -> Any:
+    loader = None
     try:
-        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+        loader = _BoundedLoader(text)  # its reader already checks the characters
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _no_duplicate_keys(node, "", set())
+        return loader.construct_document(node)
     except ManifestError:
         raise
     except yaml.YAMLError as exc:
@@ -186,6 +217,9 @@ def load_yaml(text: str | bytes) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "cannot be parsed"
         raise ManifestError("", f"not valid YAML{where}: {problem}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def parse_manifest(text: str | bytes) -> Manifest:
@@ -258,7 +292,13 @@ class _Reader:
         fw_version = self.text(fw, "version", "model_definition.framework")
         problem = framework_problem(fw_name, fw_version)
         if problem:
-            raise ManifestError(f"model_definition.framework.{problem[0]}", problem[1])
+            field, message = problem
+            if field == "version" and isinstance(fw["version"], float):
+                message += (
+                    " (unquoted, YAML reads a version as a number, and 3.10 as 3.1: "
+                    'write it in quotes, e.g. version: "3.10")'
+                )
+            raise ManifestError(f"model_definition.framework.{field}", message)
         if md.get("execution") is None:
             raise ManifestError("model_definition.execution", "required")
         ex = self.mapping(

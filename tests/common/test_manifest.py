@@ -10,6 +10,7 @@ import yaml
 
 from common.manifest import REDACTED, Manifest, ManifestError, StoreType, parse_manifest
 from common.sizes import ResourceSize
+from tests.conftest import manifest_yaml
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -200,3 +201,22 @@ def test_resource_defaults_to_small_and_results_may_be_a_one_item_list():
     m = parse_manifest(yaml.safe_dump(doc))
     assert m.resource is ResourceSize.SMALL
     assert m.training_results.bucket == "mnist-training-models"
+
+
+def test_a_key_given_twice_is_an_error_naming_it():
+    doubled = manifest_yaml() + "model_definition:\n  name: x\n"
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(doubled)
+    assert caught.value.field == "model_definition"
+    assert "given twice (lines 2 and " in str(caught.value)
+    nested = manifest_yaml().replace("name: test-run", "name: test-run\n  name: again")
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(nested)
+    assert caught.value.field == "model_definition.name"
+
+
+def test_an_unquoted_version_read_as_a_number_is_explained():
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(manifest_yaml().replace('version: "3.11"', "version: 3.10"))
+    assert caught.value.field == "model_definition.framework.version"
+    assert 'write it in quotes, e.g. version: "3.10"' in str(caught.value)
