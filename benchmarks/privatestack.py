@@ -18,12 +18,16 @@ from deploy.processes import free_port  # noqa: E402
 
 
 @contextmanager
-def private_stack(prefix: str) -> Iterator[tuple[Path, dict[str, str], dict[str, int]]]:
-    """Yields (its DLAAS_HOME, the environment it runs with, its ports by service)."""
+def private_stack(
+    prefix: str, **settings: str
+) -> Iterator[tuple[Path, dict[str, str], dict[str, int]]]:
+    """Yields (its DLAAS_HOME, the environment it runs with, its ports by service);
+    `settings` (DLAAS_* names) are added to its services' environment."""
     home = Path(tempfile.mkdtemp(prefix=prefix))
     ports = {name: free_port() for name in ("redis", "api", "flower", "swift")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("DLAAS_")}
     env["DLAAS_HOME"] = str(home)
+    env.update(settings)
     env.update({f"DLAAS_STACK_{name.upper()}_PORT": str(port) for name, port in ports.items()})
     stack = [sys.executable, str(ROOT / "deploy" / "stack.py")]
     up = subprocess.run([*stack, "up"], env=env, cwd=ROOT, capture_output=True, text=True)

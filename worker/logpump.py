@@ -127,19 +127,28 @@ class LiveStreamer(threading.Thread):
 
     def close(self) -> None:
         self._closed.set()
+        try:
+            self.pending.put_nowait(None)  # wakes the thread now, not at its next timeout
+        except queue.Full:
+            pass  # it is busy sending, and sees the flag next
         self.join(timeout=10)
 
     def run(self) -> None:
         while not (self._closed.is_set() and self.pending.empty()):
             try:
-                batch = [self.pending.get(timeout=0.2)]
+                item = self.pending.get(timeout=0.2)
             except queue.Empty:
                 continue
+            batch = [item] if item is not None else []
             while len(batch) < 100:
                 try:
-                    batch.append(self.pending.get_nowait())
+                    item = self.pending.get_nowait()
                 except queue.Empty:
                     break
+                if item is not None:
+                    batch.append(item)
+            if not batch:
+                continue
             try:
                 self.live.append(batch)
             except redis.RedisError:

@@ -75,9 +75,15 @@ def run_user(name: str) -> RunUser | None:
     return RunUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
 
+_REACHABLE: set[tuple[int, Path]] = set()
+
+
 def check_reachable(user: RunUser, work_dir: Path) -> None:
     """Refuse a work directory the run user could not reach (its commands use absolute
-    DATA_DIR/RESULT_DIR paths)."""
+    DATA_DIR/RESULT_DIR paths). Once found reachable, not tried again in this process (the
+    try costs a fork, each run)."""
+    if (user.uid, Path(work_dir)) in _REACHABLE:
+        return
     blocked = user.blocked_at(work_dir)
     if blocked is not None:
         raise RunUserError(
@@ -85,6 +91,7 @@ def check_reachable(user: RunUser, work_dir: Path) -> None:
             f"no search permission for it); choose another DLAAS_WORK_DIR or run "
             f"`{HELPER_COMMAND.format(name=user.name, path=work_dir)}`"
         )
+    _REACHABLE.add((user.uid, Path(work_dir)))
 
 
 def describe(user: RunUser | None, run_as: str) -> str:
