@@ -38,7 +38,7 @@ def current_principal() -> Principal:
     return principal
 
 
-def current_user(tokens: TokenRegistry | None = None) -> str:
+def current_user() -> str:
     return current_principal().user
 
 

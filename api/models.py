@@ -78,7 +78,7 @@ def _check_manifest(text: bytes) -> Manifest:
 def submit():
     services = _services()
     settings = services.settings
-    user = current_user(services.tokens)
+    user = current_user()
     form = read_form(
         {"manifest": settings.max_manifest_bytes, "model_definition": settings.max_zip_bytes}
     )
@@ -232,7 +232,7 @@ def patch(run_id: str):
 
 def _cancel(run: Run, delete: bool) -> Run:
     services = _services()
-    user = current_user(services.tokens)
+    user = current_user()
     try:
         return services.runs.request_cancel(run.id, user, delete=delete)
     except InvalidTransition as exc:

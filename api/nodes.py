@@ -14,7 +14,7 @@ bp = Blueprint("nodes", __name__, url_prefix="/v3/nodes")
 @bp.get("")
 def list_nodes():
     services = current_app.extensions["dlaas"]
-    current_user(services.tokens)
+    current_user()
     return jsonify({"nodes": services.nodes.list()})
 
 
