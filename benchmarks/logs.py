@@ -5,10 +5,14 @@
 1. A command printing N lines of 80 bytes as fast as it can (a Python loop) runs through
    the service, and, in the same run, the same command with its output to /dev/null on this
    machine, and into a bare pipe whose reader only reads; each times its own printing.
-   Twice: writing one line per write (what PYTHONUNBUFFERED=1, which runs get, makes of
-   print) and writing 64 KB blocks (a program whose output is block-buffered). Prints the
-   times, their ratios, and checks the stored training-log.txt holds exactly N lines, in order.
-2. A command printing a line every 20 ms, each carrying its print time, is followed with
+   Three ways: `print` (sys.stdout.write per line, as the run's environment handles it:
+   block-buffered and flushed every 0.1 s by worker/runtime/sitecustomize.py), `unbuffered`
+   (one write per line, as under PYTHONUNBUFFERED=1 or a program that flushes every line) and
+   `64k` (64 KB writes). The /dev/null and bare-pipe runs get the run's Python settings too.
+   Prints the times, their ratios, and checks the stored training-log.txt holds exactly N
+   lines, in order.
+2. A command printing a line every 20 ms (plain print, no flush), each carrying its print
+   time, is followed with
    `logs --follow` (server-sent events); prints the median and 95th percentile of the delay
    from print to arrival.
 """
@@ -31,12 +35,20 @@ sys.path.insert(0, str(ROOT))
 
 from api.client import DlaasClient, read_env_file  # noqa: E402
 from benchmarks.privatestack import private_stack  # noqa: E402
+from worker.process import PYTHON_OUTPUT  # noqa: E402
 
 EMIT = """
 import os, sys, time
 n = int(sys.argv[1])
-# "buffered": 64 KB writes, as a program that does not flush per line prints.
-out = open(1, "w", buffering=65536, closefd=False) if sys.argv[2:] == ["buffered"] else sys.stdout
+# print: sys.stdout as the environment sets it up; unbuffered: one write per line;
+# 64k: 64 KB writes.
+mode = sys.argv[2]
+if mode == "unbuffered":
+    out = open(1, "w", buffering=1, closefd=False)  # line-buffered: one write per line
+elif mode == "64k":
+    out = open(1, "w", buffering=65536, closefd=False)
+else:
+    out = sys.stdout
 start = time.perf_counter()
 for i in range(n):
     out.write("line %09d " % i + "x" * 64 + "\\n")
@@ -49,7 +61,7 @@ with open(os.path.join(os.environ.get("RESULT_DIR", "."), "elapsed.txt"), "w") a
 TICK = """
 import sys, time
 for i in range(int(sys.argv[1])):
-    print("tick %d %.6f" % (i, time.time()), flush=True)
+    print("tick %d %.6f" % (i, time.time()))  # no flush: as training scripts print
     time.sleep(0.02)
 """
 
@@ -67,13 +79,12 @@ training_results_reference:
 """
 
 
-MODE: list[str] = []  # [] or ["buffered"], for every variant of the printing command
+MODE: list[str] = ["print"]  # the printing command's way of writing (see EMIT)
 
 
 def devnull_run(home: Path, lines: int) -> float:
-    # The run's own environment has PYTHONUNBUFFERED=1 (lines reach the log as they are
-    # printed); the baseline gets the same, so both print line by line.
-    clean = {"PATH": os.environ["PATH"], "RESULT_DIR": str(home), "PYTHONUNBUFFERED": "1"}
+    # The same Python settings as a run's (worker/process.py PYTHON_OUTPUT).
+    clean = {"PATH": os.environ["PATH"], "RESULT_DIR": str(home), **PYTHON_OUTPUT["flushed"]}
     with open(os.devnull, "w") as devnull:
         subprocess.run(
             [sys.executable, "-c", EMIT, str(lines), *MODE], stdout=devnull, env=clean, check=True
@@ -83,7 +94,7 @@ def devnull_run(home: Path, lines: int) -> float:
 
 def bare_pipe_run(home: Path, lines: int) -> float:
     """The same, into a pipe whose reader only reads: what capturing output costs at all."""
-    clean = {"PATH": os.environ["PATH"], "RESULT_DIR": str(home), "PYTHONUNBUFFERED": "1"}
+    clean = {"PATH": os.environ["PATH"], "RESULT_DIR": str(home), **PYTHON_OUTPUT["flushed"]}
     proc = subprocess.Popen(
         [sys.executable, "-c", EMIT, str(lines), *MODE], stdout=subprocess.PIPE, env=clean
     )
@@ -148,12 +159,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument(
         "--mode",
-        choices=("both", "line", "buffered"),
-        default="both",
-        help="the command writes line by line, 64 KB blocks, or one after the other (default)",
+        choices=("all", "print", "unbuffered", "64k"),
+        default="all",
+        help="how the command writes (see above); default: each in turn",
     )
     args = parser.parse_args()
-    modes = {"both": [[], ["buffered"]], "line": [[]], "buffered": [["buffered"]]}[args.mode]
+    modes = [["print"], ["unbuffered"], ["64k"]] if args.mode == "all" else [[args.mode]]
     with private_stack("dlaas-bench-logs-") as (home, env, ports):
         saved = read_env_file(home / "env")
         client = DlaasClient(saved["DLAAS_URL"], saved["DLAAS_TOKEN"], timeout=60)
@@ -194,11 +205,18 @@ def main() -> int:
     print(
         f"environment: CPython {platform.python_version()}, {os.cpu_count()} CPUs, load "
         f"{os.getloadavg()[0]:.2f}; the run gets the worker's clean environment "
-        f"(PYTHONUNBUFFERED=1); the /dev/null runs get PATH, RESULT_DIR and PYTHONUNBUFFERED=1"
+        f"(Python output flushed every 0.1 s); the /dev/null and bare-pipe runs get PATH, "
+        f"RESULT_DIR and the same Python settings ({PYTHON_OUTPUT['flushed']})"
     )
     complete = True
     for mode, o in overhead.items():
-        print(f"{'64 KB writes' if mode else 'line by line (one write per line)'}:")
+        print(
+            {
+                "print": "print (sys.stdout.write per line, the run's Python settings):",
+                "unbuffered": "unbuffered (one write per line):",
+                "64k": "64 KB writes:",
+            }[mode[0]]
+        )
         for label, key in (
             ("printing through the service:", "service"),
             ("printing to /dev/null:", "baseline"),

@@ -84,6 +84,9 @@ class Settings:
     # The unprivileged user a root worker runs runs as (one per worker on a node; see
     # deploy/README.md). A worker that is not root runs them as itself and says so.
     run_as: str = "dlaas-run"
+    # How the run's Python programs' prints reach the log (worker/process.py PYTHON_OUTPUT):
+    # "flushed" (block-buffered, flushed every 0.1 s) or "unbuffered" (PYTHONUNBUFFERED=1).
+    run_python_output: str = "flushed"
     # Per-run limits, set in the run's process before exec: processes and threads of the
     # run user (RLIMIT_NPROC), open files per process (RLIMIT_NOFILE), and, per size, the
     # address space per process (RLIMIT_AS; DLAAS_SIZE_MEMORY="small=8G,..."; none: no cap).
@@ -159,6 +162,10 @@ class Settings:
         ):
             if value < 1:
                 raise SettingsError(f"{name}: must be at least 1, got {value}")
+        if self.run_python_output not in ("flushed", "unbuffered"):
+            raise SettingsError(
+                f"DLAAS_RUN_PYTHON_OUTPUT: {self.run_python_output!r} (known: flushed, unbuffered)"
+            )
         if not self.run_as or self.run_as == "root":
             raise SettingsError(f"DLAAS_RUN_AS: name an unprivileged user, got {self.run_as!r}")
 
@@ -196,6 +203,7 @@ class Settings:
         text("DLAAS_LOCAL_STORE_ROOT", "local_store_root")
         text("DLAAS_RUN_PATH", "run_path")
         text("DLAAS_RUN_AS", "run_as")
+        text("DLAAS_RUN_PYTHON_OUTPUT", "run_python_output")
         number("DLAAS_RUN_MAX_PROCESSES", "run_max_processes")
         number("DLAAS_RUN_MAX_OPEN_FILES", "run_max_open_files")
         if env.get("DLAAS_SIZE_MEMORY"):

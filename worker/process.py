@@ -25,6 +25,17 @@ from worker.usage import UsageSampler
 LOOK_SECONDS = 1.0
 
 
+RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
+# How a run's Python programs get their prints to the log: "flushed", block-buffered and
+# flushed every 0.1 s by worker/runtime/sitecustomize.py (full speed, live within 0.1 s), or
+# "unbuffered", one write per print (PYTHONUNBUFFERED=1: nothing held back, but a program
+# that prints a lot runs at half speed; benchmarks/logs.py).
+PYTHON_OUTPUT = {
+    "flushed": {"PYTHONPATH": str(RUNTIME_DIR)},
+    "unbuffered": {"PYTHONUNBUFFERED": "1"},
+}
+
+
 def run_environment(settings: Settings, run_id: str, dirs: RunDirs, gpus: tuple[int, ...]) -> dict:
     """Everything the command sees, built from nothing: none of the worker's own
     variables (its Redis URL, its key, the machine's proxy or CA settings) leak in."""
@@ -35,8 +46,7 @@ def run_environment(settings: Settings, run_id: str, dirs: RunDirs, gpus: tuple[
         "TMPDIR": str(dirs.tmp),
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
-        # Line by line into the log, so what a run printed before it died is kept.
-        "PYTHONUNBUFFERED": "1",
+        **PYTHON_OUTPUT[settings.run_python_output],
         "TRAINING_ID": run_id,
         "DATA_DIR": str(dirs.data),
         "MODEL_DIR": str(dirs.model),

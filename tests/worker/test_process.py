@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import psutil
@@ -94,3 +95,71 @@ def test_gpu_spec_parsing():
         parse_gpus("0,x")
     with pytest.raises(GpuSpecError, match="given twice"):
         parse_gpus("1,1")
+
+
+def _python_run(tmp_path, output: str, program: str):
+    dirs = RunDirs(tmp_path / f"run-{output}")
+    dirs.create()
+    settings = Settings(home=tmp_path, secret_key="x", run_python_output=output)
+    env = run_environment(settings, "training-abcdefghi", dirs, ())
+    (dirs.model / "p.py").write_text(program)
+    return dirs, env
+
+
+PRINTS_THEN_WAITS = """
+import sys, time
+print("first line", flush=False)
+sys.stderr.write("an error line\\n")
+print("second line")
+time.sleep(3)
+print("after the wait")
+"""
+
+
+@pytest.mark.parametrize("output", ["flushed", "unbuffered"])
+def test_python_prints_reach_the_log_live_and_in_order(tmp_path, output):
+    """Block-buffered and flushed every 0.1 s (default), or unbuffered: either way a line is
+    in the log while the program still runs, and stderr stays in order with stdout."""
+    dirs, env = _python_run(tmp_path, output, PRINTS_THEN_WAITS)
+    seen_live = {}
+
+    def watch():
+        deadline = time.monotonic() + 2.5  # the program waits 3 s before its last line
+        while time.monotonic() < deadline:
+            text = dirs.log_file.read_text() if dirs.log_file.exists() else ""
+            if "second line" in text:
+                seen_live["after"] = time.monotonic() - started
+                return
+            time.sleep(0.02)
+
+    started = time.monotonic()
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    done = execute("python3 p.py", env, dirs.model, dirs.log_file)
+    watcher.join()
+    assert done.exit_code == 0
+    assert seen_live["after"] < 2.0  # well before the program ended (3 s)
+    lines = unstamped(dirs.log_file.read_text()).splitlines()
+    assert lines == ["first line", "an error line", "second line", "after the wait"]
+
+
+def test_flushed_output_keeps_a_crash_in_order_and_covers_forked_children(tmp_path):
+    program = """
+import os, sys, time
+print("parent before fork")
+pid = os.fork()
+if pid == 0:
+    print("child says hi")
+    time.sleep(1.5)  # still running: its line must already be in the log
+    os._exit(0)
+time.sleep(0.5)
+print("parent after fork")
+os.waitpid(pid, 0)
+raise SystemExit("the end: " + str(1 / 1))
+"""
+    dirs, env = _python_run(tmp_path, "flushed", program)
+    assert env["PYTHONPATH"].endswith("worker/runtime") and "PYTHONUNBUFFERED" not in env
+    done = execute("python3 p.py", env, dirs.model, dirs.log_file)
+    lines = unstamped(dirs.log_file.read_text()).splitlines()
+    assert done.exit_code == 1
+    assert lines == ["parent before fork", "child says hi", "parent after fork", "the end: 1.0"]

@@ -1,0 +1,1 @@
+"""Files the worker puts on a run's PYTHONPATH (see sitecustomize.py)."""
