@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -11,6 +12,7 @@ import pytest
 from common.settings import Settings
 from tests.conftest import unstamped
 from worker.gpus import GpuSpecError, parse_gpus
+from worker.logpump import MAX_LINE, LogPump, open_pipe
 from worker.process import RunDirs, execute, expand_command, run_environment, tail
 
 
@@ -163,3 +165,24 @@ raise SystemExit("the end: " + str(1 / 1))
     lines = unstamped(dirs.log_file.read_text()).splitlines()
     assert done.exit_code == 1
     assert lines == ["parent before fork", "child says hi", "parent after fork", "the end: 1.0"]
+
+
+def test_pump_keeps_every_byte_and_cuts_only_overlong_lines(tmp_path):
+    read_fd, write_fd = open_pipe()
+    log_file = tmp_path / "log.txt"
+    pump = LogPump(read_fd, log_file)
+    pump.start()
+    long_line = b"x" * (MAX_LINE + 10)
+    for piece in (b"a\n\nbc", b"d\n", long_line[: MAX_LINE // 2], long_line[MAX_LINE // 2 :]):
+        os.write(write_fd, piece)
+        time.sleep(0.05)  # separate reads
+    os.write(write_fd, b"tail")  # no newline at the end
+    os.close(write_fd)
+    pump.join(timeout=10)
+    lines = unstamped(log_file.read_text()).split("\n")
+    assert lines[:3] == ["a", "", "bcd"]
+    assert lines[-1] == ""  # the file ends with a newline
+    # The overlong line is cut (bounded memory), and nothing of it is lost.
+    assert "".join(lines[3:-1]) == "x" * (MAX_LINE + 10) + "tail"
+    assert len(lines[3:-1]) >= 2
+    assert pump.lines == len(lines) - 1
