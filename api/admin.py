@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from api.auth import audit, require_admin
 from api.errors import ApiError
+from api.params import int_arg
 
 bp = Blueprint("admin", __name__, url_prefix="/v3/admin")
 
@@ -75,8 +76,6 @@ def rotate_key():
 @bp.get("/audit")
 def read_audit():
     require_admin("reading the audit log")
-    text = request.args.get("limit", "100")
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 1000:
-        raise ApiError(400, "limit: expected a whole number from 1 to 1000", field="limit")
+    limit = int_arg("limit", 100, 1, 1000)
     actor = request.args.get("actor") or None
-    return jsonify({"entries": _services().audit.recent(int(text), actor)})
+    return jsonify({"entries": _services().audit.recent(limit, actor)})

@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from api.auth import audit, current_principal, current_user
 from api.errors import ApiError
+from api.params import int_arg
 from api.upload import read_form
 from api.views import run_detail, run_location, run_summary
 from common.clock import iso, utcnow
@@ -149,23 +150,13 @@ def submit():
     return response
 
 
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    text = request.args.get(name)
-    if text is None:
-        return default
-    # isdigit() alone lets "²" through, which int() refuses.
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
-        raise ApiError(400, f"{name}: expected a whole number from {low} to {high}", field=name)
-    return int(text)
-
-
 @bp.get("")
 def list_runs():
     """The caller's runs; `?all=true` every user's (admins)."""
     services = _services()
     principal = current_principal()
-    limit = _int_arg("limit", 50, 1, MAX_PAGE)
-    offset = _int_arg("offset", 0, 0, 10**9)
+    limit = int_arg("limit", 50, 1, MAX_PAGE)
+    offset = int_arg("offset", 0, 0, 10**9)
     every = request.args.get("all", "false")
     if every not in ("true", "false"):
         raise ApiError(400, "all: expected true or false", field="all")

@@ -24,7 +24,15 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deploy.processes import alive, free_port, port_open, spawn, stop_pid, wait_until  # noqa: E402
+from deploy.processes import (  # noqa: E402
+    free_port,
+    port_open,
+    recorded_state,
+    spawn,
+    stop_pid,
+    stop_recorded,
+    wait_until,
+)
 
 KEYSTONE_VERSION = "30.0.0"
 WSGI = """import sys
@@ -107,11 +115,9 @@ def _auth(user: str, password: str, project: str) -> dict:
 def up(home: Path, swift_home: Path) -> dict:
     home.mkdir(parents=True, exist_ok=True)
     state_path = home / "state.json"
-    if state_path.exists():
-        state = json.loads(state_path.read_text())
-        if all(alive(pid) for pid in state["pids"].values()):
-            return state
-        down(home)
+    state = recorded_state(state_path)
+    if state is not None:
+        return state
     keystone_bin, swift_bin = _venvs()
     port, proxy_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}/v3"
@@ -237,12 +243,7 @@ def up(home: Path, swift_home: Path) -> dict:
 
 
 def down(home: Path) -> None:
-    state_path = home / "state.json"
-    if not state_path.exists():
-        return
-    for pid in json.loads(state_path.read_text())["pids"].values():
-        stop_pid(pid, timeout=10)
-    state_path.unlink()
+    stop_recorded(home / "state.json")
 
 
 def main() -> int:

@@ -6,6 +6,7 @@ Every process is started in its own session, its pid is kept, and it is stopped 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -186,3 +187,25 @@ def api_argv(bin_dir: Path, port: int, workers: int = 2, access_log: bool = Fals
     if access_log:
         argv += ["--access-logfile", "-"]
     return argv + ["api.wsgi:app"]
+
+
+def recorded_state(state_path: Path) -> dict | None:
+    """What an earlier `up` wrote to `state_path` ({"pids": {name: pid}, ...}), if every
+    process it names still runs; else None (and a stale record is stopped and forgotten)."""
+    if not state_path.exists():
+        return None
+    state = json.loads(state_path.read_text())
+    if all(alive(pid) for pid in state["pids"].values()):
+        return state
+    stop_recorded(state_path)
+    return None
+
+
+def stop_recorded(state_path: Path, timeout: float = 10.0) -> None:
+    """Stops, by pid, the processes an `up` recorded in `state_path` (the last started
+    first), then forgets them."""
+    if not state_path.exists():
+        return
+    for pid in reversed(list(json.loads(state_path.read_text())["pids"].values())):
+        stop_pid(pid, timeout=timeout)
+    state_path.unlink()

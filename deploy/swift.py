@@ -26,7 +26,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deploy.processes import StartError, alive, free_port, port_open, spawn, stop_pid, wait_until  # noqa: E402
+from deploy.processes import (  # noqa: E402
+    StartError,
+    free_port,
+    port_open,
+    recorded_state,
+    spawn,
+    stop_pid,
+    stop_recorded,
+    wait_until,
+)
 
 SWIFT_VERSION = "2.38.3"
 SERVERS = ("object", "container", "account", "proxy")
@@ -131,11 +140,9 @@ def _state_file(home: Path) -> Path:
 def up(home: Path, proxy_port: int | None = None) -> dict:
     home.mkdir(parents=True, exist_ok=True)
     state_path = _state_file(home)
-    if state_path.exists():
-        state = json.loads(state_path.read_text())
-        if all(alive(pid) for pid in state["pids"].values()):
-            return state
-        down(home)
+    state = recorded_state(state_path)
+    if state is not None:
+        return state
     bin_dir = _venv(home)
     ports = {
         "proxy": proxy_port or free_port(),
@@ -205,15 +212,7 @@ def _healthy(url: str) -> bool:
 
 
 def down(home: Path) -> None:
-    state_path = _state_file(home)
-    if not state_path.exists():
-        return
-    state = json.loads(state_path.read_text())
-    for name in ("proxy", "account", "container", "object", "memcached"):
-        pid = state["pids"].get(name)
-        if pid:
-            stop_pid(pid, timeout=10)
-    state_path.unlink()
+    stop_recorded(_state_file(home))  # the proxy first, memcached last
 
 
 def main() -> int:
