@@ -11,6 +11,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import time
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
 from cryptography.fernet import Fernet
 
 from common.tokens import write_tokens_file
@@ -193,6 +195,35 @@ class Stack:
         return self.start(
             [str(BIN / "dlaas-reconciler")], name, lambda: log_says(log, "reconciler active"), **env
         )
+
+    def headers(self, user: str = "alice") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[user]}"}
+
+    def submit(self, manifest: str, user: str = "alice") -> str:
+        """POST /v3/models with `manifest` and a one-file zip; the new run's id (201 or fail)."""
+        answer = requests.post(
+            f"{self.api_url}/v3/models",
+            files={
+                "model_definition": ("m.zip", make_zip({"train.sh": "echo hi\n"})),
+                "manifest": ("m.yml", manifest),
+            },
+            headers=self.headers(user),
+            timeout=10,
+        )
+        assert answer.status_code == 201, answer.text
+        return answer.json()["model_id"]
+
+    def wait_ended(self, run_id: str, timeout: float = 120, user: str = "alice") -> dict:
+        """The run as `show` gives it once it has ended (polled, bounded by `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            shown = requests.get(
+                f"{self.api_url}/v3/models/{run_id}", headers=self.headers(user), timeout=5
+            ).json()
+            if shown["state"] in ("COMPLETED", "FAILED", "HALTED"):
+                return shown
+            time.sleep(0.1)
+        raise AssertionError(f"{run_id} did not end")
 
     def start_api(self) -> str:
         port = free_port()

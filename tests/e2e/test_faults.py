@@ -65,21 +65,7 @@ def submit(fleet, command: str, resource: str = "large", extra: str = "") -> str
         manifest = manifest_yaml(command, resource=resource).replace(
             f"    resource: {resource}\n", f"    resource: {resource}\n{extra}"
         )
-    answer = requests.post(
-        f"{fleet.api_url}/v3/models",
-        files={
-            "model_definition": ("m.zip", make_zip({"train.sh": "echo hi\n"})),
-            "manifest": ("m.yml", manifest),
-        },
-        headers=auth(fleet),
-        timeout=10,
-    )
-    assert answer.status_code == 201, answer.text
-    return answer.json()["model_id"]
-
-
-def auth(fleet, user: str = "alice") -> dict:
-    return {"Authorization": f"Bearer {fleet.tokens[user]}"}
+    return fleet.submit(manifest)
 
 
 def wait_state(fleet, run_id: str, *states: RunState, timeout: float = 60):
@@ -106,6 +92,16 @@ def wait_process(fleet, run_id: str, timeout: float = 30):
             return run
         time.sleep(0.05)
     raise AssertionError(f"{run_id}: its command did not start")
+
+
+# A run that went through every state once (none lost, none repeated).
+EVERY_STATE_ONCE = [
+    RunState.PENDING,
+    RunState.DOWNLOADING,
+    RunState.PROCESSING,
+    RunState.STORING,
+    RunState.COMPLETED,
+]
 
 
 def results(fleet, run_id: str) -> Path:
@@ -178,7 +174,7 @@ def test_lost_node_ends_its_run_failed_s104(fleet, started):
         assert failed.error_code is ErrorCode.NODE_LOST
         assert failed.status_message == "node lost: doomed@fault"
         assert run_id not in runs(fleet).active_ids()
-        nodes = requests.get(f"{fleet.api_url}/v3/nodes", headers=auth(fleet), timeout=5).json()
+        nodes = requests.get(f"{fleet.api_url}/v3/nodes", headers=fleet.headers(), timeout=5).json()
         assert {n["name"]: n["status"] for n in nodes["nodes"]}["doomed@fault"] == "lost"
         started.remove(worker)
         worker = fleet.start_worker("doomed@fault", LARGE_GPUS)
@@ -220,14 +216,7 @@ def test_redis_restart_mid_run_loses_nothing(fleet, started):
     fleet.redis.start()
     done = wait_state(fleet, run_id, RunState.COMPLETED, RunState.FAILED, timeout=60)
     assert done.state is RunState.COMPLETED, done.status_message
-    states = [h.state for h in runs(fleet).history(run_id)]
-    assert states == [
-        RunState.PENDING,
-        RunState.DOWNLOADING,
-        RunState.PROCESSING,
-        RunState.STORING,
-        RunState.COMPLETED,
-    ]
+    assert [h.state for h in runs(fleet).history(run_id)] == EVERY_STATE_ONCE
     assert (results(fleet, run_id) / "survived.txt").read_text() == "survived\n"
 
 
@@ -235,14 +224,14 @@ def cancel(fleet, run_id: str, user: str = "alice") -> requests.Response:
     return requests.patch(
         f"{fleet.api_url}/v3/models/{run_id}",
         json={"status": "halt"},
-        headers=auth(fleet, user),
+        headers=fleet.headers(user),
         timeout=10,
     )
 
 
 def test_cancel_pending_halts_at_once_and_the_message_is_skipped(fleet, started):
     run_id = submit(fleet, "echo never", resource="medium")
-    shown = requests.get(f"{fleet.api_url}/v3/models/{run_id}", headers=auth(fleet), timeout=5)
+    shown = requests.get(f"{fleet.api_url}/v3/models/{run_id}", headers=fleet.headers(), timeout=5)
     assert shown.json()["status_message"] == "no worker serves medium"
     assert cancel(fleet, run_id, "bob").status_code == 404
     answer = cancel(fleet, run_id)
@@ -258,7 +247,10 @@ def test_cancel_pending_halts_at_once_and_the_message_is_skipped(fleet, started)
     again = cancel(fleet, run_id)
     assert again.status_code == 409 and "already ended (HALTED)" in again.json()["error"]["message"]
     bad = requests.patch(
-        f"{fleet.api_url}/v3/models/{run_id}", json={"status": "go"}, headers=auth(fleet), timeout=5
+        f"{fleet.api_url}/v3/models/{run_id}",
+        json={"status": "go"},
+        headers=fleet.headers(),
+        timeout=5,
     )
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "status"
 
@@ -278,7 +270,7 @@ def test_cancel_while_downloading_never_starts_the_command(fleet, started):
             "model_definition": ("m.zip", make_zip({"a": "b"})),
             "manifest": ("m.yml", manifest_text),
         },
-        headers=auth(fleet),
+        headers=fleet.headers(),
         timeout=10,
     )
     run_id = answer.json()["model_id"]
@@ -336,7 +328,9 @@ def test_delete_of_an_active_run_cancels_it_first(fleet, started):
     started.append(fleet.start_worker("deleter@fault", LARGE_GPUS))
     run_id = submit(fleet, "echo partial > $RESULT_DIR/partial.txt; sleep 300")
     run = wait_process(fleet, run_id)
-    answer = requests.delete(f"{fleet.api_url}/v3/models/{run_id}", headers=auth(fleet), timeout=10)
+    answer = requests.delete(
+        f"{fleet.api_url}/v3/models/{run_id}", headers=fleet.headers(), timeout=10
+    )
     assert answer.status_code == 202 and answer.json()["deleted"] is False
     deadline = time.monotonic() + 30
     while runs(fleet).get(run_id) is not None and time.monotonic() < deadline:
@@ -344,7 +338,7 @@ def test_delete_of_an_active_run_cancels_it_first(fleet, started):
     assert runs(fleet).get(run_id) is None
     assert not living([run.process_id])
     assert (results(fleet, run_id) / "partial.txt").read_text() == "partial\n"
-    gone = requests.get(f"{fleet.api_url}/v3/models/{run_id}", headers=auth(fleet), timeout=5)
+    gone = requests.get(f"{fleet.api_url}/v3/models/{run_id}", headers=fleet.headers(), timeout=5)
     assert gone.status_code == 404
 
 
@@ -393,23 +387,25 @@ def test_sigterm_past_the_drain_timeout_fails_s105_with_the_log(fleet, started):
 
 def test_drained_node_takes_no_new_run(fleet, started):
     started.append(fleet.start_worker("drained@fault", LARGE_GPUS))
-    nodes = requests.get(f"{fleet.api_url}/v3/nodes", headers=auth(fleet, "bob"), timeout=5).json()
+    nodes = requests.get(
+        f"{fleet.api_url}/v3/nodes", headers=fleet.headers("bob"), timeout=5
+    ).json()
     assert any(n["name"] == "drained@fault" and n["status"] == "ready" for n in nodes["nodes"])
     refused = requests.post(
-        f"{fleet.api_url}/v3/nodes/drained@fault/drain", headers=auth(fleet, "bob"), timeout=5
+        f"{fleet.api_url}/v3/nodes/drained@fault/drain", headers=fleet.headers("bob"), timeout=5
     )
     assert refused.status_code == 403
     answer = requests.post(
-        f"{fleet.api_url}/v3/nodes/drained@fault/drain", headers=auth(fleet), timeout=5
+        f"{fleet.api_url}/v3/nodes/drained@fault/drain", headers=fleet.headers(), timeout=5
     )
     assert answer.status_code == 202
-    nodes = requests.get(f"{fleet.api_url}/v3/nodes", headers=auth(fleet), timeout=5).json()
+    nodes = requests.get(f"{fleet.api_url}/v3/nodes", headers=fleet.headers(), timeout=5).json()
     assert [n["status"] for n in nodes["nodes"] if n["name"] == "drained@fault"] == ["draining"]
     run_id = submit(fleet, "echo should wait")
     time.sleep(2.0)
     run = runs(fleet).get(run_id)
     assert run.state is RunState.PENDING
-    shown = requests.get(f"{fleet.api_url}/v3/models/{run_id}", headers=auth(fleet), timeout=5)
+    shown = requests.get(f"{fleet.api_url}/v3/models/{run_id}", headers=fleet.headers(), timeout=5)
     assert shown.json()["status_message"] == "no worker serves large"
     assert cancel(fleet, run_id).status_code == 200
 
@@ -439,11 +435,4 @@ def test_redis_outage_as_the_command_ends_keeps_every_state_change(fleet, starte
     fleet.redis.start()
     done = wait_state(fleet, run_id, RunState.COMPLETED, RunState.FAILED, timeout=60)
     assert done.state is RunState.COMPLETED, done.status_message
-    states = [h.state for h in runs(fleet).history(run_id)]
-    assert states == [
-        RunState.PENDING,
-        RunState.DOWNLOADING,
-        RunState.PROCESSING,
-        RunState.STORING,
-        RunState.COMPLETED,
-    ]
+    assert [h.state for h in runs(fleet).history(run_id)] == EVERY_STATE_ONCE

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 
 import boto3
 import pytest
@@ -81,34 +80,6 @@ training_results_reference:
 """
 
 
-def submit(stack, manifest: str) -> str:
-    answer = requests.post(
-        f"{stack.api_url}/v3/models",
-        files={
-            "model_definition": ("m.zip", make_zip({"train.sh": "echo hi\n"})),
-            "manifest": ("m.yml", manifest),
-        },
-        headers={"Authorization": f"Bearer {stack.tokens['alice']}"},
-        timeout=10,
-    )
-    assert answer.status_code == 201, answer.text
-    return answer.json()["model_id"]
-
-
-def wait_ended(stack, run_id, timeout=120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        shown = requests.get(
-            f"{stack.api_url}/v3/models/{run_id}",
-            timeout=5,
-            headers={"Authorization": f"Bearer {stack.tokens['alice']}"},
-        ).json()
-        if shown["state"] in ("COMPLETED", "FAILED", "HALTED"):
-            return shown
-        time.sleep(0.1)
-    raise AssertionError(f"{run_id} did not end")
-
-
 @pytest.fixture(scope="module")
 def buckets(swift):
     client = s3_client(swift)
@@ -131,12 +102,12 @@ def results_of(client, bucket: str, run_id: str) -> dict[str, bytes]:
 @pytest.mark.parametrize("kind", ["s3", "swift"])
 def test_run_stages_from_and_stores_to_swift(stack, workers, swift, buckets, kind):
     if kind == "s3":
-        run_id = submit(stack, s3_manifest(swift, "s3-data", "s3-results"))
+        run_id = stack.submit(s3_manifest(swift, "s3-data", "s3-results"))
         bucket = "s3-results"
     else:
-        run_id = submit(stack, swift_manifest(swift, "sw-data", "sw-results"))
+        run_id = stack.submit(swift_manifest(swift, "sw-data", "sw-results"))
         bucket = "sw-results"
-    done = wait_ended(stack, run_id)
+    done = stack.wait_ended(run_id)
     assert done["state"] == "COMPLETED", done["status_message"]
     stored = results_of(buckets, bucket, run_id)
     assert stored["seen.txt"] == b"a.csv\nnested\n"
@@ -149,10 +120,10 @@ def test_run_stages_from_and_stores_to_swift(stack, workers, swift, buckets, kin
 
 
 def test_an_empty_data_bucket_is_a_valid_run(stack, workers, swift, buckets):
-    run_id = submit(
-        stack, s3_manifest(swift, "s3-empty", "s3-results", command="ls $DATA_DIR | wc -l")
+    run_id = stack.submit(
+        s3_manifest(swift, "s3-empty", "s3-results", command="ls $DATA_DIR | wc -l")
     )
-    done = wait_ended(stack, run_id)
+    done = stack.wait_ended(run_id)
     assert done["state"] == "COMPLETED", done["status_message"]
     assert (
         unstamped(results_of(buckets, "s3-results", run_id)["learner-1/training-log.txt"].decode())
@@ -193,8 +164,8 @@ def test_failures_name_the_store_the_bucket_and_the_reason(
             swift, "s3-data", "s3-results", endpoint="http://127.0.0.1:9"
         ),
     }[case]()
-    run_id = submit(stack, manifest)
-    done = wait_ended(stack, run_id)
+    run_id = stack.submit(manifest)
+    done = stack.wait_ended(run_id)
     assert done["state"] == "FAILED"
     assert done["error_code"] == code
     assert words in done["status_message"], done["status_message"]
@@ -278,12 +249,12 @@ def test_the_artifact_store_can_be_a_bucket_shared_by_api_and_workers(
                     "model_definition": ("m.zip", zipped),
                     "manifest": ("m.yml", manifest_yaml("bash train.sh", resource="large")),
                 },
-                headers={"Authorization": f"Bearer {stack.tokens['alice']}"},
+                headers=stack.headers(),
                 timeout=10,
             )
             assert answer.status_code == 201, answer.text
             run_id = answer.json()["model_id"]
-            done = wait_ended(stack, run_id)
+            done = stack.wait_ended(run_id)
         assert done["state"] == "COMPLETED", done["status_message"]
         assert done["worker"] == f"artifacts-{kind}@test"
         results = stack.store_root / "tests" / "results" / run_id
@@ -345,8 +316,8 @@ def keystone_buckets(keystone, tmp_path_factory):
 
 
 def test_run_with_keystone_v3_credentials(stack, workers, keystone, keystone_buckets, tmp_path):
-    run_id = submit(stack, keystone_manifest(keystone))
-    done = wait_ended(stack, run_id)
+    run_id = stack.submit(keystone_manifest(keystone))
+    done = stack.wait_ended(run_id)
     assert done["state"] == "COMPLETED", done["status_message"]
     assert done["manifest"]["training_data"]["connection"]["password"] == "<redacted>"
     keys = [o.key for o in keystone_buckets.list("ks-results", f"{run_id}/")]
@@ -362,7 +333,7 @@ def test_run_with_keystone_v3_credentials(stack, workers, keystone, keystone_buc
 
 
 def test_keystone_wrong_password_is_c103(stack, workers, keystone, keystone_buckets):
-    run_id = submit(stack, keystone_manifest(keystone, password="nope"))
-    done = wait_ended(stack, run_id)
+    run_id = stack.submit(keystone_manifest(keystone, password="nope"))
+    done = stack.wait_ended(run_id)
     assert done["state"] == "FAILED" and done["error_code"] == "C103"
     assert "bucket 'ks-data': cannot open the bucket: credentials refused" in done["status_message"]

@@ -12,40 +12,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.processes import free_port, http_ok, wait_until
-from tests.conftest import BIN, make_zip, manifest_yaml
+from tests.conftest import BIN, manifest_yaml
 
 pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-
-
-def auth(stack, user="alice"):
-    return {"Authorization": f"Bearer {stack.tokens[user]}"}
-
-
-def submit(url, stack, manifest: str) -> str:
-    answer = requests.post(
-        f"{url}/v3/models",
-        files={
-            "model_definition": ("m.zip", make_zip({"a.sh": "echo\n"})),
-            "manifest": ("m.yml", manifest),
-        },
-        headers=auth(stack),
-        timeout=10,
-    )
-    assert answer.status_code == 201, answer.text
-    return answer.json()["model_id"]
-
-
-def wait_ended(stack, run_id: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        shown = requests.get(
-            f"{stack.api_url}/v3/models/{run_id}", headers=auth(stack), timeout=5
-        ).json()
-        if shown["state"] in ("COMPLETED", "FAILED", "HALTED"):
-            return shown
-        time.sleep(0.1)
-    raise AssertionError(f"{run_id} did not end")
 
 
 def scrape(url: str) -> dict[tuple, float]:
@@ -61,8 +31,8 @@ def test_metrics_count_a_run(stack, workers, api_url):
     stack.bucket("data")
     stack.bucket("results")
     before = scrape(api_url)
-    run_id = submit(api_url, stack, manifest_yaml("echo measured > $RESULT_DIR/m.txt"))
-    assert wait_ended(stack, run_id)["state"] == "COMPLETED"
+    run_id = stack.submit(manifest_yaml("echo measured > $RESULT_DIR/m.txt"))
+    assert stack.wait_ended(run_id)["state"] == "COMPLETED"
     after = scrape(api_url)
 
     def delta(name, **labels):
@@ -122,8 +92,8 @@ def test_flower_sees_workers_queues_and_tasks_but_no_secret(stack, workers, api_
     manifest = manifest.replace(
         "aws_secret_access_key: <password>", f"aws_secret_access_key: {secret}"
     )
-    leaky = submit(api_url, stack, manifest)  # "<auth-url>" is no endpoint: the run fails
-    run_id = submit(api_url, stack, manifest_yaml("echo seen by flower; sleep 4"))
+    leaky = stack.submit(manifest)  # "<auth-url>" is no endpoint: the run fails
+    run_id = stack.submit(manifest_yaml("echo seen by flower; sleep 4"))
     # While it runs, Flower shows its progress: the task view a custom PROGRESS state, the
     # result view the run's own state.
     listed_states, result_states = set(), set()
@@ -140,8 +110,8 @@ def test_flower_sees_workers_queues_and_tasks_but_no_secret(stack, workers, api_
         time.sleep(0.05)
     assert "PROGRESS" in listed_states, listed_states
     assert "PROCESSING" in result_states, result_states
-    assert wait_ended(stack, run_id)["state"] == "COMPLETED"
-    assert wait_ended(stack, leaky)["state"] == "FAILED"
+    assert stack.wait_ended(run_id)["state"] == "COMPLETED"
+    assert stack.wait_ended(leaky)["state"] == "FAILED"
 
     responses = []
     deadline = time.monotonic() + 30
@@ -180,25 +150,27 @@ def test_flower_sees_workers_queues_and_tasks_but_no_secret(stack, workers, api_
 
 
 def test_a_second_node_joins_mid_run_and_takes_queued_runs(stack, workers, api_url, tmp_path):
-    first = submit(api_url, stack, manifest_yaml("sleep 4", resource="medium"))
+    first = stack.submit(manifest_yaml("sleep 4", resource="medium"))
     queued = [
-        submit(api_url, stack, manifest_yaml("echo $CUDA_VISIBLE_DEVICES", resource="medium"))
+        stack.submit(manifest_yaml("echo $CUDA_VISIBLE_DEVICES", resource="medium"))
         for _ in range(2)
     ]
     time.sleep(1.0)
-    shown = requests.get(f"{api_url}/v3/models/{first}", headers=auth(stack), timeout=5).json()
+    shown = requests.get(f"{api_url}/v3/models/{first}", headers=stack.headers(), timeout=5).json()
     assert shown["state"] == "PROCESSING" and shown["worker"] == workers["medium"]
     pid = stack.start_worker("another-node@test", "5,6")
     try:
-        nodes = requests.get(f"{api_url}/v3/nodes", headers=auth(stack), timeout=5).json()["nodes"]
+        nodes = requests.get(f"{api_url}/v3/nodes", headers=stack.headers(), timeout=5).json()[
+            "nodes"
+        ]
         mine = {n["name"]: n for n in nodes}
         assert mine[workers["medium"]]["run"] == first
         assert mine["another-node@test"]["gpus"] == [5, 6]
-        done = [wait_ended(stack, r) for r in queued]
+        done = [stack.wait_ended(r) for r in queued]
         assert all(d["state"] == "COMPLETED" for d in done)
         assert "another-node@test" in {d["worker"] for d in done}
-        assert wait_ended(stack, first)["state"] == "COMPLETED"
+        assert stack.wait_ended(first)["state"] == "COMPLETED"
     finally:
         stack.stop(pid)
-    nodes = requests.get(f"{api_url}/v3/nodes", headers=auth(stack), timeout=5).json()["nodes"]
+    nodes = requests.get(f"{api_url}/v3/nodes", headers=stack.headers(), timeout=5).json()["nodes"]
     assert "another-node@test" not in {n["name"] for n in nodes}  # a clean stop leaves

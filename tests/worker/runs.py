@@ -3,13 +3,36 @@ that call the worker's pipeline as a plain function."""
 
 from __future__ import annotations
 
+import redis
+
+from common.artifacts import ArtifactStore
 from common.clock import iso, utcnow
+from common.crypto import CredentialBox
 from common.ids import new_run_id
 from common.manifest import parse_manifest
+from common.nodes import NodeStore
 from common.run import Run
+from common.runstore import RunStore
+from common.settings import Settings
 from common.states import RunState
 from tests.conftest import make_zip
+from worker.gpus import GpuSet
 from worker.training import WorkerContext
+
+
+def worker_context(
+    settings: Settings, connection: redis.Redis, gpus: tuple[int, ...], name: str
+) -> WorkerContext:
+    """What dlaas-worker builds at start (worker/main.py), on a test's Redis and settings."""
+    return WorkerContext(
+        settings=settings,
+        runs=RunStore(connection, 3600, lease_ttl_seconds=10),
+        nodes=NodeStore(connection),
+        box=CredentialBox(settings.secret_key),
+        artifacts=ArtifactStore.from_settings(settings),
+        gpus=GpuSet(gpus, "declared"),
+        name=name,
+    )
 
 
 def submit_manifest(ctx: WorkerContext, manifest_text: str, files: dict | None = None) -> Run:

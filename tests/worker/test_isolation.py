@@ -18,19 +18,14 @@ import pytest
 from botocore.config import Config
 from cryptography.fernet import Fernet
 
-from common.artifacts import ArtifactStore
-from common.crypto import CredentialBox
 from common.manifest import DataStore, ManifestError, StoreType, parse_manifest
-from common.nodes import NodeStore
 from common.run import Run
-from common.runstore import RunStore
 from common.settings import Settings
 from common.sizes import ResourceSize
 from common.states import ErrorCode
 from tests.conftest import RUN_USERS, manifest_yaml
-from tests.worker.runs import submit_manifest
+from tests.worker.runs import submit_manifest, worker_context
 from worker import main as worker_main
-from worker.gpus import GpuSet
 from worker.process import credential_environment
 from worker.training import WorkerContext, run_training
 
@@ -52,15 +47,7 @@ def make_ctx(tmp_path, store_redis, run_work_dir):
             run_as=run_as,
             **settings,
         )
-        return WorkerContext(
-            settings=config,
-            runs=RunStore(store_redis, 3600, lease_ttl_seconds=10),
-            nodes=NodeStore(store_redis),
-            box=CredentialBox(config.secret_key),
-            artifacts=ArtifactStore.from_settings(config),
-            gpus=GpuSet((0,), "declared"),
-            name=name,
-        )
+        return worker_context(config, store_redis, (0,), name)
 
     return make
 

@@ -8,16 +8,11 @@ import time
 import pytest
 from cryptography.fernet import Fernet
 
-from common.artifacts import ArtifactStore
-from common.crypto import CredentialBox
-from common.nodes import NodeStore
 from common.run import Run
-from common.runstore import RunStore
 from common.settings import Settings
 from common.states import ErrorCode, RunState
 from tests.conftest import manifest_yaml, unstamped
-from tests.worker.runs import submit_manifest
-from worker.gpus import GpuSet
+from tests.worker.runs import submit_manifest, worker_context
 from worker.training import WorkerContext, run_training
 
 pytestmark = pytest.mark.integration
@@ -27,15 +22,7 @@ pytestmark = pytest.mark.integration
 def ctx(tmp_path, store_redis, run_work_dir):
     key = Fernet.generate_key().decode()
     settings = Settings(home=tmp_path, secret_key=key, work_dir=run_work_dir)
-    return WorkerContext(
-        settings=settings,
-        runs=RunStore(store_redis, 3600, lease_ttl_seconds=10),
-        nodes=NodeStore(store_redis),
-        box=CredentialBox(settings.secret_key),
-        artifacts=ArtifactStore.from_settings(settings),
-        gpus=GpuSet((3, 5), "declared"),
-        name="unit-worker",
-    )
+    return worker_context(settings, store_redis, (3, 5), "unit-worker")
 
 
 def _submit(ctx: WorkerContext, command: str, files=None, **manifest_args) -> Run:
