@@ -15,6 +15,7 @@ import argparse
 import os
 import pwd
 import shutil
+import site
 import stat
 import subprocess
 import sys
@@ -71,6 +72,16 @@ def grant_reach(name: str, path: Path) -> list[str]:
             folder.chmod(folder.stat().st_mode | stat.S_IXOTH)
             changes.append(f"{folder}: search for everyone (o+x; no setfacl here)")
     return changes
+
+
+def python_paths() -> list[Path]:
+    """What a run's Python must reach: this interpreter, its installed packages (numpy and
+    the like, in the venv) and the worker's runtime folder (the sitecustomize on the run's
+    PYTHONPATH). A checkout in a private folder (mktemp's are 0700) needs the last two."""
+    from worker.process import RUNTIME_DIR
+
+    packages = [Path(p) for p in site.getsitepackages() if Path(p).is_dir()]
+    return [Path(sys.executable).resolve(), *packages, RUNTIME_DIR]
 
 
 def ensure(name: str, reach: list[Path] = ()) -> list[str]:

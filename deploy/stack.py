@@ -119,7 +119,7 @@ def _run_user() -> None:
         (HOME / private).mkdir(exist_ok=True)
         (HOME / private).chmod(0o700)
     try:
-        done = runuser.ensure(name, [work, Path(sys.executable).resolve()])
+        done = runuser.ensure(name, [work, *runuser.python_paths()])
     except runuser.RunUserSetupError as exc:
         raise StartError(f"run user: {exc}") from None
     for line in done:

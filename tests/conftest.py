@@ -260,7 +260,7 @@ def reachable_work_dir() -> Path:
         from deploy import runuser
 
         for name in RUN_USERS:
-            runuser.ensure(name, [work, Path(sys.executable).resolve()])
+            runuser.ensure(name, [work, *runuser.python_paths()])
     return work
 
 
