@@ -131,6 +131,9 @@ def up(home: Path, swift_home: Path) -> dict:
         f"[credential]\nkey_repository = {home / 'credential-keys'}\n"
     )
     (home / "keystone_wsgi.py").write_text(WSGI)
+    # Each start gets new ports, and with them new endpoints: the identities are made anew
+    # too (a database kept from an earlier start would refuse them as duplicates, 409).
+    (home / "keystone.db").unlink(missing_ok=True)
     manage = [str(keystone_bin / "keystone-manage"), "--config-file", str(conf)]
     user = ["--keystone-user", "root", "--keystone-group", "root"]
     for step in (

@@ -1,4 +1,5 @@
-"""The README's first command, for real: `stack.py up`, the demo run, `stack.py down`.
+"""The README's first command, for real: `stack.py up`, the demo run, `stack.py down`, and
+`up` once more in the same home.
 
 Runs in its own DLAAS_HOME on free ports, so it never touches a developer's `.dlaas/`.
 """
@@ -67,3 +68,10 @@ def test_up_demo_down(tmp_path):
     assert down.stdout.count("stopped") == 7  # and Keystone, and Swift
     gone = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     assert gone == []
+    # Up again in the same home (what `make demo` after `make down` does): Keystone's and
+    # Swift's kept state must not stand in the way.
+    try:
+        restarted = stack("deploy/stack.py", "up")
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    finally:
+        assert stack("deploy/stack.py", "down").returncode == 0
