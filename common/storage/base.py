@@ -117,3 +117,14 @@ def files_to_upload(src: Path, prefix: str) -> list[tuple[Path, str]]:
                 continue
             items.append((path, f"{prefix.rstrip('/')}/{path.relative_to(src).as_posix()}"))
     return items
+
+
+def target_inside(root: Path, key: str) -> Path:
+    """Where object `key` lands under `root` (a resolved, fresh DATA_DIR), decided from the
+    key's text alone: `a/./b` and `a//b` land on `a/b`, and a key that would climb out (`..`
+    above the top, or a leading `/`) is the user's error. No lstat per path component: a
+    bucket of many small objects is staged without one syscall walk each."""
+    normal = os.path.normpath(key)
+    if key.startswith("/") or normal in (".", "..") or normal.startswith("../"):
+        raise StorageError(f"object key {key!r} would land outside DATA_DIR", user_fault=True)
+    return root / normal

@@ -4,13 +4,18 @@ one manager, which runs them (and the parts of large ones) concurrently."""
 
 from __future__ import annotations
 
+import datetime
+import threading
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import boto3
 import botocore.exceptions
+import botocore.session
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
+from botocore.utils import parse_timestamp
 from s3transfer.subscribers import BaseSubscriber
 
 from common.storage.base import (
@@ -19,6 +24,7 @@ from common.storage.base import (
     TransferProgress,
     TransferStats,
     files_to_upload,
+    target_inside,
 )
 
 USER_FAULTS = {
@@ -39,12 +45,59 @@ TRANSFER = TransferConfig(
 )
 
 
+def _parse_timestamp(value):
+    """botocore's timestamp parser with fast paths for the two forms S3 sends: ISO 8601 in
+    listings and RFC 7231 in Last-Modified headers. botocore's own (dateutil) costs ~80 us
+    a call, twice per staged object (its listing entry, its GET): a tenth of the client's
+    CPU for a bucket of small objects."""
+    if isinstance(value, str):
+        try:
+            if value.endswith("GMT"):
+                return parsedate_to_datetime(value)
+            if value.endswith("Z"):
+                return datetime.datetime.fromisoformat(value[:-1] + "+00:00")
+        except (TypeError, ValueError):
+            pass
+    return parse_timestamp(value)
+
+
+class _Sessions:
+    """One boto3 session per process, shared by every store: its loader keeps the S3 model
+    and endpoint rules once read, so the stores of the next run are made in a few ms instead
+    of re-reading ~100 ms of JSON each. Clients are made under a lock (a session is not
+    thread-safe); a client, once made, is."""
+
+    lock = threading.Lock()
+    session: boto3.session.Session | None = None
+
+    @classmethod
+    def client(cls, **kwargs):
+        with cls.lock:
+            if cls.session is None:
+                core = botocore.session.get_session()
+                core.get_component("response_parser_factory").set_parser_defaults(
+                    timestamp_parser=_parse_timestamp
+                )
+                cls.session = boto3.session.Session(botocore_session=core)
+            return cls.session.client("s3", **kwargs)
+
+
+def warm_up() -> None:
+    """Reads the S3 model and endpoint rules now (a worker calls this once at start), so
+    that no run pays for it and the objects stay out of the garbage collector's way."""
+    _Sessions.client(
+        endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="-",
+        aws_secret_access_key="-",
+        region_name="us-east-1",
+    )
+
+
 class S3Store:
     def __init__(self, endpoint_url: str, access_key: str, secret_key: str, region: str = ""):
         self.description = f"s3 {endpoint_url}"
         try:
-            self.client = boto3.session.Session().client(
-                "s3",
+            self.client = _Sessions.client(
                 endpoint_url=endpoint_url,
                 aws_access_key_id=access_key,
                 aws_secret_access_key=secret_key,
@@ -115,14 +168,18 @@ class S3Store:
         progress = progress or TransferProgress("downloading")
         progress.expect(len(objects), sum(o.size for o in objects))
         subscribers = [_Counting(progress)]
+        root = dest.resolve()
+        made: set[Path] = set()
         try:
             with create_transfer_manager(self.client, TRANSFER) as manager:
                 futures = []
                 for obj in objects:
                     if should_stop is not None and should_stop():
                         break
-                    target = _inside(dest, obj.key)
-                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target = target_inside(root, obj.key)
+                    if target.parent not in made:
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        made.add(target.parent)
                     futures.append(
                         (
                             obj,
@@ -190,10 +247,3 @@ class _Counting(BaseSubscriber):
 
     def on_done(self, future, **kwargs):
         self.progress.object_done()
-
-
-def _inside(dest: Path, key: str) -> Path:
-    target = (dest / key).resolve()
-    if dest.resolve() not in target.parents:
-        raise StorageError(f"object key {key!r} would land outside DATA_DIR", user_fault=True)
-    return target

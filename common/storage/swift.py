@@ -16,6 +16,7 @@ from common.storage.base import (
     TransferProgress,
     TransferStats,
     files_to_upload,
+    target_inside,
 )
 
 SEGMENT_BYTES = 64 * 1024 * 1024  # larger files are uploaded as SLO segments, in parallel
@@ -115,12 +116,9 @@ class SwiftStore:
         objects = self.list(bucket)
         progress = progress or TransferProgress("downloading")
         progress.expect(len(objects), sum(o.size for o in objects))
+        root = dest.resolve()
         for obj in objects:
-            target = (dest / obj.key).resolve()
-            if dest.resolve() not in target.parents:
-                raise StorageError(
-                    f"object key {obj.key!r} would land outside DATA_DIR", user_fault=True
-                )
+            target_inside(root, obj.key)
         stats = TransferStats()
         if not objects:
             return stats

@@ -1,0 +1,65 @@
+"""Where staged objects land, and how S3 timestamps are read: pure logic, no server."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+from botocore.utils import parse_timestamp
+
+from common.storage.base import StorageError, target_inside
+from common.storage.s3 import _parse_timestamp
+
+ROOT = Path("/work/run/data")
+
+
+@pytest.mark.parametrize(
+    "key, lands",
+    [
+        ("a.bin", "a.bin"),
+        ("nested/deeper/b.csv", "nested/deeper/b.csv"),
+        ("a/./b", "a/b"),
+        ("a//b", "a/b"),
+        ("a/../b", "b"),
+        ("..a/b", "..a/b"),
+        ("a/..b", "a/..b"),
+    ],
+)
+def test_a_key_lands_under_the_data_dir(key, lands):
+    assert target_inside(ROOT, key) == ROOT / lands
+
+
+@pytest.mark.parametrize("key", ["../x", "a/../../x", "..", "/etc/passwd", ".", "a/.."])
+def test_a_key_that_would_climb_out_is_the_users_error(key):
+    with pytest.raises(StorageError) as caught:
+        target_inside(ROOT, key)
+    assert caught.value.user_fault
+    assert repr(key) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Fri, 27 Nov 2026 10:54:05 GMT",
+        "Mon, 01 Jan 2024 00:00:00 GMT",
+        "2026-11-27T10:54:05.123Z",
+        "2026-11-27T10:54:05Z",
+        "2026-11-27T10:54:05.123456+00:00",
+        "2026-11-27T12:54:05+02:00",
+        "1700000000",
+        1700000000,
+        1700000000.5,
+    ],
+)
+def test_s3_timestamps_read_as_botocore_reads_them(value):
+    ours, theirs = _parse_timestamp(value), parse_timestamp(value)
+    assert ours == theirs
+    assert ours.utcoffset() == theirs.utcoffset() == datetime.timedelta(0) or "+02" in str(value)
+
+
+def test_a_timestamp_botocore_refuses_is_refused_too():
+    with pytest.raises(ValueError):
+        parse_timestamp("not a date")
+    with pytest.raises(ValueError):
+        _parse_timestamp("not a date")
