@@ -4,6 +4,7 @@ ports (Redis, API, worker, reconciler, Flower, Swift), always stopped at the end
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,9 @@ def private_stack(
     prefix: str, **settings: str
 ) -> Iterator[tuple[Path, dict[str, str], dict[str, int]]]:
     """Yields (its DLAAS_HOME, the environment it runs with, its ports by service);
-    `settings` (DLAAS_* names) are added to its services' environment."""
+    `settings` (DLAAS_* names) are added to its services' environment. The home goes with
+    the stack (set DLAAS_BENCH_KEEP=1 to keep it for its logs): a benchmark's buckets and
+    logs run to gigabytes."""
     home = Path(tempfile.mkdtemp(prefix=prefix))
     ports = {name: free_port() for name in ("redis", "api", "flower", "swift")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("DLAAS_")}
@@ -37,3 +40,5 @@ def private_stack(
         yield home, env, ports
     finally:
         subprocess.run([*stack, "down"], env=env, cwd=ROOT, capture_output=True)
+        if os.environ.get("DLAAS_BENCH_KEEP") != "1":
+            shutil.rmtree(home, ignore_errors=True)

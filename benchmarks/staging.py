@@ -8,15 +8,17 @@ bucket with N objects of 256 KiB and M of 64 MiB, then per repetition, in an ord
 each time, after an os.sync(): submits a run whose command is `true` and reads the staging
 time the worker recorded (usage.staging_seconds), downloads the bucket with a sequential
 get_object loop, and with rclone (Debian's package; installed when missing, as root).
-Prints medians in MB/s and ratios. rclone runs without AWS_CA_BUNDLE, which makes it fail
-even against plain http.
+Prints medians (MB/s, the CPU seconds each client and the Swift servers spent) and ratios.
+rclone runs without AWS_CA_BUNDLE, which makes it fail even against plain http.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -107,7 +109,14 @@ def main() -> int:
             RCLONE_CONFIG_SW_SECRET_ACCESS_KEY="testing",
         )
 
-        def by_worker() -> float:
+        swift_pids = list(json.loads((home / "swift" / "state.json").read_text())["pids"].values())
+
+        def swift_cpu() -> float:
+            """CPU seconds the Swift servers (proxy, object, container, account, memcached)
+            have used so far: what each way of staging costs the store's machine."""
+            return sum(cpu_seconds(pid) for pid in swift_pids)
+
+        def by_worker() -> tuple[float, float]:
             run_id = client.submit(model, manifest)["model_id"]
             deadline = time.monotonic() + 600
             while (run := client.show(run_id))["state"] not in ("COMPLETED", "FAILED"):
@@ -118,23 +127,24 @@ def main() -> int:
                 time.sleep(1.0)
             if run["state"] != "COMPLETED" or run["usage"]["staged_bytes"] != total:
                 raise RuntimeError(f"{run_id}: {run['status_message']}")
-            return run["usage"]["staging_seconds"]
+            return run["usage"]["staging_seconds"], run["usage"]["staging_cpu_seconds"]
 
-        def by_sequential_loop() -> float:
+        def by_sequential_loop() -> tuple[float, float]:
             dest = home / "sequential"
-            started = time.perf_counter()
+            started, began_cpu = time.perf_counter(), time.process_time()
             for key, _ in objects:
                 target = dest / key
                 target.parent.mkdir(parents=True, exist_ok=True)
                 body = s3.get_object(Bucket=BUCKET, Key=key)["Body"]
                 with open(target, "wb") as f:
                     shutil.copyfileobj(body, f, 1024 * 1024)
-            took = time.perf_counter() - started
+            took, took_cpu = time.perf_counter() - started, time.process_time() - began_cpu
             shutil.rmtree(dest)
-            return took
+            return took, took_cpu
 
-        def by_rclone() -> float:
+        def by_rclone() -> tuple[float, float]:
             dest = home / "rclone"
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             subprocess.run(
                 [rclone_bin, "copy", f"sw:{BUCKET}", str(dest), "--transfers", "16"],
@@ -143,55 +153,76 @@ def main() -> int:
                 capture_output=True,
             )
             took = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            took_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
             copied = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
             if copied != total:
                 raise RuntimeError(f"rclone copied {copied} of {total} bytes")
             shutil.rmtree(dest)
-            return took
+            return took, took_cpu
 
-        ways = [by_worker, by_sequential_loop, by_rclone]
-        times: dict = {way: [] for way in ways}
+        ways = {
+            "worker staging (boto3 transfer manager)": by_worker,
+            "sequential get_object loop": by_sequential_loop,
+            "rclone copy --transfers 16": by_rclone,
+        }
+        names = list(ways)
+        seconds: dict[str, list[float]] = {name: [] for name in names}
+        client_cpu: dict[str, list[float]] = {name: [] for name in names}
+        server_cpu: dict[str, list[float]] = {name: [] for name in names}
         for repetition in range(args.repeat):
             # Each repetition starts with the next way, so that none always follows the
             # same one; each starts after the files written and deleted before it have
             # reached the disk (on a filesystem mounted with `discard`, a large delete
             # keeps the journal busy for a while).
-            turn = repetition % len(ways)
-            for way in ways[turn:] + ways[:turn]:
+            turn = repetition % len(names)
+            for name in names[turn:] + names[:turn]:
                 os.sync()
                 time.sleep(0.5)
-                times[way].append(way())
-        worker, sequential, cloned = times[by_worker], times[by_sequential_loop], times[by_rclone]
+                before = swift_cpu()
+                took, took_cpu = ways[name]()
+                server_cpu[name].append(swift_cpu() - before)
+                seconds[name].append(took)
+                client_cpu[name].append(took_cpu)
 
-    def rate(seconds: float) -> float:
-        return total / seconds / 1e6
-
-    w, s, r = (statistics.median(x) for x in (worker, sequential, cloned))
+    worker, sequential, cloned = (seconds[name] for name in names)
     print(
         f"staging benchmark: {args.small} x 256 KiB + {args.large} x 64 MiB = "
         f"{total / 1e6:.0f} MB from the embedded Swift's S3 API, {args.repeat} repetitions"
     )
     print(
         f"environment: CPython {platform.python_version()}, {os.cpu_count()} CPUs, load "
-        f"{os.getloadavg()[0]:.2f}; Swift proxy and storage on this machine (127.0.0.1)"
+        f"{os.getloadavg()[0]:.2f}; the Swift servers share this machine's CPUs (127.0.0.1); "
+        "the caller's environment (rclone without AWS_CA_BUNDLE)"
     )
-    print(
-        f"  worker staging (boto3 transfer manager): {rate(w):7.1f} MB/s  "
-        f"(median {w:.2f} s; {', '.join(f'{x:.2f}' for x in worker)})"
-    )
-    print(
-        f"  sequential get_object loop:              {rate(s):7.1f} MB/s  "
-        f"(median {s:.2f} s; {', '.join(f'{x:.2f}' for x in sequential)})"
-    )
-    print(
-        f"  rclone copy --transfers 16:              {rate(r):7.1f} MB/s  "
-        f"(median {r:.2f} s; {', '.join(f'{x:.2f}' for x in cloned)})"
-    )
+    print(f"  {'':40s} {'MB/s':>7s} {'median s':>9s} {'client CPU s':>13s} {'Swift CPU s':>12s}")
+    for name in names:
+        median = statistics.median(seconds[name])
+        print(
+            f"  {name:40s} {total / median / 1e6:7.1f} {median:9.2f} "
+            f"{statistics.median(client_cpu[name]):13.2f} "
+            f"{statistics.median(server_cpu[name]):12.2f}   "
+            f"({', '.join(f'{x:.2f}' for x in seconds[name])})"
+        )
+    w, s, r = (statistics.median(x) for x in (worker, sequential, cloned))
+    paired = [c / x for x, c in zip(worker, cloned, strict=True)]
     print(
         f"  worker / sequential: {s / w:.2f}x   worker / rclone: {r / w:.2f}x "
-        f"(above 1: the worker is faster)"
+        f"(above 1: the worker is faster); repetition by repetition worker / rclone: median "
+        f"{statistics.median(paired):.2f}x, the worker faster in {sum(x > 1 for x in paired)} "
+        f"of {len(paired)}"
+    )
+    print(
+        "  client CPU: the worker process while it staged (usage.staging_cpu_seconds), this "
+        "process for the loop, rclone's; Swift CPU: its servers over each way (for the "
+        "worker, over the whole run)"
     )
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ class StorageError(RuntimeError):
 class ObjectInfo:
     key: str
     size: int
+    etag: str | None = None  # as the store's listing gives it, when it does
 
 
 class TransferProgress:

@@ -9,7 +9,7 @@ import pytest
 from botocore.utils import parse_timestamp
 
 from common.storage.base import StorageError, target_inside
-from common.storage.s3 import _parse_timestamp
+from common.storage.s3 import _parse_timestamp, _StagedFile
 
 ROOT = Path("/work/run/data")
 
@@ -63,3 +63,26 @@ def test_a_timestamp_botocore_refuses_is_refused_too():
         parse_timestamp("not a date")
     with pytest.raises(ValueError):
         _parse_timestamp("not a date")
+
+
+def test_a_staged_file_opens_at_its_first_write_and_goes_if_its_transfer_failed(tmp_path):
+    staged = _StagedFile(tmp_path / "part.bin")
+    assert not staged.path.exists()  # no file held open before its bytes arrive
+    staged.seek(4)
+    staged.write(b"tail")
+    staged.seek(0)
+    staged.write(b"head")
+    staged.finish(failed=True)
+    assert not staged.path.exists()
+
+    whole = _StagedFile(tmp_path / "whole.bin")
+    whole.seek(4)
+    whole.write(b"5678")
+    whole.seek(0)
+    whole.write(b"1234")
+    whole.finish(failed=False)
+    assert whole.path.read_bytes() == b"12345678"
+
+    empty = _StagedFile(tmp_path / "empty.bin")
+    empty.finish(failed=False)
+    assert empty.path.read_bytes() == b""

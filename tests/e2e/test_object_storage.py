@@ -193,23 +193,81 @@ def test_a_100_mb_object_survives_a_round_trip(swift, buckets, tmp_path, kind):
 
 
 def test_s3_staging_gets_each_object_without_asking_its_size_again(swift, tmp_path):
-    """No HEAD before each GET (response checksum validation only when required), ranged
-    GETs (16 MB parts) for a large one, every byte as stored."""
+    """Sizes and ETags come from the listing: no HEAD, one plain GET per small object (an
+    empty one too), ranged GETs (16 MB parts) each with If-Match for a large one, here a
+    multipart upload (an SLO in Swift, ETag "…-3"); every byte as stored."""
     store = S3Store(swift["s3_endpoint"], "test:tester", "testing")
     store.client.create_bucket(Bucket="s3-bulk")
     sent = {f"small/{i}.bin": os.urandom(1000 + i) for i in range(5)}
+    sent["empty.bin"] = b""
     sent["large.bin"] = os.urandom(40 * 1024 * 1024)
     for key, data in sent.items():
-        store.client.put_object(Bucket="s3-bulk", Key=key, Body=data)
+        if key != "large.bin":
+            store.client.put_object(Bucket="s3-bulk", Key=key, Body=data)
+    (tmp_path / "large.bin").write_bytes(sent["large.bin"])
+    store.put_file(tmp_path / "large.bin", "s3-bulk", "large.bin")  # multipart
+    etag = store.client.head_object(Bucket="s3-bulk", Key="large.bin")["ETag"]
+    assert etag.endswith('-3"')
     calls = []
     store.client.meta.events.register(
-        "before-call.s3.*", lambda model, **kwargs: calls.append(model.name)
+        "provide-client-params.s3.*",
+        lambda params, model, **kwargs: calls.append(
+            (model.name, params.get("Range", ""), params.get("IfMatch"))
+        ),
     )
     stats = store.download_all("s3-bulk", tmp_path / "got")
-    assert (stats.objects, stats.bytes) == (6, sum(len(d) for d in sent.values()))
-    assert sorted(calls) == ["GetObject"] * (5 + 3) + ["ListObjectsV2"]
+    assert (stats.objects, stats.bytes) == (7, sum(len(d) for d in sent.values()))
+    mb16 = 16 * 1024 * 1024
+    assert sorted(calls) == sorted(
+        [("ListObjectsV2", "", None)]
+        + [("GetObject", "", None)] * 6
+        + [
+            ("GetObject", f"bytes={start}-{end}", etag)
+            for start, end in ((0, mb16 - 1), (mb16, 2 * mb16 - 1), (2 * mb16, ""))
+        ]
+    )
     for key, data in sent.items():
         assert (tmp_path / "got" / key).read_bytes() == data
+
+
+def test_an_object_replaced_while_staged_fails_the_staging_and_leaves_no_part(swift, tmp_path):
+    """The listing's ETag guards a large object's parts (If-Match): replaced between the
+    listing and its parts, the staging fails naming the cause, and no half file stays."""
+    store = S3Store(swift["s3_endpoint"], "test:tester", "testing")
+    store.client.create_bucket(Bucket="s3-replaced")
+    big = 20 * 1024 * 1024
+    store.client.put_object(Bucket="s3-replaced", Key="kept.bin", Body=b"kept")
+    store.client.put_object(Bucket="s3-replaced", Key="big.bin", Body=os.urandom(big))
+    listed = store.list("s3-replaced")
+    store.client.put_object(Bucket="s3-replaced", Key="big.bin", Body=os.urandom(big))
+    store.list = lambda bucket, prefix="": listed  # the listing as it was before
+    with pytest.raises(StorageError) as caught:
+        store.download_all("s3-replaced", tmp_path / "got")
+    assert "bucket 's3-replaced'" in str(caught.value)
+    assert "changed while it was staged" in str(caught.value)
+    assert not caught.value.user_fault
+    assert not (tmp_path / "got" / "big.bin").exists()
+
+
+@pytest.mark.parametrize(
+    "secret, bucket, reason",
+    [
+        ("testing", "no-such-bucket", "bucket does not exist"),
+        ("wrong", "s3-results", "credentials refused (wrong secret key)"),
+    ],
+)
+def test_an_s3_write_refused_is_a_storage_error_naming_the_reason(
+    swift, buckets, tmp_path, secret, bucket, reason
+):
+    """boto3's upload_file wraps the refusal (S3UploadFailedError): still the store's
+    error, with the reason, never an exception the API would answer with a 500."""
+    store = S3Store(swift["s3_endpoint"], "test:tester", secret)
+    src = tmp_path / "one.txt"
+    src.write_text("one")
+    with pytest.raises(StorageError) as caught:
+        store.put_file(src, bucket, "some/key")
+    assert caught.value.user_fault
+    assert str(caught.value).endswith(f"bucket {bucket!r}: cannot write some/key: {reason}")
 
 
 def test_a_missing_object_is_a_storage_error_naming_it(swift, buckets, tmp_path):
