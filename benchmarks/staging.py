@@ -1,7 +1,7 @@
 """Staging throughput from a real Swift (S3 API): the worker's staging against a plain
 sequential boto3 loop and `rclone copy --transfers 16`, on the same bucket, in one run.
 
-    .venv/bin/python benchmarks/staging.py [--small 200] [--large 4] [--repeat 6]
+    .venv/bin/python benchmarks/staging.py [--small 200] [--large 4] [--repeat 8]
 
 Starts a private embedded stack (with its Swift all-in-one) in a temporary folder, fills a
 bucket with N objects of 256 KiB and M of 64 MiB, then per repetition, in an order that turns
@@ -71,7 +71,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small", type=int, default=200)
     parser.add_argument("--large", type=int, default=4)
-    parser.add_argument("--repeat", type=int, default=6)
+    parser.add_argument("--repeat", type=int, default=8)
     args = parser.parse_args()
     rclone_bin = rclone()
     with private_stack("dlaas-bench-staging-") as (home, env, ports):
