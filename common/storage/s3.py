@@ -318,7 +318,9 @@ class _Listed(BaseSubscriber):
     def on_queued(self, future, **kwargs):
         future.meta.provide_transfer_size(self.obj.size)
         if self.obj.etag:
-            future.meta.provide_object_etag(self.obj.etag)
+            # an entity tag is quoted in If-Match; a store that lists it bare still gets it so
+            bare = self.obj.etag.strip('"')
+            future.meta.provide_object_etag(f'"{bare}"')
 
 
 class _Finishing(BaseSubscriber):
