@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: setup demo demo-s3 up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-ratelimit clean
+.PHONY: setup demo demo-s3 up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-stores bench-ratelimit clean
 
 setup: $(VENV)/.installed
 	@bash deploy/ensure-redis.sh $(VENV)
@@ -47,6 +47,9 @@ bench-logs: setup
 
 bench-staging: setup
 	$(PY) benchmarks/staging.py
+
+bench-stores: setup
+	$(PY) benchmarks/stores.py
 
 bench-faults: setup
 	$(PY) benchmarks/faults.py
