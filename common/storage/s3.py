@@ -202,9 +202,16 @@ class S3Store:
                     future = manager.download(
                         bucket, obj.key, staged, subscribers=[_Listed(obj), *subscribers]
                     )
-                    futures.append((obj, future))
-                for obj, future in futures:
+                    futures.append((obj, staged, future))
+                for obj, staged, future in futures:
                     future.result()
+                    landed = staged.landed()
+                    if landed != obj.size:
+                        raise StorageError(
+                            f"{self.description}, bucket {bucket!r}: download failed: object "
+                            f"{obj.key!r} changed while it was staged (listed with {obj.size} "
+                            f"bytes, {landed} staged); staging again takes the new one"
+                        )
                     stats.add(obj.size)
         except StorageError:
             raise
@@ -272,11 +279,14 @@ class _StagedFile:
     task per object: about a fifth of the client's CPU for a bucket of small objects. The
     file is opened at its first write (a bucket of thousands never holds more files open
     than transfers in flight) and closed when its transfer ends (`_Finishing`); a failed
-    transfer's file is removed."""
+    transfer's file is removed. Every write is flushed at once, so that a full disk fails the
+    transfer's write task rather than a close in a callback, where s3transfer would only log
+    it; what finally landed is checked against the listing (`landed`)."""
 
     def __init__(self, path: Path):
         self.path = path
         self._file: BinaryIO | None = None
+        self._closed_badly = False
 
     def _open(self) -> BinaryIO:
         if self._file is None:
@@ -293,15 +303,30 @@ class _StagedFile:
         return self._open().tell()
 
     def write(self, data: bytes) -> int:
-        return self._open().write(data)
+        file = self._open()
+        written = file.write(data)
+        file.flush()
+        return written
 
     def finish(self, failed: bool) -> None:
-        if self._file is not None:
-            self._file.close()
-        elif not failed:
-            self.path.touch()  # an empty object: nothing was written
+        try:
+            if self._file is not None:
+                self._file.close()
+            elif not failed:
+                self.path.touch()  # an empty object: nothing was written
+        except OSError:
+            self._closed_badly = failed = True
         if failed:
             self.path.unlink(missing_ok=True)
+
+    def landed(self) -> int | None:
+        """Bytes on disk once finished; None when the file is missing or did not close."""
+        if self._closed_badly:
+            return None
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return None
 
 
 class _Listed(BaseSubscriber):

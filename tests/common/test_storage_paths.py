@@ -75,14 +75,20 @@ def test_a_staged_file_opens_at_its_first_write_and_goes_if_its_transfer_failed(
     staged.finish(failed=True)
     assert not staged.path.exists()
 
+    assert staged.landed() is None
+
     whole = _StagedFile(tmp_path / "whole.bin")
     whole.seek(4)
     whole.write(b"5678")
+    # on disk at once (a full disk fails the write, not a close nobody checks)
+    assert whole.path.read_bytes() == b"\0\0\0\x005678"
     whole.seek(0)
     whole.write(b"1234")
     whole.finish(failed=False)
     assert whole.path.read_bytes() == b"12345678"
+    assert whole.landed() == 8
 
     empty = _StagedFile(tmp_path / "empty.bin")
     empty.finish(failed=False)
     assert empty.path.read_bytes() == b""
+    assert empty.landed() == 0

@@ -249,6 +249,25 @@ def test_an_object_replaced_while_staged_fails_the_staging_and_leaves_no_part(sw
     assert not (tmp_path / "got" / "big.bin").exists()
 
 
+def test_a_small_object_of_another_size_than_listed_fails_the_staging(swift, tmp_path):
+    """A small object comes in one plain GET (no If-Match): what landed is checked against
+    the listing, so one replaced by another size between the listing and its GET fails the
+    staging, naming it, instead of passing for the listed object."""
+    store = S3Store(swift["s3_endpoint"], "test:tester", "testing")
+    store.client.create_bucket(Bucket="s3-resized")
+    store.client.put_object(Bucket="s3-resized", Key="a.csv", Body=b"1,2\n")
+    store.client.put_object(Bucket="s3-resized", Key="b.csv", Body=b"3,4\n")
+    listed = store.list("s3-resized")
+    store.client.put_object(Bucket="s3-resized", Key="b.csv", Body=b"3,4\n5,6\n")
+    store.list = lambda bucket, prefix="": listed
+    with pytest.raises(StorageError) as caught:
+        store.download_all("s3-resized", tmp_path / "got")
+    assert "object 'b.csv' changed while it was staged (listed with 4 bytes, 8 staged)" in str(
+        caught.value
+    )
+    assert not caught.value.user_fault
+
+
 @pytest.mark.parametrize(
     "secret, bucket, reason",
     [
