@@ -50,7 +50,10 @@ def create_worker_app(ctx: WorkerContext, sizes: list[str]) -> Celery:
         # Read the S3 model once per child, not once per run, then leave every object made
         # so far out of the collector's full passes: those scan only what a run made (with
         # Celery, kombu and botocore's models in them, one took ~0.1 s of a run's staging).
-        warm_up_s3()
+        try:
+            warm_up_s3()
+        except Exception as exc:  # a node with a broken AWS config may still run local stores
+            log.warning("could not read the S3 model ahead of runs: %s", exc)
         gc.freeze()
 
     @signals.worker_ready.connect(weak=False)

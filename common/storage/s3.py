@@ -120,6 +120,8 @@ class S3Store:
             )
         except ValueError as exc:
             raise StorageError(f"{self.description}: {exc}", user_fault=True) from None
+        except botocore.exceptions.BotoCoreError as exc:  # e.g. the node's AWS config file
+            raise StorageError(f"{self.description}: cannot make a client: {exc}") from None
 
     def _error(self, exc: BaseException, bucket: str, what: str) -> StorageError:
         where = f"{self.description}, bucket {bucket!r}"

@@ -9,7 +9,7 @@ import pytest
 from botocore.utils import parse_timestamp
 
 from common.storage.base import StorageError, target_inside
-from common.storage.s3 import _parse_timestamp, _StagedFile
+from common.storage.s3 import S3Store, _parse_timestamp, _Sessions, _StagedFile
 
 ROOT = Path("/work/run/data")
 
@@ -92,3 +92,17 @@ def test_a_staged_file_opens_at_its_first_write_and_goes_if_its_transfer_failed(
     empty.finish(failed=False)
     assert empty.path.read_bytes() == b""
     assert empty.landed() == 0
+
+
+def test_a_broken_aws_config_on_the_node_is_a_storage_error(monkeypatch, tmp_path):
+    """botocore reads the node's AWS config when it makes a client: a broken one is the
+    store's error (the run fails with it), not an exception out of the worker."""
+    config = tmp_path / "config"
+    config.write_text("[default\nregion=")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setattr(_Sessions, "session", None)  # a session made now reads it
+    with pytest.raises(StorageError) as caught:
+        S3Store("http://127.0.0.1:9", "key", "secret")
+    assert not caught.value.user_fault
+    assert "cannot make a client" in str(caught.value)
+    assert str(config) in str(caught.value)
