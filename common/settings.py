@@ -189,6 +189,13 @@ class Settings:
                 except ValueError:
                     raise SettingsError(f"{name}: expected a number, got {env[name]!r}") from None
 
+        def table(name: str, attr: str, parse) -> None:
+            if env.get(name):
+                try:
+                    values[attr] = parse(env[name])
+                except ValueError as exc:
+                    raise SettingsError(f"{name}: {exc}") from None
+
         text("DLAAS_HOME", "home")
         text("DLAAS_REDIS_URL", "redis_url")
         text("DLAAS_SECRET_KEY", "secret_key")
@@ -206,11 +213,7 @@ class Settings:
         text("DLAAS_RUN_PYTHON_OUTPUT", "run_python_output")
         number("DLAAS_RUN_MAX_PROCESSES", "run_max_processes")
         number("DLAAS_RUN_MAX_OPEN_FILES", "run_max_open_files")
-        if env.get("DLAAS_SIZE_MEMORY"):
-            try:
-                values["size_memory"] = parse_memory_table(env["DLAAS_SIZE_MEMORY"])
-            except ValueError as exc:
-                raise SettingsError(f"DLAAS_SIZE_MEMORY: {exc}") from None
+        table("DLAAS_SIZE_MEMORY", "size_memory", parse_memory_table)
         number("DLAAS_RETENTION_DAYS", "retention_days", float)
         number("DLAAS_MAX_MANIFEST_BYTES", "max_manifest_bytes")
         number("DLAAS_MAX_ZIP_BYTES", "max_zip_bytes")
@@ -235,11 +238,7 @@ class Settings:
         number("DLAAS_QUOTA_RETRY_AFTER_SECONDS", "quota_retry_after_seconds")
         number("DLAAS_REQUESTS_PER_MINUTE", "requests_per_minute")
         number("DLAAS_AUDIT_MAX_ENTRIES", "audit_max_entries")
-        if env.get("DLAAS_SIZE_GPUS"):
-            try:
-                values["size_gpus"] = parse_size_table(env["DLAAS_SIZE_GPUS"])
-            except ValueError as exc:
-                raise SettingsError(f"DLAAS_SIZE_GPUS: {exc}") from None
+        table("DLAAS_SIZE_GPUS", "size_gpus", parse_size_table)
         if env.get("DLAAS_STORE_TYPES"):
             values["store_types"] = tuple(
                 t.strip() for t in env["DLAAS_STORE_TYPES"].split(",") if t.strip()
