@@ -127,9 +127,8 @@ class S3Store:
         where = f"{self.description}, bucket {bucket!r}"
         if isinstance(exc, S3DownloadFailedError) and "ETag" in str(exc):
             # s3transfer's word for a 412 on a part's If-Match (see _Listed)
-            return StorageError(
-                f"{where}: {what}: an object changed while it was staged (its ETag no "
-                "longer matches the listing's); staging again takes the new one"
+            return _changed_while_staged(
+                f"{where}: {what}", "an object", "its ETag no longer matches the listing's"
             )
         if isinstance(exc, RetriesExceededError | boto3.exceptions.RetriesExceededError):
             if exc.last_exception is not None:
@@ -209,10 +208,10 @@ class S3Store:
                     future.result()
                     landed = staged.landed()
                     if landed != obj.size:
-                        raise StorageError(
-                            f"{self.description}, bucket {bucket!r}: download failed: object "
-                            f"{obj.key!r} changed while it was staged (listed with {obj.size} "
-                            f"bytes, {landed} staged); staging again takes the new one"
+                        raise _changed_while_staged(
+                            f"{self.description}, bucket {bucket!r}: download failed",
+                            f"object {obj.key!r}",
+                            f"listed with {obj.size} bytes, {landed} staged",
                         )
                     stats.add(obj.size)
         except StorageError:
@@ -275,6 +274,13 @@ class _Counting(BaseSubscriber):
         self.progress.object_done()
 
 
+def _changed_while_staged(where: str, which: str, why: str) -> StorageError:
+    """Not the user's fault, and passing: the next staging takes the object as it is then."""
+    return StorageError(
+        f"{where}: {which} changed while it was staged ({why}); staging again takes the new one"
+    )
+
+
 class _StagedFile:
     """Where one object is staged. s3transfer writes a seekable target in place at the
     offsets of its parts, where a file name costs it a temporary name, a rename and one more
@@ -288,7 +294,6 @@ class _StagedFile:
     def __init__(self, path: Path):
         self.path = path
         self._file: BinaryIO | None = None
-        self._closed_badly = False
 
     def _open(self) -> BinaryIO:
         if self._file is None:
@@ -317,14 +322,12 @@ class _StagedFile:
             elif not failed:
                 self.path.touch()  # an empty object: nothing was written
         except OSError:
-            self._closed_badly = failed = True
+            failed = True  # a file that did not close is not trusted: removed like a failure
         if failed:
             self.path.unlink(missing_ok=True)
 
     def landed(self) -> int | None:
-        """Bytes on disk once finished; None when the file is missing or did not close."""
-        if self._closed_badly:
-            return None
+        """Bytes on disk once finished; None when the file is missing (failed, removed)."""
         try:
             return self.path.stat().st_size
         except OSError:
