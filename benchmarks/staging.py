@@ -28,6 +28,7 @@ import zipfile
 from pathlib import Path
 
 import boto3
+import psutil
 from botocore.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,8 +222,8 @@ def main() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 if __name__ == "__main__":
