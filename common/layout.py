@@ -1,0 +1,35 @@
+"""Where a run's files land in its results bucket: every key under `<run-id>/`, spelled once.
+
+    <run-id>/                                  what the command wrote to RESULT_DIR
+    <run-id>/_submitted_code/model.zip         the model zip as submitted
+    <run-id>/learner-1/training-log.txt        the run's whole log (stdout and stderr, stamped)
+    <run-id>/learner-1/load-data.log           what staging did
+    <run-id>/learner-1/store-results.log       what storing did
+    <run-id>/learner-1/log-chunks/<n>          copies of the log while it runs (removed at the end)
+
+The worker writes these, the API reads the logs back, the demo and benchmarks look at them.
+"""
+
+from __future__ import annotations
+
+LEARNER = "learner-1"
+TRAINING_LOG = "training-log.txt"
+LOAD_LOG = "load-data.log"
+STORE_LOG = "store-results.log"
+# The service's own logs of a run, kept in its LOG_DIR on the worker and stored under learner-1/.
+RUN_LOGS = (TRAINING_LOG, LOAD_LOG, STORE_LOG)
+
+SUBMITTED_CODE_KEY = "_submitted_code/model.zip"
+TRAINING_LOG_KEY = f"{LEARNER}/{TRAINING_LOG}"
+# Copies of the log made while the run went on; removed once the whole log is stored.
+LOG_CHUNKS_PREFIX = f"{LEARNER}/log-chunks/"
+
+
+def learner_key(name: str) -> str:
+    """A file of the learner's folder, relative to `<run-id>/`."""
+    return f"{LEARNER}/{name}"
+
+
+def run_key(run_id: str, key: str) -> str:
+    """A key relative to the run's folder, as stored in the bucket."""
+    return f"{run_id}/{key}"
