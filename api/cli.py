@@ -1,15 +1,8 @@
 """`dlaas`: the command line, shaped on the classic `bx ml` verbs.
 
-    dlaas train MODEL.zip MANIFEST.yml [--wait]
-    dlaas list trained-models
-    dlaas show trained-models ID
-    dlaas delete trained-models ID
-    dlaas cancel training-runs ID
-    dlaas logs ID [--follow] [--since N]
-    dlaas monitor training-runs ID
-    dlaas nodes [drain NAME]
-
-Every command takes --json; on error it prints FAILED and one line, and exits 1.
+Each verb is one declaration, `@verb(words, help, *arguments, nouns=...)` above its handler;
+the argparse tree (sub-commands such as `admin tokens create` included) is built from those
+declarations. `dlaas --help` lists the verbs, `dlaas VERB --help` explains one.
 """
 
 from __future__ import annotations
@@ -18,75 +11,241 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from api.client import ClientError, DlaasClient, resolve_target
 from common.clock import iso_seconds
+from common.states import RunState, cli_name, is_terminal
 
-NOUNS = ("trained-models", "training-runs")
-TERMINAL = ("COMPLETED", "FAILED", "HALTED")
+# The nouns of the classic verbs. Here a training run and its trained model are one record,
+# named by its Model-ID, so a noun selects nothing: each verb takes the noun it is documented
+# with (the original service's `list/show/delete trained-models`, this service's
+# `cancel/monitor training-runs` and `list training-runs --all`) and refuses another.
+TRAINED_MODELS = "trained-models"
+TRAINING_RUNS = "training-runs"
+
+EPILOG = """\
+Every command takes --json; on error (a refused command line included) it prints FAILED
+and one line, and exits 1. The server is DLAAS_URL and the token DLAAS_TOKEN, else those
+in $DLAAS_HOME/env or .dlaas/env."""
 
 
-def _cli_state(state: str) -> str:
-    return "running" if state == "PROCESSING" else state.lower()
+class UsageError(ClientError):
+    """A command line the parser refused, said like any other error."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dlaas", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+@dataclass(frozen=True)
+class Arg:
+    """One `add_argument` call, kept until the parser is built."""
+
+    names: tuple[str, ...]
+    options: dict
+
+    @property
+    def required_positional(self) -> str | None:
+        """The metavar of a positional that must be given, else None."""
+        if self.names[0].startswith("-") or self.options.get("nargs") in ("?", "*"):
+            return None
+        return self.options.get("metavar", self.names[0].upper())
+
+
+def arg(*names: str, **options) -> Arg:
+    return Arg(names, options)
+
+
+Handler = Callable[[DlaasClient, argparse.Namespace, "_Printer"], int]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A verb or a sub-command (`admin tokens create`): its words, help, arguments, handler."""
+
+    words: tuple[str, ...]
+    help: str
+    args: tuple[Arg, ...]
+    handler: Handler
+    nouns: tuple[str, ...] = ()
+
+    @property
+    def prog(self) -> str:
+        return " ".join(("dlaas", *self.words))
+
+    def example(self) -> str:
+        """`dlaas show trained-models ID`: the command line with its required words."""
+        positionals = [a.required_positional for a in self.args if a.required_positional]
+        return " ".join((self.prog, *self.nouns[:1], *positionals))
+
+
+@dataclass(frozen=True)
+class Group:
+    """Words that lead to sub-commands (`admin`, `admin tokens`, `nodes`)."""
+
+    help: str
+    default: str | None = None  # the sub-command run when none is named
+
+
+COMMANDS: dict[tuple[str, ...], Command] = {}
+GROUPS = {(): Group("dlaas: training runs on the dlaas service, with the classic `bx ml` verbs.")}
+
+
+def _declare(words: tuple[str, ...]) -> None:
+    if words in COMMANDS or words in GROUPS:
+        raise ValueError(f"`dlaas {' '.join(words)}` is declared twice")
+
+
+def verb(
+    name: str, help: str, *args: Arg, nouns: tuple[str, ...] = ()
+) -> Callable[[Handler], Handler]:
+    """Declare the command `dlaas NAME` (NAME may be `admin tokens create`) and its handler."""
+    words = tuple(name.split())
+
+    def register(handler: Handler) -> Handler:
+        _declare(words)
+        COMMANDS[words] = Command(words, help, args, handler, nouns)
+        return handler
+
+    return register
+
+
+def group(name: str, help: str, default: str | None = None) -> None:
+    """Declare words that only lead to sub-commands; `default` runs when none is named."""
+    words = tuple(name.split())
+    _declare(words)
+    GROUPS[words] = Group(help, default)
+
+
+def _either(words: Sequence[str]) -> str:
+    if len(words) <= 2:
+        return " or ".join(words)
+    return f"{', '.join(words[:-1])}, or {words[-1]}"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Raises UsageError where argparse would print its usage and exit 2."""
+
+    expected = ""  # a group's: the sub-commands that may follow its words
+
+    def parse_known_args(self, args=None, namespace=None):
+        given = sys.argv[1:] if args is None else args
+        self._words = [a for a in given if not a.startswith("-")]
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str):
+        if self.expected:  # a group fails only for want of a known sub-command
+            got = f", got {self._words[0]!r}" if self._words else ""
+            raise UsageError(f"{self.prog}: expected {self.expected}{got}")
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def _noun_of(command: Command) -> Callable[[str], str]:
+    def check(word: str) -> str:
+        if word not in command.nouns:
+            raise UsageError(
+                f"{command.prog}: expected {_either(command.nouns)}, got {word!r} "
+                f"(as in `{command.example()}`)"
+            )
+        return word
+
+    return check
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: a sub-command's parser must not reset a --json given before its name.
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the service's JSON answer",
     )
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = verbs.add_parser(name, help=help_text)
-        p.add_argument("--json", action="store_true", help="print the service's JSON answer")
-        return p
 
-    train = verb("train", "submit a training run")
-    train.add_argument("model_zip")
-    train.add_argument("manifest")
-    train.add_argument("--wait", action="store_true", help="follow the run until it ends")
-    train.add_argument("--timeout", type=float, default=1800, help="seconds --wait waits at most")
-    lister = verb("list", "list your training runs")
-    lister.add_argument("noun", choices=NOUNS)
-    lister.add_argument("--all", action="store_true", help="every user's runs (admins)")
-    show = verb("show", "show one training run")
-    show.add_argument("noun", choices=NOUNS)
-    show.add_argument("run_id")
-    delete = verb("delete", "remove a run from the service (its outputs stay in your bucket)")
-    delete.add_argument("noun", choices=NOUNS)
-    delete.add_argument("run_id")
-    cancel = verb("cancel", "stop a run (SIGTERM, a grace period, SIGKILL); it ends HALTED")
-    cancel.add_argument("noun", choices=NOUNS)
-    cancel.add_argument("run_id")
-    logs = verb("logs", "print a run's log (stamped lines), or follow it until the run ends")
-    logs.add_argument("run_id")
-    logs.add_argument("--follow", "-f", action="store_true")
-    logs.add_argument("--since", type=int, default=0, help="first line to print (from 0)")
-    monitor = verb("monitor", "follow a run's state changes and log until it ends")
-    monitor.add_argument("noun", choices=NOUNS)
-    monitor.add_argument("run_id")
-    nodes = verb("nodes", "list the fleet's workers, or drain one (admins)")
-    nodes.add_argument("action", nargs="?", choices=("list", "drain"), default="list")
-    nodes.add_argument("name", nargs="?")
-    admin = verb("admin", "tokens, key rotation and the audit log (admins)")
-    admin.add_argument(
-        "action", choices=("tokens", "rotate-key", "audit"), help="what to administer"
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of every declared group and command."""
+    root = _Parser(
+        prog="dlaas",
+        description=GROUPS[()].help,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    admin.add_argument(
-        "what", nargs="*", help="tokens: create USER | list | revoke ID; audit: [ACTOR]"
-    )
-    admin.add_argument("--note", default="", help="tokens create: a note kept with the token")
-    admin.add_argument("--limit", type=int, default=50, help="audit: how many entries")
-    return parser
+    _add_json(root)
+    parsers: dict[tuple[str, ...], argparse.ArgumentParser] = {(): root}
+    subs: dict[tuple[str, ...], Any] = {}  # argparse's sub-parsers action of each group
+
+    def add(words: tuple[str, ...], help: str, description: str) -> argparse.ArgumentParser:
+        above = words[:-1]
+        if above not in parsers:
+            if above not in GROUPS:
+                raise ValueError(f"`dlaas {' '.join(above)}` is used but not declared a group")
+            add(above, GROUPS[above].help, GROUPS[above].help)
+        if above not in subs:
+            subs[above] = parsers[above].add_subparsers(metavar="COMMAND" if above else "VERB")
+        made = subs[above].add_parser(words[-1], help=help, description=description)
+        _add_json(made)
+        parsers[words] = made
+        return made
+
+    for command in COMMANDS.values():
+        parser = add(command.words, command.help, (command.handler.__doc__ or command.help))
+        if command.nouns:
+            parser.add_argument(
+                "noun",
+                metavar="|".join(command.nouns),
+                type=_noun_of(command),
+                help="the classic noun (a run and its trained model are one record here)",
+            )
+        for argument in command.args:
+            parser.add_argument(*argument.names, **argument.options)
+        parser.set_defaults(command=command)
+    for words, declared in GROUPS.items():
+        parser = parsers[words]
+        parser.expected = _either(_what_follows(words))
+        if declared.default is None:
+            subs[words].required = True
+            continue
+        default = COMMANDS[(*words, declared.default)]
+        if default.args or default.nouns:
+            raise ValueError(f"{default.prog}: a default sub-command takes no arguments")
+        parser.set_defaults(command=default)
+    return root
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    url, token = resolve_target()
-    client = DlaasClient(url, token)
+def _what_follows(words: tuple[str, ...]) -> list[str]:
+    """What may follow a group's words, in declaration order: each sub-command with its
+    required words (`create USER`); after `dlaas` alone, the verbs' names."""
+    follows: dict[str, str] = {}
+    for command in COMMANDS.values():
+        if len(command.words) > len(words) and command.words[: len(words)] == words:
+            step = command.words[len(words)]
+            whole = bool(words) and len(command.words) == len(words) + 1
+            tail = command.example().split(" ", len(words) + 1)[-1]
+            follows.setdefault(step, tail if whole else step)
+    return list(follows.values())
+
+
+def parse(argv: Sequence[str]) -> tuple[Command, argparse.Namespace]:
+    """The declared command a command line names, and its arguments; UsageError if none."""
+    args, extra = build_parser().parse_known_args(list(argv))
+    command: Command = args.command
+    if extra:
+        raise UsageError(
+            f"{command.prog}: unexpected {' '.join(map(repr, extra))} (see `{command.prog} --help`)"
+        )
+    args.json = getattr(args, "json", False)
+    return command, args
+
+
+def main(argv: Sequence[str] | None = None, client: DlaasClient | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        command, args = parse(argv)
+    except UsageError as exc:
+        _Printer("--json" in argv).fail(str(exc))
+        return 1
     out = _Printer(args.json)
     try:
-        return COMMANDS[args.verb](client, args, out)
+        return command.handler(client or DlaasClient(*resolve_target()), args, out)
     except ClientError as exc:
         out.fail(str(exc))
         return 1
@@ -118,7 +277,20 @@ class _Printer:
         print(reason.splitlines()[0] if reason else "unknown error", file=sys.stderr)
 
 
+RUN_ID = arg("run_id", metavar="ID", help="the run's Model-ID (training-…)")
+
+
+@verb(
+    "train",
+    "submit a training run",
+    arg("model_zip", metavar="MODEL_ZIP", help="the model definition, a .zip"),
+    arg("manifest", metavar="MANIFEST", help="the training manifest, YAML"),
+    arg("--wait", action="store_true", help="follow the run until it ends"),
+    arg("--timeout", type=float, default=1800, help="seconds --wait waits at most"),
+)
 def _train(client: DlaasClient, args, out: _Printer) -> int:
+    """Submit a training run and print its Model-ID; with --wait, follow it until it ends
+    (exit 1 unless it completed)."""
     out.say("Starting to train ...")
     created = client.submit(args.model_zip, args.manifest)
     out.say("OK")
@@ -128,10 +300,10 @@ def _train(client: DlaasClient, args, out: _Printer) -> int:
         return 0
     final = _wait(client, created["model_id"], args.timeout, out)
     out.data(final)
-    out.say(f"Final state: {_cli_state(final['state'])}")
+    out.say(f"Final state: {cli_name(final['state'])}")
     loc = final.get("results_location") or {}
     out.say(f"Results: {loc.get('type')} bucket '{loc.get('bucket')}', folder {loc.get('prefix')}")
-    if final["state"] != "COMPLETED":
+    if final["state"] != RunState.COMPLETED:
         out.say(f"Reason: {final.get('status_message', '')}")
         return 1
     return 0
@@ -145,14 +317,21 @@ def _wait(client: DlaasClient, run_id: str, timeout: float, out: _Printer) -> di
         if run["state"] != seen:
             seen = run["state"]
             out.say(f"Status: {seen}")
-        if seen in TERMINAL:
+        if is_terminal(seen):
             return run
         if time.monotonic() > deadline:
             raise ClientError(f"{run_id} still {seen} after {timeout:.0f} s (it goes on running)")
         time.sleep(0.5)
 
 
+@verb(
+    "list",
+    "list your training runs",
+    arg("--all", action="store_true", help="every user's runs, with their owner (admins)"),
+    nouns=(TRAINED_MODELS, TRAINING_RUNS),
+)
 def _list(client: DlaasClient, args, out: _Printer) -> int:
+    """List your training runs, finished or not (with --all, every user's)."""
     out.say("Fetching the list of trained models ...")
     models = client.list_all(every_user=args.all)
     out.data({"models": models, "total": len(models)})
@@ -162,7 +341,7 @@ def _list(client: DlaasClient, args, out: _Printer) -> int:
     for i, m in enumerate(models, 1):
         user = f"{m.get('user', '-'):<12}" if args.all else ""
         out.say(
-            f"{i:<8}{m['name']:<{width}}{m['model_id']:<21}{_cli_state(m['state']):<12}"
+            f"{i:<8}{m['name']:<{width}}{m['model_id']:<21}{cli_name(m['state']):<12}"
             f"{user}{iso_seconds(m['submitted_at'])}"
         )
     out.say()
@@ -172,7 +351,10 @@ def _list(client: DlaasClient, args, out: _Printer) -> int:
     return 0
 
 
+@verb("show", "show one training run", RUN_ID, nouns=(TRAINED_MODELS,))
 def _show(client: DlaasClient, args, out: _Printer) -> int:
+    """Show one run: its state, where it runs, its progress and usage, where its results go,
+    and its history."""
     out.say(f"Fetching the trained model details with MODEL-ID '{args.run_id}' ...")
     run = client.show(args.run_id)
     out.data(run)
@@ -180,7 +362,7 @@ def _show(client: DlaasClient, args, out: _Printer) -> int:
         ("ModelId", run["model_id"]),
         ("url", run["url"]),
         ("Name", run["name"]),
-        ("State", _cli_state(run["state"])),
+        ("State", cli_name(run["state"])),
         ("Submitted_at", iso_seconds(run["submitted_at"])),
         ("Framework", f"{run['framework']['name']} {run['framework']['version']}"),
         (
@@ -197,7 +379,7 @@ def _show(client: DlaasClient, args, out: _Printer) -> int:
     if run.get("status_message"):
         rows.append(("Status", run["status_message"].splitlines()[0]))
     progress = run.get("progress") or {}
-    if progress and run["state"] in ("DOWNLOADING", "STORING"):
+    if progress and run["state"] in (RunState.DOWNLOADING, RunState.STORING):
         rows.append(
             (
                 "Progress",
@@ -237,11 +419,11 @@ def _show(client: DlaasClient, args, out: _Printer) -> int:
         code = f" [{entry['error_code']}]" if entry.get("error_code") else ""
         first = (entry.get("message") or "").splitlines()[:1]
         out.say(
-            f"  {iso_seconds(entry['at'])}  {_cli_state(entry['state']):<12}{code} "
+            f"  {iso_seconds(entry['at'])}  {cli_name(entry['state']):<12}{code} "
             f"{first[0] if first else ''}".rstrip()
         )
     message = run.get("status_message") or ""
-    if run["state"] == "FAILED" and "\n" in message:
+    if run["state"] == RunState.FAILED and "\n" in message:
         out.say("Last lines of the log")
         for line in message.split("\n", 1)[1].splitlines():
             out.say(f"  {line}")
@@ -250,7 +432,15 @@ def _show(client: DlaasClient, args, out: _Printer) -> int:
     return 0
 
 
+@verb(
+    "delete",
+    "remove a run from the service (its outputs stay in your bucket)",
+    RUN_ID,
+    nouns=(TRAINED_MODELS,),
+)
 def _delete(client: DlaasClient, args, out: _Printer) -> int:
+    """Remove a run from the service; an active run is cancelled first and goes once it has
+    stopped. Its trained model and log stay in your results bucket."""
     out.say(f"Deleting the trained model '{args.run_id}' ...")
     answer = client.delete(args.run_id)
     out.data(answer)
@@ -261,7 +451,15 @@ def _delete(client: DlaasClient, args, out: _Printer) -> int:
     return 0
 
 
+@verb(
+    "cancel",
+    "stop a run (SIGTERM, a grace period, SIGKILL); it ends HALTED",
+    RUN_ID,
+    nouns=(TRAINING_RUNS,),
+)
 def _cancel(client: DlaasClient, args, out: _Printer) -> int:
+    """Stop a run: its processes get SIGTERM, a grace period, then SIGKILL; its log and
+    results so far are stored, and it ends HALTED."""
     out.say(f"Canceling training for MODEL-ID '{args.run_id}'...")
     answer = client.cancel(args.run_id)
     out.data(answer)
@@ -270,10 +468,19 @@ def _cancel(client: DlaasClient, args, out: _Printer) -> int:
     return 0
 
 
+@verb(
+    "logs",
+    "print a run's log (stamped lines), or follow it until the run ends",
+    RUN_ID,
+    arg("--follow", "-f", action="store_true", help="keep printing until the run ends"),
+    arg("--since", type=int, default=0, help="first line to print (from 0)"),
+)
 def _logs(client: DlaasClient, args, out: _Printer) -> int:
+    """Print a run's log, each line stamped; with --follow, go on until the run ends
+    (Ctrl-C stops following and leaves the run alone)."""
     if not args.follow:
         text, next_line = client.logs(args.run_id, args.since)
-        if args.json:
+        if out.as_json:
             out.data({"lines": text.splitlines(), "next_line": next_line})
         else:
             sys.stdout.write(text)
@@ -281,7 +488,15 @@ def _logs(client: DlaasClient, args, out: _Printer) -> int:
     return _follow(client, args.run_id, args.since, out, show_status=False)
 
 
+@verb(
+    "monitor",
+    "follow a run's state changes and log until it ends",
+    RUN_ID,
+    nouns=(TRAINING_RUNS,),
+)
 def _monitor(client: DlaasClient, args, out: _Printer) -> int:
+    """Follow a run's state changes and its log until it ends (exit 1 unless it completed;
+    Ctrl-C stops following and leaves the run alone)."""
     out.say("Starting to fetch status messages...")
     return _follow(client, args.run_id, 0, out, show_status=True)
 
@@ -301,22 +516,19 @@ def _follow(client: DlaasClient, run_id: str, since: int, out: _Printer, show_st
             if out.as_json:
                 print(json.dumps({kind: final}), flush=True)
             elif show_status and kind == "status":
-                out.say(f"Status: {_cli_state(final)}" if final else "Status: unknown")
+                out.say(f"Status: {cli_name(final)}" if final else "Status: unknown")
     if show_status:
-        out.say(f"Run ended: {_cli_state(final) if final else 'unknown'}")
+        out.say(f"Run ended: {cli_name(final) if final else 'unknown'}")
         out.say("OK")
-    return 0 if final in ("COMPLETED", None) or not show_status else 1
+    return 0 if final in (RunState.COMPLETED, None) or not show_status else 1
 
 
-def _nodes(client: DlaasClient, args, out: _Printer) -> int:
-    if args.action == "drain":
-        if not args.name:
-            raise ClientError("nodes drain: name the node (see `dlaas nodes`)")
-        answer = client.drain(args.name)
-        out.data(answer)
-        out.say(f"Draining node '{args.name}': it takes no new run; its running run finishes.")
-        out.say("OK")
-        return 0
+group("nodes", "list the fleet's workers, or drain one (admins)", default="list")
+
+
+@verb("nodes list", "list the fleet's workers (what `dlaas nodes` alone does)")
+def _nodes_list(client: DlaasClient, args, out: _Printer) -> int:
+    """List the fleet's workers: their status, the sizes they serve, their GPUs, their host."""
     nodes = client.nodes()["nodes"]
     out.data({"nodes": nodes})
     out.say(f"{'Name':<36}{'status':<10}{'sizes':<20}{'GPUs':<10}host")
@@ -331,72 +543,108 @@ def _nodes(client: DlaasClient, args, out: _Printer) -> int:
     return 0
 
 
-def _admin(client: DlaasClient, args, out: _Printer) -> int:
-    what = args.what
-    if args.action == "tokens":
-        if what[:1] == ["create"] and len(what) == 2:
-            made = client.create_token(what[1], args.note)
-            out.data(made)
-            out.say(f"Token for '{made['user']}' (id {made['id']}); it is shown only now:")
-            out.say(made["token"])
-        elif what in ([], ["list"]):
-            tokens = client.tokens()["tokens"]
-            out.data({"tokens": tokens})
-            out.say(f"{'id':<14}{'user':<16}{'source':<8}{'created-at':<22}created-by")
-            for t in tokens:
-                created = iso_seconds(t["created_at"]) if t.get("created_at") else "-"
-                out.say(
-                    f"{t['id']:<14}{t['user']:<16}{t['source']:<8}{created:<22}"
-                    f"{t.get('created_by', '-')}"
-                )
-            out.say(f"{len(tokens)} tokens found.")
-        elif what[:1] == ["revoke"] and len(what) == 2:
-            out.data(client.revoke_token(what[1]))
-            out.say(f"Token {what[1]} revoked.")
-        else:
-            raise ClientError("admin tokens: expected create USER, list, or revoke ID")
-    elif args.action == "rotate-key":
-        if what:
-            raise ClientError("admin rotate-key takes no arguments")
-        done = client.rotate_key()
-        out.data(done)
-        out.say(
-            f"Re-encrypted the credentials of {done['resealed']} runs with the newest of "
-            f"{done['keys_configured']} keys."
-        )
-        if done["unreadable"]:
-            out.say(f"Unreadable with the configured keys: {', '.join(done['unreadable'])}")
-    else:
-        if len(what) > 1:
-            raise ClientError("admin audit: at most one ACTOR")
-        entries = client.audit(args.limit, what[0] if what else None)["entries"]
-        out.data({"entries": entries})
-        for e in entries:
-            extra = " ".join(
-                f"{k}={v}"
-                for k, v in e.items()
-                if k not in ("id", "time", "actor", "action", "target", "address")
-            )
-            out.say(
-                f"{iso_seconds(e['time'])}  {e['actor']:<12}{e['action']:<14}{e['target']:<22}"
-                f"{e['address']:<16}{extra}"
-            )
-        out.say(f"{len(entries)} entries.")
+@verb(
+    "nodes drain",
+    "drain a worker: it takes no new run (admins)",
+    arg("name", metavar="NAME", help="the node, as `dlaas nodes` names it"),
+)
+def _nodes_drain(client: DlaasClient, args, out: _Printer) -> int:
+    """Drain a worker (admins): it takes no new run; the run it has finishes."""
+    answer = client.drain(args.name)
+    out.data(answer)
+    out.say(f"Draining node '{args.name}': it takes no new run; its running run finishes.")
     out.say("OK")
     return 0
 
 
-COMMANDS = {
-    "train": _train,
-    "list": _list,
-    "show": _show,
-    "delete": _delete,
-    "cancel": _cancel,
-    "logs": _logs,
-    "monitor": _monitor,
-    "nodes": _nodes,
-    "admin": _admin,
-}
+group("admin", "tokens, key rotation and the audit log (admins)")
+group("admin tokens", "make, list and revoke API tokens (admins)", default="list")
+
+
+@verb(
+    "admin tokens create",
+    "make a token for a user; it is shown only once",
+    arg("user", metavar="USER", help="who the token acts as"),
+    arg("--note", default="", help="a note kept with the token"),
+)
+def _tokens_create(client: DlaasClient, args, out: _Printer) -> int:
+    """Make an API token for USER (admins); the token is printed only now."""
+    made = client.create_token(args.user, args.note)
+    out.data(made)
+    out.say(f"Token for '{made['user']}' (id {made['id']}); it is shown only now:")
+    out.say(made["token"])
+    out.say("OK")
+    return 0
+
+
+@verb("admin tokens list", "list the tokens (what `dlaas admin tokens` alone does)")
+def _tokens_list(client: DlaasClient, args, out: _Printer) -> int:
+    """List the API tokens (admins): id, user, where it is kept, when and by whom it was made."""
+    tokens = client.tokens()["tokens"]
+    out.data({"tokens": tokens})
+    out.say(f"{'id':<14}{'user':<16}{'source':<8}{'created-at':<22}created-by")
+    for t in tokens:
+        created = iso_seconds(t["created_at"]) if t.get("created_at") else "-"
+        out.say(
+            f"{t['id']:<14}{t['user']:<16}{t['source']:<8}{created:<22}{t.get('created_by', '-')}"
+        )
+    out.say(f"{len(tokens)} tokens found.")
+    out.say("OK")
+    return 0
+
+
+@verb(
+    "admin tokens revoke",
+    "revoke a token",
+    arg("token_id", metavar="ID", help="the token's id, from `dlaas admin tokens list`"),
+)
+def _tokens_revoke(client: DlaasClient, args, out: _Printer) -> int:
+    """Revoke an API token (admins); requests with it are refused from now on."""
+    out.data(client.revoke_token(args.token_id))
+    out.say(f"Token {args.token_id} revoked.")
+    out.say("OK")
+    return 0
+
+
+@verb("admin rotate-key", "re-encrypt every run's credentials with the newest key")
+def _rotate_key(client: DlaasClient, args, out: _Printer) -> int:
+    """Re-encrypt the stored credentials of every run with the newest configured key (admins),
+    and name the runs no configured key can read."""
+    done = client.rotate_key()
+    out.data(done)
+    out.say(
+        f"Re-encrypted the credentials of {done['resealed']} runs with the newest of "
+        f"{done['keys_configured']} keys."
+    )
+    if done["unreadable"]:
+        out.say(f"Unreadable with the configured keys: {', '.join(done['unreadable'])}")
+    out.say("OK")
+    return 0
+
+
+@verb(
+    "admin audit",
+    "who did what, from where",
+    arg("actor", metavar="ACTOR", nargs="?", help="only this user's actions"),
+    arg("--limit", type=int, default=50, help="how many entries, newest first (default 50)"),
+)
+def _audit(client: DlaasClient, args, out: _Printer) -> int:
+    """Print the audit log (admins): time, actor, action, target, address, and the details."""
+    entries = client.audit(args.limit, args.actor)["entries"]
+    out.data({"entries": entries})
+    for e in entries:
+        extra = " ".join(
+            f"{k}={v}"
+            for k, v in e.items()
+            if k not in ("id", "time", "actor", "action", "target", "address")
+        )
+        out.say(
+            f"{iso_seconds(e['time'])}  {e['actor']:<12}{e['action']:<14}{e['target']:<22}"
+            f"{e['address']:<16}{extra}"
+        )
+    out.say(f"{len(entries)} entries.")
+    out.say("OK")
+    return 0
 
 
 if __name__ == "__main__":

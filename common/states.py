@@ -49,6 +49,22 @@ def can_transition(current: RunState, new: RunState) -> bool:
     return new in TRANSITIONS.get(current, frozenset())
 
 
+def cli_name(state: str) -> str:
+    """The CLI's word for a state the API sent; one this version does not know, lower-cased."""
+    try:
+        return RunState(state).cli_name
+    except ValueError:
+        return state.lower()
+
+
+def is_terminal(state: str) -> bool:
+    """Whether a state the API sent is an end state (one this version does not know is not)."""
+    try:
+        return RunState(state).terminal
+    except ValueError:
+        return False
+
+
 class ErrorCode(str, Enum):
     """C1xx/C2xx: the user's fault. S1xx/S3xx: the service's."""
 
