@@ -134,7 +134,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         if self.expected:  # a group fails only for want of a known sub-command
-            got = f", got {self._words[0]!r}" if self._words else ""
+            words = getattr(self, "_words", [])
+            got = f", got {words[0]!r}" if words else ""
             raise UsageError(f"{self.prog}: expected {self.expected}{got}")
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
