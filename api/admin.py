@@ -4,31 +4,57 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
-from api.auth import audit, require_admin
+from api.auth import admin_only, audit, caller
 from api.errors import ApiError
-from api.params import int_arg
+from api.openapi import contract, json_body, json_response, obj, path_param, query_param, ref
+from api.params import IntArg
+from api.services import current_services
 
 bp = Blueprint("admin", __name__, url_prefix="/v3/admin")
 
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-
-
-def _services():
-    return current_app.extensions["dlaas"]
+NOTE_MAX = 200
+AUDIT_LIMIT = IntArg("limit", "How many entries (default 100)", default=100, low=1, high=1000)
 
 
 @bp.get("/tokens")
+@admin_only("listing tokens")
+@contract(
+    "Every token: made with `dlaas admin` (Redis) or in the tokens file (admins)",
+    tag="admin",
+    ok={
+        200: json_response(
+            "The tokens (never the tokens themselves)",
+            obj({"tokens": {"type": "array", "items": ref("TokenRecord")}}),
+        )
+    },
+)
 def list_tokens():
-    require_admin("listing tokens")
-    return jsonify({"tokens": _services().tokens.list()})
+    return jsonify({"tokens": current_services().tokens.list()})
 
 
 @bp.post("/tokens")
+@admin_only("creating tokens")
+@contract(
+    "Make a token for a user (admins); it is shown in this answer only",
+    tag="admin",
+    body=json_body(
+        obj(
+            {
+                "user": {"type": "string", "pattern": USER_NAME.pattern},
+                "note": {"type": "string", "maxLength": NOTE_MAX},
+            },
+            required=["user"],
+            additionalProperties=False,
+        )
+    ),
+    ok={201: json_response("Made", ref("NewToken"))},
+    errors=(400,),
+)
 def create_token():
     """`{"user": "bob", "note": "..."}`: a new token for bob, shown in this answer only."""
-    principal = require_admin("creating tokens")
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not set(body) <= {"user", "note"}:
         raise ApiError(400, 'expected a JSON body {"user": NAME, "note": TEXT}', field="user")
@@ -39,17 +65,35 @@ def create_token():
             "user: 1-64 letters, digits or . _ @ - (starting with a letter or digit)",
             field="user",
         )
-    if not isinstance(note, str) or len(note) > 200:
-        raise ApiError(400, "note: text of at most 200 characters", field="note")
-    token, record = _services().tokens.create(user, principal.user, note)
+    if not isinstance(note, str) or len(note) > NOTE_MAX:
+        raise ApiError(400, f"note: text of at most {NOTE_MAX} characters", field="note")
+    token, record = current_services().tokens.create(user, caller().user, note)
     audit("token.create", record["id"], user=user)
     return jsonify({"token": token, **record}), 201
 
 
 @bp.delete("/tokens/<token_id>")
+@admin_only("revoking tokens")
+@contract(
+    "Revoke a token made with `dlaas admin` (admins); it stops working at once",
+    tag="admin",
+    params=[path_param("token_id", "The token's id, from the token list")],
+    ok={
+        200: json_response(
+            "Revoked",
+            obj(
+                {
+                    "id": {"type": "string"},
+                    "user": {"type": "string"},
+                    "revoked": {"type": "boolean"},
+                }
+            ),
+        )
+    },
+    errors=(404, 409),
+)
 def revoke_token(token_id: str):
-    require_admin("revoking tokens")
-    tokens = _services().tokens
+    tokens = current_services().tokens
     record = tokens.revoke(token_id)
     if record is None:
         if tokens.in_file(token_id):
@@ -62,10 +106,26 @@ def revoke_token(token_id: str):
 
 
 @bp.post("/rotate-key")
+@admin_only("rotating the key")
+@contract(
+    "Re-encrypt every run's stored credentials with the newest DLAAS_SECRET_KEY key (admins)",
+    tag="admin",
+    ok={
+        200: json_response(
+            "Done",
+            obj(
+                {
+                    "resealed": {"type": "integer", "minimum": 0},
+                    "unreadable": {"type": "array", "items": {"type": "string"}},
+                    "keys_configured": {"type": "integer", "minimum": 1},
+                }
+            ),
+        )
+    },
+)
 def rotate_key():
     """Re-encrypts every run's stored credentials with the newest DLAAS_SECRET_KEY key."""
-    require_admin("rotating the key")
-    services = _services()
+    services = current_services()
     done, unreadable = services.runs.reseal_credentials(services.box.rotate)
     audit("key.rotate", "credentials", resealed=done, unreadable=len(unreadable))
     return jsonify(
@@ -74,8 +134,22 @@ def rotate_key():
 
 
 @bp.get("/audit")
+@admin_only("reading the audit log")
+@contract(
+    "The audit log, newest first (admins)",
+    tag="admin",
+    params=[
+        AUDIT_LIMIT.parameter(),
+        query_param("actor", "Only this user's actions", {"type": "string"}),
+    ],
+    ok={
+        200: json_response(
+            "Entries", obj({"entries": {"type": "array", "items": ref("AuditEntry")}})
+        )
+    },
+    errors=(400,),
+)
 def read_audit():
-    require_admin("reading the audit log")
-    limit = int_arg("limit", 100, 1, 1000)
+    limit = AUDIT_LIMIT.read()
     actor = request.args.get("actor") or None
-    return jsonify({"entries": _services().audit.recent(limit, actor)})
+    return jsonify({"entries": current_services().audit.recent(limit, actor)})

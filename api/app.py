@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import redis
 from celery import Celery
 from flask import Flask
 
 from api.errors import register_error_handlers
+from api.services import EXTENSION, Services
 from common.artifacts import ArtifactStore
 from common.audit import AuditLog
 from common.crypto import CredentialBox
@@ -17,19 +16,6 @@ from common.runstore import RunStore
 from common.settings import Settings
 from common.taskqueue import make_celery
 from common.tokens import TokenRegistry
-
-
-@dataclass
-class Services:
-    settings: Settings
-    redis: redis.Redis
-    runs: RunStore
-    celery: Celery
-    tokens: TokenRegistry
-    artifacts: ArtifactStore
-    box: CredentialBox
-    nodes: NodeStore
-    audit: AuditLog
 
 
 def create_app(
@@ -43,7 +29,7 @@ def create_app(
     # Werkzeug stops reading a body past this (413) instead of buffering it whole.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_zip_bytes + settings.max_manifest_bytes + 65536
     app.json.sort_keys = False
-    app.extensions["dlaas"] = Services(
+    app.extensions[EXTENSION] = Services(
         settings=settings,
         redis=redis_client,
         runs=RunStore(redis_client, settings.retention_seconds),

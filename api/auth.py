@@ -1,27 +1,93 @@
 """Bearer-token auth (tokens kept hashed: common/tokens.py), roles, the per-token request
-rate limit, and the audit trail of what a request changed."""
+rate limit, and the audit trail of what a request changed.
+
+Access rules are decorators above the view, as in Flask's tutorial (`@login_required`):
+
+    @bp.get("/tokens")
+    @admin_only("listing tokens")
+    def list_tokens(): ...
+
+`@authenticated` lets any valid token in, `@admin_only(what)` only the admin role (403
+otherwise); both count the request against its token's rate limit (429) and leave the caller
+in `caller()`. A view with neither is public. api/openapi.py reads the rule off the view
+(`access`), so the document's security, 401, 403 and 429 follow it.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
+from collections.abc import Callable
+from enum import Enum
+from typing import TypeVar
 
-from flask import current_app, g, request
+from flask import g, request
 
 from api.errors import ApiError
+from api.services import current_services
 from common import keys
 from common.tokens import Principal, TokenRegistry, TokensFileError
 
 log = logging.getLogger(__name__)
+View = TypeVar("View", bound=Callable)
 
 
-def current_principal() -> Principal:
-    """Who makes this request (checked once per request, rate limit counted once)."""
+class Access(str, Enum):
+    """Who may call a view; views carry it as their `access` attribute."""
+
+    USER = "user"  # any valid token
+    ADMIN = "admin"  # the admin role only
+
+
+def authenticated(view: View) -> View:
+    """The request needs a valid bearer token (401 otherwise)."""
+
+    @functools.wraps(view)
+    def checked(*args, **kwargs):
+        _authenticate()
+        return view(*args, **kwargs)
+
+    checked.access = Access.USER
+    return checked  # type: ignore[return-value]
+
+
+def admin_only(what: str) -> Callable[[View], View]:
+    """The request needs the admin role: 403 "`what` is for administrators" otherwise."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def checked(*args, **kwargs):
+            ensure_admin(_authenticate(), what)
+            return view(*args, **kwargs)
+
+        checked.access = Access.ADMIN
+        return checked  # type: ignore[return-value]
+
+    return decorate
+
+
+def ensure_admin(principal: Principal, what: str) -> None:
+    """403 unless an admin: for a view only part of which is the admin's (`?all=true`)."""
+    if not principal.admin:
+        raise ApiError(403, f"{what} is for administrators")
+
+
+def caller() -> Principal:
+    """Who makes this request; only for views under `@authenticated` or `@admin_only`."""
+    principal = g.get("dlaas_principal")
+    if principal is None:
+        raise RuntimeError("caller() in a view without @authenticated or @admin_only")
+    return principal
+
+
+def _authenticate() -> Principal:
+    """Checks the token once per request, and counts the request once against its limit."""
     found = g.get("dlaas_principal")
     if found is not None:
         return found
-    services = current_app.extensions["dlaas"]
+    services = current_services()
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -35,17 +101,6 @@ def current_principal() -> Principal:
         raise ApiError(401, "invalid token")
     _rate_limit(services.tokens, principal, services.settings.requests_per_minute)
     g.dlaas_principal = principal
-    return principal
-
-
-def current_user() -> str:
-    return current_principal().user
-
-
-def require_admin(what: str) -> Principal:
-    principal = current_principal()
-    if not principal.admin:
-        raise ApiError(403, f"{what} is for administrators")
     return principal
 
 
@@ -72,8 +127,7 @@ def _rate_limit(tokens: TokenRegistry, principal: Principal, default: int) -> No
 
 
 def audit(action: str, target: str, **details) -> None:
-    services = current_app.extensions["dlaas"]
     principal = g.get("dlaas_principal")
-    services.audit.record(
+    current_services().audit.record(
         principal.user if principal else "-", action, target, request.remote_addr or "", **details
     )

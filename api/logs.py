@@ -14,8 +14,12 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
-from api.errors import ApiError
-from api.models import own_run
+from api.auth import authenticated
+from api.models import RUN_ID, own_run
+from api.openapi import contract, query_param, ref
+from api.params import IntArg
+from api.services import current_services
+from common.layout import LOG_CHUNKS_PREFIX, TRAINING_LOG_KEY, run_key
 from common.livelog import LiveLog, LogPiece
 from common.manifest import Manifest
 from common.run import Run
@@ -23,35 +27,37 @@ from common.storage import StorageError, open_store
 
 bp = Blueprint("logs", __name__, url_prefix="/v3/models")
 
-LEARNER = "learner-1"
 FOLLOW_MAX_SECONDS = 6 * 3600
 BLOCK_MS = 1000
-
-
-def _services():
-    return current_app.extensions["dlaas"]
-
-
-def _since() -> int:
-    text = request.args.get("since", "0")
-    if not (text.isascii() and text.isdigit()):  # "²" is a digit that int() refuses
-        raise ApiError(400, "since: expected a line number (0 = the first line)", field="since")
-    return int(text)
+SINCE = IntArg(
+    "since",
+    "First line to send (0 = the first)",
+    default=0,
+    low=0,
+    expected="a line number (0 = the first line)",
+)
+LOG_HEADERS = {
+    "X-Next-Line": {
+        "description": "The line number to pass as `since` next time",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "X-Run-State": {"description": "The run's state now", "schema": ref("RunState")},
+}
 
 
 def _durable_lines(run: Run, since: int, upto: int | None = None) -> Iterator[str]:
     """Lines `since`..`upto` of the stored log: the whole log of an ended run, else the chunk
     objects copied while it runs. Nothing when the bucket cannot be read."""
-    services = _services()
+    services = current_services()
     try:
         connections = services.box.open(run.credentials)
         results = Manifest.from_dict(run.manifest).with_connections(connections).training_results
         store = open_store(results, services.settings.local_store_root)
         with tempfile.TemporaryDirectory() as tmp:
             if run.state.terminal:
-                keys = [(0, f"{run.id}/{LEARNER}/training-log.txt")]
+                keys = [(0, run_key(run.id, TRAINING_LOG_KEY))]
             else:
-                prefix = f"{run.id}/{LEARNER}/log-chunks/"
+                prefix = run_key(run.id, LOG_CHUNKS_PREFIX)
                 keys = [
                     (int(o.key[len(prefix) :].split(".")[0]), o.key)
                     for o in store.list(results.bucket, prefix)
@@ -74,7 +80,7 @@ def _durable_lines(run: Run, since: int, upto: int | None = None) -> Iterator[st
 
 def _lines(run: Run, since: int) -> tuple[list[str], str, int]:
     """Lines from `since`: (lines, the last live entry id used, the next line number)."""
-    live = LiveLog(_services().redis, run.id)
+    live = LiveLog(current_services().redis, run.id)
     pieces = live.read_from_line(since, count=100_000)
     first_live = pieces[0].first_line if pieces else None
     out: list[str] = []
@@ -95,9 +101,34 @@ def _lines(run: Run, since: int) -> tuple[list[str], str, int]:
 
 
 @bp.get("/<run_id>/logs")
+@authenticated
+@contract(
+    "The run's log: so far, or followed live as server-sent events",
+    tag="models",
+    params=[
+        RUN_ID,
+        SINCE.parameter(),
+        query_param(
+            "follow",
+            "Follow until the run ends (server-sent events: `status`, `log`, `end`)",
+            {"type": "boolean"},
+        ),
+    ],
+    ok={
+        200: {
+            "description": "Lines since `since`: plain text, or an event stream with `follow=true`",
+            "headers": LOG_HEADERS,
+            "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "text/event-stream": {"schema": ref("LogEvent")},
+            },
+        }
+    },
+    errors=(400, 404),
+)
 def logs(run_id: str):
     run = own_run(run_id)
-    since = _since()
+    since = SINCE.read()
     follow = request.args.get("follow", "false").lower() in ("1", "true", "yes")
     if not follow:
         lines, _, next_line = _lines(run, since)
@@ -125,7 +156,7 @@ def _after(piece: LogPiece, next_line: int) -> tuple[list[str], int]:
 
 
 def _follow(run: Run, since: int) -> Iterator[str]:
-    services = _services()
+    services = current_services()
     live = LiveLog(services.redis, run.id)
     state = run.state
     yield _event("status", [state.value])

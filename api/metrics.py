@@ -3,7 +3,7 @@ scrape so every API process reports the same numbers. Holds no secret."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -11,6 +11,8 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
+from api.openapi import contract
+from api.services import Services, current_services
 from common import stats
 from common.sizes import ResourceSize, queue_name
 from common.states import RunState
@@ -20,7 +22,7 @@ ACTIVE = (RunState.PENDING, RunState.DOWNLOADING, RunState.PROCESSING, RunState.
 
 
 class ServiceCollector:
-    def __init__(self, services):
+    def __init__(self, services: Services):
         self.services = services
 
     def collect(self):
@@ -102,7 +104,17 @@ class ServiceCollector:
 
 
 @bp.get("/metrics")
+@contract(
+    "The service's figures, Prometheus text format",
+    tag="service",
+    ok={
+        200: {
+            "description": "Runs by state and size, queue lengths, nodes, GPUs, ...",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def metrics():
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServiceCollector(current_app.extensions["dlaas"]))
+    registry.register(ServiceCollector(current_services()))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

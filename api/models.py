@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
-from api.auth import audit, current_principal, current_user
+from api.auth import audit, authenticated, caller, ensure_admin
 from api.errors import ApiError
-from api.params import int_arg
+from api.openapi import contract, json_body, json_response, obj, path_param, query_param, ref
+from api.params import IntArg
+from api.services import current_services
 from api.upload import read_form
 from api.views import run_detail, run_location, run_summary
 from common.clock import iso, utcnow
@@ -26,10 +28,11 @@ log = logging.getLogger(__name__)
 bp = Blueprint("models", __name__, url_prefix="/v3/models")
 
 MAX_PAGE = 200
-
-
-def _services():
-    return current_app.extensions["dlaas"]
+LIMIT = IntArg("limit", "Runs per page", default=50, low=1, high=MAX_PAGE)
+OFFSET = IntArg("offset", "Runs to skip", default=0, low=0, high=10**9)
+RUN_ID = path_param(
+    "run_id", "The run's `model_id` (`training-` and 9 letters or digits)", {"type": "string"}
+)
 
 
 def _field(form: dict[str, bytes], field: str) -> bytes:
@@ -42,7 +45,7 @@ def _field(form: dict[str, bytes], field: str) -> bytes:
 
 
 def _check_manifest(text: bytes) -> Manifest:
-    settings = _services().settings
+    settings = current_services().settings
     try:
         manifest = parse_manifest(text)
     except ManifestError as exc:
@@ -76,10 +79,49 @@ def _check_manifest(text: bytes) -> Manifest:
 
 
 @bp.post("")
+@authenticated
+@contract(
+    "Submit a training run",
+    tag="models",
+    description="Multipart: the model definition (a zip) and its manifest (YAML, as a "
+    "file or a plain form field). The run is queued by its resource size.",
+    body={
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": obj(
+                    {
+                        "manifest": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The manifest, YAML",
+                        },
+                        "model_definition": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The model definition, a .zip",
+                        },
+                    }
+                ),
+                "encoding": {"model_definition": {"contentType": "application/zip"}},
+            }
+        },
+    },
+    ok={
+        201: json_response(
+            "Queued (PENDING)",
+            ref("Submitted"),
+            headers={
+                "Location": {"description": "The run's URL path", "schema": {"type": "string"}}
+            },
+        )
+    },
+    errors=(400, 413, 422, 429),
+)
 def submit():
-    services = _services()
+    services = current_services()
     settings = services.settings
-    user = current_user()
+    user = caller().user
     form = read_form(
         {"manifest": settings.max_manifest_bytes, "model_definition": settings.max_zip_bytes}
     )
@@ -151,18 +193,31 @@ def submit():
 
 
 @bp.get("")
+@authenticated
+@contract(
+    "List the user's runs (or every user's, `all=true`), newest first",
+    tag="models",
+    params=[
+        LIMIT.parameter(),
+        OFFSET.parameter(),
+        query_param(
+            "all", "Every user's runs (admins only)", {"type": "string", "enum": ["true", "false"]}
+        ),
+    ],
+    ok={200: json_response("One page of runs", ref("RunList"))},
+    errors=(400, 403),
+)
 def list_runs():
     """The caller's runs; `?all=true` every user's (admins)."""
-    services = _services()
-    principal = current_principal()
-    limit = int_arg("limit", 50, 1, MAX_PAGE)
-    offset = int_arg("offset", 0, 0, 10**9)
+    services = current_services()
+    principal = caller()
+    limit = LIMIT.read()
+    offset = OFFSET.read()
     every = request.args.get("all", "false")
     if every not in ("true", "false"):
         raise ApiError(400, "all: expected true or false", field="all")
     if every == "true":
-        if not principal.admin:
-            raise ApiError(403, "listing every user's runs is for administrators")
+        ensure_admin(principal, "listing every user's runs")
         runs, total = services.runs.list_all(offset, limit)
     else:
         runs, total = services.runs.list_for_user(principal.user, offset, limit)
@@ -178,9 +233,9 @@ def list_runs():
 
 
 def own_run(run_id: str) -> Run:
-    services = _services()
-    principal = current_principal()
-    run = services.runs.get(run_id) if is_run_id(run_id) else None
+    """The run, if the caller may see it (under `@authenticated`); 404 otherwise."""
+    principal = caller()
+    run = current_services().runs.get(run_id) if is_run_id(run_id) else None
     # Another user's run answers exactly like a missing one (admins see every run).
     if run is None or (run.user != principal.user and not principal.admin):
         raise ApiError(404, f"no training run {run_id!r}")
@@ -188,8 +243,16 @@ def own_run(run_id: str) -> Run:
 
 
 @bp.get("/<run_id>")
+@authenticated
+@contract(
+    "Show a run: state, history, usage, where its results go",
+    tag="models",
+    params=[RUN_ID],
+    ok={200: json_response("The run", ref("RunDetail"))},
+    errors=(404,),
+)
 def show(run_id: str):
-    services = _services()
+    services = current_services()
     run = own_run(run_id)
     detail = run_detail(run, services.runs.history(run_id))
     if run.state is RunState.PENDING and not services.nodes.serving(run.resource.value):
@@ -198,6 +261,18 @@ def show(run_id: str):
 
 
 @bp.patch("/<run_id>")
+@authenticated
+@contract(
+    'Cancel a run: `{"status": "halt"}`',
+    tag="models",
+    params=[RUN_ID],
+    body=json_body(ref("HaltRequest")),
+    ok={
+        200: json_response("Halted (it had not started)", ref("Halted")),
+        202: json_response("Halting: its worker stops it", ref("Halted")),
+    },
+    errors=(400, 404, 409),
+)
 def patch(run_id: str):
     """`{"status": "halt"}` cancels the run."""
     run = own_run(run_id)
@@ -211,7 +286,7 @@ def patch(run_id: str):
     cancelled = _cancel(run, delete=False)
     audit("run.cancel", run_id, owner=run.user, state=cancelled.state.value)
     if cancelled.state.terminal and run.artifact:
-        _services().artifacts.delete(run.artifact)  # it never started: no worker needs it
+        current_services().artifacts.delete(run.artifact)  # it never started: no worker needs it
     return jsonify(
         {
             "model_id": run_id,
@@ -222,10 +297,8 @@ def patch(run_id: str):
 
 
 def _cancel(run: Run, delete: bool) -> Run:
-    services = _services()
-    user = current_user()
     try:
-        return services.runs.request_cancel(run.id, user, delete=delete)
+        return current_services().runs.request_cancel(run.id, caller().user, delete=delete)
     except InvalidTransition as exc:
         raise ApiError(409, str(exc), code="ended") from None
     except RunNotFound:
@@ -233,10 +306,23 @@ def _cancel(run: Run, delete: bool) -> Run:
 
 
 @bp.delete("/<run_id>")
+@authenticated
+@contract(
+    "Delete a run from the service (never its outputs in the user's bucket)",
+    tag="models",
+    params=[RUN_ID],
+    ok={
+        200: json_response("Deleted", ref("Deleted")),
+        202: json_response(
+            "An active run: cancelled first, removed once it has stopped", ref("Deleted")
+        ),
+    },
+    errors=(404, 409),
+)
 def delete(run_id: str):
     """Removes the run from the service (never the outputs in the user's bucket). An active
     run is cancelled first, and its record goes once its worker has stopped it (202)."""
-    services = _services()
+    services = current_services()
     run = own_run(run_id)
     if not run.state.terminal:
         cancelled = _cancel(run, delete=True)

@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
-from api.auth import audit, current_user, require_admin
+from api.auth import admin_only, audit, authenticated
 from api.errors import ApiError
+from api.openapi import contract, json_response, path_param, ref
+from api.services import current_services
 from common.sizes import ResourceSize, queue_name
 
 bp = Blueprint("nodes", __name__, url_prefix="/v3/nodes")
 
 
 @bp.get("")
+@authenticated
+@contract(
+    "The fleet's workers: ready, draining or lost",
+    tag="nodes",
+    ok={200: json_response("Every node seen lately", ref("NodeList"))},
+)
 def list_nodes():
-    services = current_app.extensions["dlaas"]
-    current_user()
-    return jsonify({"nodes": services.nodes.list()})
+    return jsonify({"nodes": current_services().nodes.list()})
 
 
 @bp.post("/<name>/drain")
+@admin_only("draining nodes")
+@contract(
+    "Drain a worker: it takes no new run; its running run finishes (admins only)",
+    tag="nodes",
+    params=[path_param("name", "The worker's name")],
+    ok={202: json_response("Draining", ref("Draining"))},
+    errors=(404,),
+)
 def drain(name: str):
     """The worker takes no new run; its running run finishes. It stays up (undrain by
     restarting it)."""
-    services = current_app.extensions["dlaas"]
-    require_admin("draining nodes")
+    services = current_services()
     known = {n["name"]: n for n in services.nodes.list()}
     if name not in known or known[name]["status"] == "lost":
         raise ApiError(404, f"no live node {name!r}")

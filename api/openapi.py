@@ -1,40 +1,50 @@
-"""The HTTP contract: the API's OpenAPI 3 document, built as Python data and served at
-`GET /openapi.json` (no auth).
+"""The HTTP contract: the API's OpenAPI 3 document, served at `GET /openapi.json` (no auth).
 
-To document a new endpoint, add one entry to `PATHS` (Flask's `<name>` becomes `{name}`):
+Each endpoint's contract sits beside its handler, under its route and access rule:
 
-    "/v3/admin/quotas/{user}": {
-        "put": operation(
-            "Set a user's quota",
-            tag="admin",
-            params=[path_param("user", "The user name")],
-            body=json_body(ref("Quota")),
-            ok={200: json_response("The quota now in force", ref("Quota"))},
-            errors=(400, 403, 404),
-        ),
-    },
+    @bp.put("/quotas/<user>")
+    @admin_only("setting quotas")
+    @contract(
+        "Set a user's quota",
+        tag="admin",
+        params=[path_param("user", "The user name")],
+        body=json_body(ref("Quota")),
+        ok={200: json_response("The quota now in force", ref("Quota"))},
+        errors=(400, 404),
+    )
+    def set_quota(user: str): ...
 
-`operation()` adds the bearer security, the 401 and the rate limit's 429 (pass `auth=False`
-for a public one) and a 503 for Redis being unreachable (`store=False` for none); `errors`
+`document(app)` walks the app's URL map and hands each view to apispec's Flask plugin, which
+takes the path from the view's rule (`<user>` becomes `{user}`) and the methods from it too.
+The view's access rule (api/auth.py) adds the bearer security, 401 and the rate limit's 429
+(`@admin_only` also 403); `store=False` drops the 503 for Redis being unreachable; `errors`
 names the other statuses it can answer, each with the one error shape of api/errors.py
-(`components.responses`; 429 comes with Retry-After).
-Named schemas go in `SCHEMAS`. tests/api/test_openapi.py fails while a Flask rule and this
-document disagree on a path or method, and fuzzes every documented operation.
+(`components.responses`; 429 comes with Retry-After). Named schemas go in `SCHEMAS`; view
+docstrings stay prose (apispec would read YAML after a `---` line as operations).
+tests/api/test_openapi.py fails while a route has no contract, and fuzzes every operation.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from flask import Blueprint, jsonify
+from apispec import APISpec
+from apispec_webframeworks.flask import FlaskPlugin
+from flask import Blueprint, Flask, current_app, jsonify
 
+from api.auth import Access
 from common.sizes import ResourceSize
 from common.states import ErrorCode, RunState
 
 bp = Blueprint("openapi", __name__)
 
 Schema = dict[str, Any]
+View = TypeVar("View", bound=Callable)
+IGNORED_METHODS = {"HEAD", "OPTIONS"}  # Flask answers these for every GET rule by itself
+CACHE = "dlaas.openapi"  # app.extensions key of the built document
 
 ERROR_TEXT = {
     400: "The request is malformed: a missing or invalid field, parameter or upload",
@@ -100,7 +110,39 @@ def query_param(name: str, description: str, schema: Schema) -> dict:
     }
 
 
-def operation(
+@dataclass(frozen=True)
+class Contract:
+    """One operation: its success responses `ok`, and the error statuses it can answer."""
+
+    summary: str
+    tag: str
+    ok: dict[int, dict]
+    errors: tuple[int, ...] = ()
+    params: tuple[dict, ...] = ()
+    body: dict | None = None
+    store: bool = True
+    description: str = ""
+
+    def operation(self, access: Access | None) -> dict:
+        # Every authenticated request counts against its token's rate limit (429).
+        statuses = set(self.errors) | ({503} if self.store else set())
+        if access is not None:
+            statuses |= {401, 429} | ({403} if access is Access.ADMIN else set())
+        responses: dict[str, Any] = {str(code): answer for code, answer in sorted(self.ok.items())}
+        for code in sorted(statuses):
+            responses[str(code)] = f"Error{code}"  # apispec makes it a components.responses $ref
+        op: dict = {"summary": self.summary, "tags": [self.tag], "responses": responses}
+        if self.description:
+            op["description"] = self.description
+        if self.params:
+            op["parameters"] = list(self.params)
+        if self.body:
+            op["requestBody"] = self.body
+        op["security"] = [{"bearer": []}] if access is not None else []
+        return op
+
+
+def contract(
     summary: str,
     *,
     tag: str,
@@ -108,30 +150,19 @@ def operation(
     errors: tuple[int, ...] = (),
     params: list[dict] | None = None,
     body: dict | None = None,
-    auth: bool = True,
     store: bool = True,
     description: str = "",
-) -> dict:
-    """One operation: its success responses `ok`, and the error statuses it can answer."""
-    # Every authenticated request counts against its token's rate limit (429).
-    statuses = set(errors) | ({401, 429} if auth else set()) | ({503} if store else set())
-    responses = {str(code): answer for code, answer in sorted(ok.items())}
-    for code in sorted(statuses):
-        responses[str(code)] = {"$ref": f"#/components/responses/Error{code}"}
-    op: dict = {"summary": summary, "tags": [tag], "responses": responses}
-    if description:
-        op["description"] = description
-    if params:
-        op["parameters"] = params
-    if body:
-        op["requestBody"] = body
-    op["security"] = [{"bearer": []}] if auth else []
-    return op
+) -> Callable[[View], View]:
+    """Documents the view below it (kept on the view as its `contract`)."""
+    found = Contract(summary, tag, ok, tuple(errors), tuple(params or ()), body, store, description)
+
+    def mark(view: View) -> View:
+        view.contract = found
+        return view
+
+    return mark
 
 
-RUN_ID = path_param(
-    "run_id", "The run's `model_id` (`training-` and 9 letters or digits)", {"type": "string"}
-)
 TIMESTAMP = {"type": "string", "format": "date-time", "description": "ISO-8601, UTC"}
 
 SCHEMAS: dict[str, Schema] = {
@@ -337,305 +368,55 @@ def _error_response(code: int) -> dict:
     return answer
 
 
-LOG_HEADERS = {
-    "X-Next-Line": {
-        "description": "The line number to pass as `since` next time",
-        "schema": {"type": "integer", "minimum": 0},
-    },
-    "X-Run-State": {"description": "The run's state now", "schema": ref("RunState")},
-}
-
-PATHS: dict[str, dict[str, dict]] = {
-    "/health": {
-        "get": operation(
-            "Is the API up, and can it reach Redis",
-            tag="service",
-            auth=False,
-            store=False,
-            ok={
-                200: json_response("Up, and Redis answers", ref("Health")),
-                503: json_response("Up, but Redis does not answer", ref("Health")),
-            },
-        )
-    },
-    "/openapi.json": {
-        "get": operation(
-            "This document",
-            tag="service",
-            auth=False,
-            store=False,
-            ok={200: json_response("The OpenAPI 3 document", {"type": "object"})},
-        )
-    },
-    "/metrics": {
-        "get": operation(
-            "The service's figures, Prometheus text format",
-            tag="service",
-            auth=False,
-            ok={
-                200: {
-                    "description": "Runs by state and size, queue lengths, nodes, GPUs, ...",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
-            },
-        )
-    },
-    "/v3/models": {
-        "post": operation(
-            "Submit a training run",
-            tag="models",
-            description="Multipart: the model definition (a zip) and its manifest (YAML, as a "
-            "file or a plain form field). The run is queued by its resource size.",
-            body={
-                "required": True,
-                "content": {
-                    "multipart/form-data": {
-                        "schema": obj(
-                            {
-                                "manifest": {
-                                    "type": "string",
-                                    "format": "binary",
-                                    "description": "The manifest, YAML",
-                                },
-                                "model_definition": {
-                                    "type": "string",
-                                    "format": "binary",
-                                    "description": "The model definition, a .zip",
-                                },
-                            }
-                        ),
-                        "encoding": {"model_definition": {"contentType": "application/zip"}},
-                    }
-                },
-            },
-            ok={
-                201: json_response(
-                    "Queued (PENDING)",
-                    ref("Submitted"),
-                    headers={
-                        "Location": {
-                            "description": "The run's URL path",
-                            "schema": {"type": "string"},
-                        }
-                    },
-                )
-            },
-            errors=(400, 413, 422, 429),
-        ),
-        "get": operation(
-            "List the user's runs (or every user's, `all=true`), newest first",
-            tag="models",
-            params=[
-                query_param(
-                    "limit", "Runs per page", {"type": "integer", "minimum": 1, "maximum": 200}
-                ),
-                query_param("offset", "Runs to skip", {"type": "integer", "minimum": 0}),
-                query_param(
-                    "all",
-                    "Every user's runs (admins only)",
-                    {"type": "string", "enum": ["true", "false"]},
-                ),
-            ],
-            ok={200: json_response("One page of runs", ref("RunList"))},
-            errors=(400, 403),
-        ),
-    },
-    "/v3/models/{run_id}": {
-        "get": operation(
-            "Show a run: state, history, usage, where its results go",
-            tag="models",
-            params=[RUN_ID],
-            ok={200: json_response("The run", ref("RunDetail"))},
-            errors=(404,),
-        ),
-        "patch": operation(
-            'Cancel a run: `{"status": "halt"}`',
-            tag="models",
-            params=[RUN_ID],
-            body=json_body(ref("HaltRequest")),
-            ok={
-                200: json_response("Halted (it had not started)", ref("Halted")),
-                202: json_response("Halting: its worker stops it", ref("Halted")),
-            },
-            errors=(400, 404, 409),
-        ),
-        "delete": operation(
-            "Delete a run from the service (never its outputs in the user's bucket)",
-            tag="models",
-            params=[RUN_ID],
-            ok={
-                200: json_response("Deleted", ref("Deleted")),
-                202: json_response(
-                    "An active run: cancelled first, removed once it has stopped", ref("Deleted")
-                ),
-            },
-            errors=(404, 409),
-        ),
-    },
-    "/v3/models/{run_id}/logs": {
-        "get": operation(
-            "The run's log: so far, or followed live as server-sent events",
-            tag="models",
-            params=[
-                RUN_ID,
-                query_param(
-                    "since", "First line to send (0 = the first)", {"type": "integer", "minimum": 0}
-                ),
-                query_param(
-                    "follow",
-                    "Follow until the run ends (server-sent events: `status`, `log`, `end`)",
-                    {"type": "boolean"},
-                ),
-            ],
-            ok={
-                200: {
-                    "description": "Lines since `since`: plain text, or an event stream with "
-                    "`follow=true`",
-                    "headers": LOG_HEADERS,
-                    "content": {
-                        "text/plain": {"schema": {"type": "string"}},
-                        "text/event-stream": {"schema": ref("LogEvent")},
-                    },
-                }
-            },
-            errors=(400, 404),
-        )
-    },
-    "/v3/nodes": {
-        "get": operation(
-            "The fleet's workers: ready, draining or lost",
-            tag="nodes",
-            ok={200: json_response("Every node seen lately", ref("NodeList"))},
-        )
-    },
-    "/v3/nodes/{name}/drain": {
-        "post": operation(
-            "Drain a worker: it takes no new run; its running run finishes (admins only)",
-            tag="nodes",
-            params=[path_param("name", "The worker's name")],
-            ok={202: json_response("Draining", ref("Draining"))},
-            errors=(403, 404),
-        )
-    },
-    "/v3/admin/tokens": {
-        "get": operation(
-            "Every token: made with `dlaas admin` (Redis) or in the tokens file (admins)",
-            tag="admin",
-            ok={
-                200: json_response(
-                    "The tokens (never the tokens themselves)",
-                    obj({"tokens": {"type": "array", "items": ref("TokenRecord")}}),
-                )
-            },
-            errors=(403,),
-        ),
-        "post": operation(
-            "Make a token for a user (admins); it is shown in this answer only",
-            tag="admin",
-            body=json_body(
-                obj(
-                    {
-                        "user": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"},
-                        "note": {"type": "string", "maxLength": 200},
-                    },
-                    required=["user"],
-                    additionalProperties=False,
-                )
-            ),
-            ok={201: json_response("Made", ref("NewToken"))},
-            errors=(400, 403),
-        ),
-    },
-    "/v3/admin/tokens/{token_id}": {
-        "delete": operation(
-            "Revoke a token made with `dlaas admin` (admins); it stops working at once",
-            tag="admin",
-            params=[path_param("token_id", "The token's id, from the token list")],
-            ok={
-                200: json_response(
-                    "Revoked",
-                    obj(
-                        {
-                            "id": {"type": "string"},
-                            "user": {"type": "string"},
-                            "revoked": {"type": "boolean"},
-                        }
-                    ),
-                )
-            },
-            errors=(403, 404, 409),
-        )
-    },
-    "/v3/admin/rotate-key": {
-        "post": operation(
-            "Re-encrypt every run's stored credentials with the newest DLAAS_SECRET_KEY key "
-            "(admins)",
-            tag="admin",
-            ok={
-                200: json_response(
-                    "Done",
-                    obj(
-                        {
-                            "resealed": {"type": "integer", "minimum": 0},
-                            "unreadable": {"type": "array", "items": {"type": "string"}},
-                            "keys_configured": {"type": "integer", "minimum": 1},
-                        }
-                    ),
-                )
-            },
-            errors=(403,),
-        )
-    },
-    "/v3/admin/audit": {
-        "get": operation(
-            "The audit log, newest first (admins)",
-            tag="admin",
-            params=[
-                query_param(
-                    "limit",
-                    "How many entries (default 100)",
-                    {"type": "integer", "minimum": 1, "maximum": 1000},
-                ),
-                query_param("actor", "Only this user's actions", {"type": "string"}),
-            ],
-            ok={
-                200: json_response(
-                    "Entries", obj({"entries": {"type": "array", "items": ref("AuditEntry")}})
-                )
-            },
-            errors=(400, 403),
-        )
-    },
-}
+def document(app: Flask) -> dict:
+    """The document for `app`'s routes, built once per app (its routes are set by then), a
+    fresh copy each time: tools may resolve its references in place."""
+    if CACHE not in app.extensions:
+        app.extensions[CACHE] = _build(app)
+    return copy.deepcopy(app.extensions[CACHE])
 
 
-def document() -> dict:
-    """A fresh copy each time: tools may resolve its references in place."""
-    return copy.deepcopy(
-        {
-            "openapi": "3.0.3",
-            "info": {
-                "title": "dlaas",
-                "version": "3",
-                "description": "Training runs as a service. Every error answers "
-                '`{"error": {"status", "message", "field"?, "code"?}}`.',
-            },
-            "paths": PATHS,
-            "components": {
-                "schemas": SCHEMAS,
-                "responses": {f"Error{code}": _error_response(code) for code in ERROR_TEXT},
-                "securitySchemes": {
-                    "bearer": {
-                        "type": "http",
-                        "scheme": "bearer",
-                        "description": "A token from the service's tokens file",
-                    }
-                },
-            },
-        }
+def _build(app: Flask) -> dict:
+    """A route without a contract is left out (the drift test names it)."""
+    spec = APISpec(
+        title="dlaas",
+        version="3",
+        openapi_version="3.0.3",
+        plugins=[FlaskPlugin()],
+        info={
+            "description": "Training runs as a service. Every error answers "
+            '`{"error": {"status", "message", "field"?, "code"?}}`.'
+        },
     )
+    for name, schema in SCHEMAS.items():
+        spec.components.schema(name, schema)
+    for code in ERROR_TEXT:
+        spec.components.response(f"Error{code}", _error_response(code))
+    spec.components.security_scheme(
+        "bearer",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A token from the service's tokens file",
+        },
+    )
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        found: Contract | None = getattr(view, "contract", None)
+        if found is None:
+            continue
+        operation = found.operation(getattr(view, "access", None))
+        methods = sorted(rule.methods - IGNORED_METHODS)
+        spec.path(view=view, app=app, operations={m.lower(): operation for m in methods})
+    return spec.to_dict()
 
 
 @bp.get("/openapi.json")
+@contract(
+    "This document",
+    tag="service",
+    store=False,
+    ok={200: json_response("The OpenAPI 3 document", {"type": "object"})},
+)
 def openapi_json():
-    return jsonify(document())
+    return jsonify(document(current_app))

@@ -1,10 +1,13 @@
-"""The HTTP contract (api/openapi.py): the document and the Flask routes never drift apart,
-and a fuzzer (schemathesis) finds no 5xx and no answer the document does not describe."""
+"""The HTTP contract (api/openapi.py, each operation beside its handler): every Flask route has
+one, the document is valid, and a fuzzer (schemathesis) finds no 5xx and no answer the document
+does not describe."""
 
 from __future__ import annotations
 
 import re
+import tempfile
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import redis
@@ -15,11 +18,11 @@ from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
 from api.app import create_app
-from api.openapi import document
+from api.auth import Access
+from api.openapi import IGNORED_METHODS, document
 from common.settings import Settings
 from tests.conftest import make_zip, manifest_yaml
 
-IGNORED_METHODS = {"HEAD", "OPTIONS"}  # Flask answers these for every GET rule by itself
 # Examples per operation and generation phase: ~11 operations stay well under a minute.
 FUZZ_EXAMPLES = 100
 CHECKS = [
@@ -31,10 +34,19 @@ CHECKS = [
 ]
 
 
+def _app(home):
+    settings_ = Settings(home=home, secret_key=Fernet.generate_key().decode())
+    # Nothing connects: the app is only built to read its URL map and document it.
+    return create_app(settings_, redis_client=redis.Redis(port=1))
+
+
+def _document() -> dict:
+    with tempfile.TemporaryDirectory() as home:
+        return document(_app(Path(home)))
+
+
 def _flask_operations(tmp_path) -> set[tuple[str, str]]:
-    settings_ = Settings(home=tmp_path, secret_key=Fernet.generate_key().decode())
-    # Nothing connects: the app is only built to read its URL map.
-    app = create_app(settings_, redis_client=redis.Redis(port=1))
+    app = _app(tmp_path)
     found = set()
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
@@ -47,7 +59,7 @@ def _flask_operations(tmp_path) -> set[tuple[str, str]]:
 def _documented_operations() -> set[tuple[str, str]]:
     return {
         (path, method.upper())
-        for path, item in document()["paths"].items()
+        for path, item in _document()["paths"].items()
         for method in item
         if method != "parameters"
     }
@@ -55,12 +67,12 @@ def _documented_operations() -> set[tuple[str, str]]:
 
 def test_every_route_is_documented_and_every_documented_operation_exists(tmp_path):
     routes, documented = _flask_operations(tmp_path), _documented_operations()
-    assert routes - documented == set(), "routes missing from api/openapi.py PATHS"
-    assert documented - routes == set(), "documented in api/openapi.py, but no such route"
+    assert routes - documented == set(), "routes without a @contract (api/openapi.py)"
+    assert documented - routes == set(), "documented, but no such route"
 
 
 def test_path_parameters_are_declared_and_errors_use_the_one_shape():
-    doc = document()
+    doc = _document()
     for path, item in doc["paths"].items():
         in_path = set(re.findall(r"{([^}]+)}", path))
         for method, op in item.items():
@@ -73,9 +85,32 @@ def test_path_parameters_are_declared_and_errors_use_the_one_shape():
                 assert {"401", "429"} <= set(op["responses"]), (method, path)
     assert doc["components"]["responses"]["Error429"]["headers"]["Retry-After"]["required"]
     # schemathesis refuses a document that is not valid OpenAPI, or has unresolvable refs.
-    schema = schemathesis.openapi.from_dict(document())
+    schema = schemathesis.openapi.from_dict(_document())
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == len(_documented_operations())
+
+
+def test_the_access_rule_above_a_view_is_the_one_documented(tmp_path):
+    app = _app(tmp_path)
+    doc = document(app)
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods - IGNORED_METHODS:
+            op = doc["paths"][path][method.lower()]
+            access = getattr(view, "access", None)
+            assert bool(op["security"]) == (access is not None), (method, path)
+            if access is Access.ADMIN:
+                assert "403" in op["responses"], (method, path)
+
+
+def test_a_route_without_a_contract_is_left_out_so_the_drift_test_names_it(tmp_path):
+    app = _app(tmp_path)
+    app.add_url_rule("/v3/undocumented", "undocumented", lambda: "")
+    assert "/v3/undocumented" not in document(app)["paths"]
+    assert "/v3/models" in document(app)["paths"]
 
 
 # -- against the live API -------------------------------------------------------------------
@@ -88,7 +123,7 @@ def test_the_document_is_served_without_auth(api_url):
     answer = requests.get(f"{api_url}/openapi.json", timeout=5)
     assert answer.status_code == 200
     assert answer.headers["Content-Type"] == "application/json"
-    assert answer.json() == document()
+    assert answer.json() == _document()
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +164,7 @@ def _count(status: int) -> None:
     STATUSES[status] += 1
 
 
-schema = schemathesis.openapi.from_dict(document())
+schema = schemathesis.openapi.from_dict(_document())
 
 
 @integration

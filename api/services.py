@@ -1,0 +1,38 @@
+"""What the views share: the settings and every backend client, built once by the app factory
+(api/app.py) and kept in `app.extensions["dlaas"]`; views reach them with `current_services()`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+from flask import current_app
+
+from common.artifacts import ArtifactStore
+from common.audit import AuditLog
+from common.crypto import CredentialBox
+from common.nodes import NodeStore
+from common.runstore import RunStore
+from common.settings import Settings
+from common.tokens import TokenRegistry
+
+EXTENSION = "dlaas"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: redis.Redis
+    runs: RunStore
+    celery: Celery
+    tokens: TokenRegistry
+    artifacts: ArtifactStore
+    box: CredentialBox
+    nodes: NodeStore
+    audit: AuditLog
+
+
+def current_services() -> Services:
+    """The services of the app handling this request."""
+    return current_app.extensions[EXTENSION]
