@@ -16,19 +16,19 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 up: setup
-	$(PY) deploy/stack.py up
+	$(PY) -m deploy.stack up
 
 down:
-	@if [ -x $(PY) ]; then $(PY) deploy/stack.py down; fi
+	@if [ -x $(PY) ]; then $(PY) -m deploy.stack down; fi
 
 status:
-	$(PY) deploy/stack.py status
+	$(PY) -m deploy.stack status
 
 demo: up
-	$(PY) deploy/demo.py
+	$(PY) -m deploy.demo
 
 demo-s3: up
-	$(PY) deploy/demo.py --s3
+	$(PY) -m deploy.demo --s3
 
 test: setup
 	$(PY) -m pytest
@@ -40,22 +40,22 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 bench-dispatch: setup
-	$(PY) benchmarks/dispatch.py
+	$(PY) -m benchmarks.dispatch
 
 bench-logs: setup
-	$(PY) benchmarks/logs.py
+	$(PY) -m benchmarks.logs
 
 bench-staging: setup
-	$(PY) benchmarks/staging.py
+	$(PY) -m benchmarks.staging
 
 bench-stores: setup
-	$(PY) benchmarks/stores.py
+	$(PY) -m benchmarks.stores
 
 bench-faults: setup
-	$(PY) benchmarks/faults.py
+	$(PY) -m benchmarks.faults
 
 bench-ratelimit: setup
-	$(PY) benchmarks/ratelimit.py
+	$(PY) -m benchmarks.ratelimit
 
 clean: down
 	rm -rf .dlaas

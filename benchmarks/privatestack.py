@@ -1,5 +1,6 @@
-"""A private embedded stack for a benchmark: deploy/stack.py in a temporary DLAAS_HOME on free
-ports (Redis, API, worker, reconciler, Flower, Swift), always stopped at the end."""
+"""A private embedded stack for a benchmark: `python -m deploy.stack` in a temporary DLAAS_HOME
+on free ports (Redis, API, worker, reconciler, Flower, Swift, Keystone), always stopped at the
+end."""
 
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from deploy.ports import free_port
 
-from deploy.processes import free_port  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
@@ -27,12 +27,14 @@ def private_stack(
     the stack (set DLAAS_BENCH_KEEP=1 to keep it for its logs): a benchmark's buckets and
     logs run to gigabytes."""
     home = Path(tempfile.mkdtemp(prefix=prefix))
+    # Chosen here, all at once (never one twice); the stack reserves them before it chooses
+    # its other servers' ports, so none of them is given one of these.
     ports = {name: free_port() for name in ("redis", "api", "flower", "swift")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("DLAAS_")}
     env["DLAAS_HOME"] = str(home)
     env.update(settings)
     env.update({f"DLAAS_STACK_{name.upper()}_PORT": str(port) for name, port in ports.items()})
-    stack = [sys.executable, str(ROOT / "deploy" / "stack.py")]
+    stack = [sys.executable, "-m", "deploy.stack"]
     up = subprocess.run([*stack, "up"], env=env, cwd=ROOT, capture_output=True, text=True)
     try:
         if up.returncode != 0:

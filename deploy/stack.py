@@ -1,8 +1,12 @@
 """The embedded single-machine stack: Redis, the API (gunicorn), one worker and Flower.
 
-    python deploy/stack.py up       start what is not running; write .dlaas/env
-    python deploy/stack.py down     stop every process it started, by pid
-    python deploy/stack.py status
+    python -m deploy.stack up       start what is not running; write .dlaas/env
+    python -m deploy.stack down     stop every process it started, by pid
+    python -m deploy.stack status
+
+Every port it will bind is checked free before anything starts (a port taken fails `up` at
+once, naming the port, its holder when it can be seen, and the setting that moves it); a
+failed `up` stops what it started.
 
 State lives in `.dlaas/` (DLAAS_HOME): config.env (generated key and passwords, mode 600),
 tokens.json, pids/, logs/, redis/, artifacts/, work/, store/.
@@ -12,16 +16,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from common.tokens import write_tokens_file  # noqa: E402
-from deploy import keystone, runuser, swift  # noqa: E402
-from deploy.processes import (  # noqa: E402
+from common.tokens import write_tokens_file
+from deploy import keystone, ports, runuser, swift
+from deploy.processes import (
     StartError,
     alive,
     api_argv,
@@ -34,12 +36,29 @@ from deploy.processes import (  # noqa: E402
     wait_until,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 HOME = Path(os.environ.get("DLAAS_HOME", ROOT / ".dlaas")).resolve()
 BIN = Path(sys.executable).parent
-REDIS_PORT = int(os.environ.get("DLAAS_STACK_REDIS_PORT", "16379"))
-API_PORT = int(os.environ.get("DLAAS_STACK_API_PORT", "18080"))
-FLOWER_PORT = int(os.environ.get("DLAAS_STACK_FLOWER_PORT", "15555"))
-SWIFT_PORT = int(os.environ.get("DLAAS_STACK_SWIFT_PORT", "18081"))
+# The ports it binds that a setting moves: (setting, default; 0: a free one at each start).
+# Swift's object, container and account servers and its memcached get free ones.
+PORT_SETTINGS = {
+    "redis": ("DLAAS_STACK_REDIS_PORT", 16379),
+    "api": ("DLAAS_STACK_API_PORT", 18080),
+    "flower": ("DLAAS_STACK_FLOWER_PORT", 15555),
+    "swift": ("DLAAS_STACK_SWIFT_PORT", 18081),
+    "keystone": ("DLAAS_STACK_KEYSTONE_PORT", 0),
+    "keystone swift proxy": ("DLAAS_STACK_KEYSTONE_SWIFT_PORT", 0),
+}
+
+
+def _setting_port(name: str) -> int:
+    setting, default = PORT_SETTINGS[name]
+    raw = os.environ.get(setting, str(default)).strip()
+    if not raw.isdigit() or int(raw) > 65535 or (int(raw) == 0 and default):
+        raise StartError(f"{setting}: not a port number: {raw!r}")
+    return int(raw)
+
+
 ORDER = ("redis", "api", "worker", "reconciler", "flower")
 
 
@@ -88,16 +107,16 @@ def _config() -> dict[str, str]:
     return values
 
 
-def redis_url(config: dict[str, str]) -> str:
-    return f"redis://:{config['DLAAS_REDIS_PASSWORD']}@127.0.0.1:{REDIS_PORT}/0"
+def redis_url(config: dict[str, str], port: int) -> str:
+    return f"redis://:{config['DLAAS_REDIS_PASSWORD']}@127.0.0.1:{port}/0"
 
 
-def _service_env(config: dict[str, str]) -> dict[str, str]:
+def _service_env(config: dict[str, str], redis_port: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
             "DLAAS_HOME": str(HOME),
-            "DLAAS_REDIS_URL": redis_url(config),
+            "DLAAS_REDIS_URL": redis_url(config, redis_port),
             "DLAAS_SECRET_KEY": config["DLAAS_SECRET_KEY"],
             "DLAAS_TOKENS_FILE": str(HOME / "tokens.json"),
         }
@@ -127,15 +146,91 @@ def _run_user() -> None:
     print(f"  {'run user':<11}runs run as {name}")
 
 
+def _port_plan() -> tuple[dict[str, int], list[ports.Port], dict[str, dict[str, int]]]:
+    """Every port this `up` will bind, for what is not running yet: (the stack's own ports by
+    name, all of them with what binds each and its setting, Swift's and Keystone's by their
+    names). The set ones are reserved first, so that none is chosen for another server."""
+    own = {name: _setting_port(name) for name in PORT_SETTINGS}
+    ports.reserve(*filter(None, own.values()))
+    plan: list[ports.Port] = []
+
+    def bind(name: str | None, what: str) -> int:
+        """The port `what` will bind: the one PORT_SETTINGS[name] sets, else a free one."""
+        if own.get(name):
+            plan.append(ports.Port(own[name], what, PORT_SETTINGS[name][0]))
+            return own[name]
+        plan.append(ports.Port(ports.free_port(), what))
+        return plan[-1].number
+
+    for name in ("redis", "api", "flower"):
+        if not _running(name):
+            bind(name, name)
+    chosen: dict[str, dict[str, int]] = {"swift": {}, "keystone": {}}
+    if swift.running(HOME / "swift") is None:
+        chosen["swift"] = {
+            server: bind("swift" if server == "proxy" else None, what)
+            for server, what in swift.PORTS.items()
+        }
+    if keystone.running(HOME / "keystone") is None:
+        setting_of = {"keystone": "keystone", "proxy": "keystone swift proxy"}
+        chosen["keystone"] = {
+            server: bind(setting_of[server], what) for server, what in keystone.PORTS.items()
+        }
+    return own, plan, chosen
+
+
+def _check_ports(plan: list[ports.Port]) -> None:
+    """Refuses, before anything starts, a port named twice or one something else holds."""
+    problems = []
+    seen: dict[int, ports.Port] = {}
+    for port in plan:
+        if port.number in seen:
+            other = seen[port.number]
+            problems.append(
+                f"port {port.number} is set for both {other.what} ({other.setting}) and "
+                f"{port.what} ({port.setting}): give each its own"
+            )
+        seen[port.number] = port
+    problems += ports.taken(plan)
+    if problems:
+        raise StartError("nothing started:\n  " + "\n  ".join(problems))
+
+
 def up() -> None:
+    own, plan, chosen = _port_plan()
+    _check_ports(plan)
+    started: list[str] = []
+    try:
+        _start(own, chosen, started)
+    except BaseException:
+        # Leave nothing half up: what this `up` started is stopped (what ran before stays).
+        for name in reversed(started):
+            if name == "swift":
+                swift.down(HOME / "swift")
+            elif name == "keystone":
+                keystone.down(HOME / "keystone")
+            else:
+                pid = _running(name)
+                if pid:
+                    stop_pid(pid, timeout=10)
+                _pid_file(name).unlink(missing_ok=True)
+            print(f"  {name:<11}stopped (up failed)")
+        raise
+
+
+def _start(own: dict[str, int], chosen: dict[str, dict[str, int]], started: list[str]) -> None:
     # Swift (Swift API + S3 API) for runs whose manifests name s3 or bluemix_objectstore
     # stores; the embedded default (the example) uses the local store.
-    started = swift.up(HOME / "swift", SWIFT_PORT)
+    if chosen["swift"]:
+        started.append("swift")
+    swift_state = swift.up(HOME / "swift", chosen["swift"])
     print(
-        f"  {'swift':<11}{started['s3_endpoint']} (S3 key test:tester, secret testing; "
-        f"Swift auth {started['auth_v1']})"
+        f"  {'swift':<11}{swift_state['s3_endpoint']} (S3 key test:tester, secret testing; "
+        f"Swift auth {swift_state['auth_v1']})"
     )
-    ks = keystone.up(HOME / "keystone", HOME / "swift")
+    if chosen["keystone"]:
+        started.append("keystone")
+    ks = keystone.up(HOME / "keystone", HOME / "swift", chosen["keystone"])
     print(
         f"  {'keystone':<11}{ks['auth_url']} (user tester, password testerpw, project id "
         f"{ks['project_id']}, domain Default, region RegionOne)"
@@ -146,13 +241,13 @@ def up() -> None:
     write_tokens_file(
         HOME / "tokens.json", {config["DLAAS_DEMO_TOKEN"]: "demo"}, {"demo": {"role": "admin"}}
     )
-    env = _service_env(config)
+    env = _service_env(config, own["redis"])
     host = socket.gethostname()
     commands = {
         "redis": redis_argv(
-            REDIS_PORT, HOME / "redis", persist=True, password=config["DLAAS_REDIS_PASSWORD"]
+            own["redis"], HOME / "redis", persist=True, password=config["DLAAS_REDIS_PASSWORD"]
         ),
-        "api": api_argv(BIN, API_PORT, workers=2, access_log=True),
+        "api": api_argv(BIN, own["api"], workers=2, access_log=True),
         "worker": [str(BIN / "dlaas-worker"), "--name", f"dlaas-worker-1@{host}"],
         "reconciler": [str(BIN / "dlaas-reconciler")],
         # Its password and the broker URL go in its environment, not on its command line
@@ -161,7 +256,7 @@ def up() -> None:
             str(BIN / "celery"),
             "flower",
             "--address=127.0.0.1",
-            f"--port={FLOWER_PORT}",
+            f"--port={own['flower']}",
         ],
     }
     own_env = {
@@ -171,10 +266,10 @@ def up() -> None:
             "FLOWER_BASIC_AUTH": f"{config['DLAAS_FLOWER_USER']}:{config['DLAAS_FLOWER_PASSWORD']}",
         }
     }
-    flower_url = f"http://127.0.0.1:{FLOWER_PORT}/healthcheck"
+    flower_url = f"http://127.0.0.1:{own['flower']}/healthcheck"
     ready = {
-        "redis": lambda: port_open(REDIS_PORT),
-        "api": lambda: http_ok(f"http://127.0.0.1:{API_PORT}/health"),
+        "redis": lambda: port_open(own["redis"]),
+        "api": lambda: http_ok(f"http://127.0.0.1:{own['api']}/health"),
         "worker": lambda: log_says(_log("worker"), "ready."),
         "reconciler": lambda: log_says(_log("reconciler"), "reconciler active"),
         "flower": lambda: http_ok(flower_url),
@@ -188,16 +283,17 @@ def up() -> None:
         pid = spawn(commands[name], _log(name), env={**env, **own_env.get(name, {})}, cwd=ROOT)
         _pid_file(name).parent.mkdir(parents=True, exist_ok=True)
         _pid_file(name).write_text(str(pid))
+        started.append(name)
         wait_until(ready[name], 60, name, pid=pid, log_path=_log(name))
         print(f"  {name:<11}started (pid {pid}, log {_shown(_log(name))})")
-    url = f"http://127.0.0.1:{API_PORT}"
+    url = f"http://127.0.0.1:{own['api']}"
     (HOME / "env").write_text(
         f"export DLAAS_URL={url}\nexport DLAAS_TOKEN={config['DLAAS_DEMO_TOKEN']}\n"
-        f"export DLAAS_S3_ENDPOINT=http://127.0.0.1:{SWIFT_PORT}\n"
+        f"export DLAAS_S3_ENDPOINT={swift_state['s3_endpoint']}\n"
     )
     (HOME / "env").chmod(0o600)
     print(
-        f"dlaas is up: API {url}, Flower http://127.0.0.1:{FLOWER_PORT} "
+        f"dlaas is up: API {url}, Flower http://127.0.0.1:{own['flower']} "
         f"(user {config['DLAAS_FLOWER_USER']}, password in .dlaas/config.env)"
     )
     print("  source .dlaas/env   # DLAAS_URL and the demo user's DLAAS_TOKEN")
@@ -225,10 +321,15 @@ def status() -> int:
     return 1 if down_count else 0
 
 
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # so that a stopped `up` stops what it started
+
+
 def main() -> int:
     verb = sys.argv[1] if len(sys.argv) > 1 else "status"
     try:
         if verb == "up":
+            signal.signal(signal.SIGTERM, _terminated)
             up()
         elif verb == "down":
             down()

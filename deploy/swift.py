@@ -1,8 +1,8 @@
 """A real OpenStack Swift all-in-one on 127.0.0.1, answering both the Swift API (tempauth)
 and the S3 API (s3api), for development, the tests and the embedded stack.
 
-    python deploy/swift.py up [--home DIR] [--port PORT]    start (idempotent); prints its env
-    python deploy/swift.py down [--home DIR]                 stop exactly the pids it started
+    python -m deploy.swift up [--home DIR] [--port PORT]    start (idempotent); prints its env
+    python -m deploy.swift down [--home DIR]                 stop exactly the pids it started
 
 Swift comes from PyPI into its own venv (.dlaas/swift-venv, kept), memcached from Debian
 (tempauth keeps its tokens there). One device on a local folder, rings with one replica built
@@ -23,12 +23,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from deploy.processes import (  # noqa: E402
+from deploy.ports import free_port
+from deploy.processes import (
     StartError,
-    free_port,
     port_open,
     recorded_state,
     spawn,
@@ -37,8 +34,18 @@ from deploy.processes import (  # noqa: E402
     wait_until,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 SWIFT_VERSION = "2.38.3"
 SERVERS = ("object", "container", "account", "proxy")
+# The ports it binds, by server: the proxy's is the one clients use (S3 and Swift API).
+PORTS = {
+    "proxy": "swift proxy",
+    "object": "swift object server",
+    "container": "swift container server",
+    "account": "swift account server",
+    "memcached": "swift's memcached",
+}
+S3_KEY, S3_SECRET = "test:tester", "testing"
 
 
 def _venv(home: Path) -> Path:
@@ -137,20 +144,20 @@ def _state_file(home: Path) -> Path:
     return home / "state.json"
 
 
-def up(home: Path, proxy_port: int | None = None) -> dict:
+def running(home: Path) -> dict | None:
+    """The state of the Swift an earlier `up` started in `home`, if all of it still runs."""
+    return recorded_state(_state_file(home))
+
+
+def up(home: Path, ports: dict[str, int] | None = None) -> dict:
+    """Starts Swift in `home` unless it runs there already. `ports` (by the names of PORTS)
+    are bound as given; the others are chosen free."""
     home.mkdir(parents=True, exist_ok=True)
-    state_path = _state_file(home)
-    state = recorded_state(state_path)
+    state = running(home)
     if state is not None:
         return state
     bin_dir = _venv(home)
-    ports = {
-        "proxy": proxy_port or free_port(),
-        "object": free_port(),
-        "container": free_port(),
-        "account": free_port(),
-        "memcached": free_port(),
-    }
+    ports = {name: (ports or {}).get(name) or free_port() for name in PORTS}
     _write_configs(home, ports)
     _build_rings(bin_dir, home, ports)
     pids: dict[str, int] = {}
@@ -199,8 +206,25 @@ def up(home: Path, proxy_port: int | None = None) -> dict:
         "auth_v1": f"http://127.0.0.1:{ports['proxy']}/auth/v1.0",
         "s3_endpoint": f"http://127.0.0.1:{ports['proxy']}",
     }
-    state_path.write_text(json.dumps(state, indent=2))
+    _state_file(home).write_text(json.dumps(state, indent=2))
     return state
+
+
+def s3_client(endpoint: str, session=None):
+    """A boto3 S3 client of this Swift's S3 API (path-style, account test:tester), made from
+    `session` (default: boto3's own)."""
+    import boto3
+    from botocore.config import Config
+
+    make = session.client if session is not None else boto3.client
+    return make(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    )
 
 
 def _healthy(url: str) -> bool:
@@ -226,7 +250,7 @@ def main() -> int:
     try:
         if args.verb == "up":
             started = time.monotonic()
-            state = up(args.home.resolve(), args.port)
+            state = up(args.home.resolve(), {"proxy": args.port} if args.port else None)
             print(
                 f"swift up in {time.monotonic() - started:.1f} s: {state['url']} "
                 f"(Swift v1 auth {state['auth_v1']}, S3 endpoint {state['s3_endpoint']})"

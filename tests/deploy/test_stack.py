@@ -1,5 +1,5 @@
-"""The README's first command, for real: `stack.py up`, the demo run, `stack.py down`, and
-`up` once more in the same home.
+"""The README's first command, for real: `python -m deploy.stack up`, the demo run, `down`,
+and `up` once more in the same home.
 
 Runs in its own DLAAS_HOME on free ports, so it never touches a developer's `.dlaas/`.
 """
@@ -14,7 +14,8 @@ import sys
 import psutil
 import pytest
 
-from tests.conftest import ROOT, free_port
+from deploy.ports import free_port
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -41,9 +42,11 @@ def test_up_demo_down(tmp_path):
             timeout=timeout,
         )
 
-    up = stack("deploy/stack.py", "up")
-    pids = {int(p.read_text()) for p in (tmp_path / "home" / "pids").glob("*.pid")}
+    pids: set[int] = set()
     try:
+        # Inside the try: an `up` that times out may have started some of it.
+        up = stack("-m", "deploy.stack", "up")
+        pids = {int(p.read_text()) for p in (tmp_path / "home" / "pids").glob("*.pid")}
         assert up.returncode == 0, up.stdout + up.stderr
         assert len(pids) == 5 and all(psutil.pid_exists(p) for p in pids)
         saved = (tmp_path / "home" / "env").read_text()
@@ -53,17 +56,17 @@ def test_up_demo_down(tmp_path):
             r"export DLAAS_S3_ENDPOINT=http://127\.0\.0\.1:\d+\n",
             saved,
         )
-        again = stack("deploy/stack.py", "up")
+        again = stack("-m", "deploy.stack", "up")
         assert again.stdout.count("already running") == 5
 
-        demo = stack("deploy/demo.py")
+        demo = stack("-m", "deploy.demo")
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert re.search(r"^Model-ID is 'training-\w{9}'$", demo.stdout, re.M)
         assert "Final state: completed" in demo.stdout
         assert "learner-1/training-log.txt" in demo.stdout and "model.npz" in demo.stdout
         assert re.search(r"epoch 12  loss \d\.\d+  accuracy", demo.stdout)
     finally:
-        down = stack("deploy/stack.py", "down")
+        down = stack("-m", "deploy.stack", "down")
     assert down.returncode == 0, down.stderr
     assert down.stdout.count("stopped") == 7  # and Keystone, and Swift
     gone = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
@@ -71,7 +74,7 @@ def test_up_demo_down(tmp_path):
     # Up again in the same home (what `make demo` after `make down` does): Keystone's and
     # Swift's kept state must not stand in the way.
     try:
-        restarted = stack("deploy/stack.py", "up")
+        restarted = stack("-m", "deploy.stack", "up")
         assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     finally:
-        assert stack("deploy/stack.py", "down").returncode == 0
+        assert stack("-m", "deploy.stack", "down").returncode == 0
