@@ -21,7 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-USERADD = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin"]
+# The worker checks the run user the same way: one definition of both.
+from worker.runuser import USERADD, RunUser
 
 
 class RunUserSetupError(Exception):
@@ -49,22 +50,16 @@ def ensure_user(name: str) -> bool:
     return True
 
 
-def _can_search(folder: Path, name: str) -> bool:
-    """As the user itself, so ACLs count too."""
-    entry = pwd.getpwnam(name)
-    check = ["test", "-x", str(folder)]
-    kwargs = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-    return subprocess.run(check, capture_output=True, **kwargs).returncode == 0
-
-
 def grant_reach(name: str, path: Path) -> list[str]:
-    """Let user `name` pass every directory on the way to `path` (search only)."""
-    changes = []
-    path = Path(path).resolve()
-    chain = [p for p in reversed([path, *path.parents]) if p.is_dir()]
-    for folder in chain:
-        if _can_search(folder, name):
-            continue
+    """Let user `name` pass every directory on the way to `path` (search only), tried as the
+    user itself (so ACLs count), as the worker tries it."""
+    user = RunUser.named(name)
+    changes: list[str] = []
+    granted: set[Path] = set()
+    while (folder := user.blocked_at(path)) is not None:
+        if folder in granted:
+            raise RunUserSetupError(f"{folder}: still not passable for {name} after the grant")
+        granted.add(folder)
         if shutil.which("setfacl"):
             subprocess.run(["setfacl", "-m", f"u:{name}:x", str(folder)], check=True)
             changes.append(f"{folder}: search for {name} (ACL)")

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from worker.rundirs import RunDirs
 
 log = logging.getLogger(__name__)
-CREATE_COMMAND = "useradd --system --no-create-home --shell /usr/sbin/nologin {name}"
+USERADD = ("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin")
+CREATE_COMMAND = " ".join(USERADD) + " {name}"
 HELPER_COMMAND = "python deploy/runuser.py {name} --reach {path}"
 
 
@@ -40,6 +41,12 @@ class RunUser:
     name: str
     uid: int
     gid: int
+
+    @classmethod
+    def named(cls, name: str) -> RunUser:
+        """The system user `name`; KeyError when there is none."""
+        entry = pwd.getpwnam(name)
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
     def can_search(self, folder: Path) -> bool:
         """Whether this user may pass through `folder` (tried as the user: ACLs count)."""
@@ -64,15 +71,15 @@ def run_user(name: str) -> RunUser | None:
     if os.geteuid() != 0:
         return None
     try:
-        entry = pwd.getpwnam(name)
+        user = RunUser.named(name)
     except KeyError:
         raise RunUserError(
             f"DLAAS_RUN_AS: user {name!r} does not exist; create it with "
             f"`{CREATE_COMMAND.format(name=name)}` (or `python deploy/runuser.py {name}`)"
         ) from None
-    if entry.pw_uid == 0:
+    if user.uid == 0:
         raise RunUserError(f"DLAAS_RUN_AS: {name!r} is root; name an unprivileged user")
-    return RunUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
+    return user
 
 
 _REACHABLE: set[tuple[int, Path]] = set()
