@@ -1,6 +1,6 @@
 """Dispatch latency and throughput of the embedded stack, against the floor of its parts.
 
-    .venv/bin/python benchmarks/dispatch.py [--runs 200]
+    .venv/bin/python -m benchmarks.dispatch [--runs 200]
 
 Starts a private embedded stack (Redis, API under gunicorn, one worker, Flower) in a temporary
 DLAAS_HOME on free ports, then:
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,16 +29,14 @@ from pathlib import Path
 import redis
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from api.client import read_env_file  # noqa: E402
-from benchmarks.privatestack import private_stack  # noqa: E402
-from common.clock import parse_iso  # noqa: E402
-from common.runstore import RunStore  # noqa: E402
-from common.settings import Settings  # noqa: E402
-from common.states import RunState  # noqa: E402
-from common.taskqueue import PING_TASK, make_celery  # noqa: E402
+from api.client import read_env_file
+from benchmarks.figures import machine, percentile
+from benchmarks.privatestack import private_stack
+from common.clock import parse_iso
+from common.runstore import RunStore
+from common.settings import Settings
+from common.states import RunState
+from common.taskqueue import PING_TASK, make_celery
 
 MANIFEST = """
 model_definition:
@@ -53,11 +50,6 @@ training_results_reference:
   connection: {path: bench}
   target: {bucket: results, type: local}
 """
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def ms(seconds: float) -> str:
@@ -157,14 +149,13 @@ def main() -> int:
     floor = statistics.median(pings) + statistics.median(spawns)
     print(f"dispatch benchmark: {args.runs} runs of `true`, one worker, embedded stack")
     print(
-        f"environment: {platform.python_implementation()} {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
+        f"environment: {machine()}, "
         f"PYTHONUNBUFFERED={os.environ.get('PYTHONUNBUFFERED', '(unset)')}, "
         f"runs get a clean environment built by the worker"
     )
     print("submission -> command start (one at a time)")
     print(
-        f"  median {ms(median)}   p95 {ms(pct(latencies, 0.95))}   "
+        f"  median {ms(median)}   p95 {ms(percentile(latencies, 0.95))}   "
         f"min {ms(min(latencies))}   max {ms(max(latencies))}"
     )
     print(
@@ -175,7 +166,7 @@ def main() -> int:
     print("floor (same Redis, same worker)")
     print(
         f"  no-op Celery task round trip  median {ms(statistics.median(pings))}   "
-        f"p95 {ms(pct(pings, 0.95))}"
+        f"p95 {ms(percentile(pings, 0.95))}"
     )
     print(f"  spawn bash -c true            median {ms(statistics.median(spawns))}")
     print(f"  floor (sum of medians)               {ms(floor)}")

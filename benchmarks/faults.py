@@ -1,7 +1,7 @@
 """Fault figures: how fast a lost node's run is failed, how fast a cancel ends every process,
 and how much memory a worker holds while Redis is away and its command keeps printing.
 
-    .venv/bin/python benchmarks/faults.py [--kills 5] [--cancels 5] [--outage 60]
+    .venv/bin/python -m benchmarks.faults [--kills 5] [--cancels 5] [--outage 60]
 
 Runs its own Redis (AOF), API and worker processes in a temporary folder, with the short
 fault-detection settings the tests use (lease TTL 3 s, refresh 0.5 s, reconcile every
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -24,12 +23,11 @@ from pathlib import Path
 import psutil
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from common.runstore import RunStore  # noqa: E402
-from common.states import RunState  # noqa: E402
-from tests.conftest import make_zip, manifest_yaml, new_stack, start_redis  # noqa: E402
+from benchmarks.figures import machine
+from common.layout import TRAINING_LOG, TRAINING_LOG_KEY
+from common.runstore import RunStore
+from common.states import RunState
+from tests.conftest import make_zip, manifest_yaml, new_stack, start_redis
 
 GPUS = "4,5,6,7"
 
@@ -41,11 +39,20 @@ def submit(stack, command: str) -> str:
             "model_definition": ("m.zip", make_zip({"a": "b"})),
             "manifest": ("m.yml", manifest_yaml(command, resource="large")),
         },
-        headers={"Authorization": f"Bearer {stack.tokens['alice']}"},
+        headers=stack.headers("alice"),
         timeout=10,
     )
     answer.raise_for_status()
     return answer.json()["model_id"]
+
+
+def halt(stack, run_id: str) -> requests.Response:
+    return requests.patch(
+        f"{stack.api_url}/v3/models/{run_id}",
+        json={"status": "halt"},
+        headers=stack.headers("alice"),
+        timeout=10,
+    )
 
 
 def wait(store: RunStore, run_id: str, test, timeout: float = 120):
@@ -105,21 +112,11 @@ def main() -> int:
                 run_id = submit(stack, command)
                 wait(store, run_id, lambda r: r.process_id)
                 time.sleep(0.3)
-                requests.patch(
-                    f"{stack.api_url}/v3/models/{run_id}",
-                    json={"status": "halt"},
-                    headers={"Authorization": f"Bearer {stack.tokens['alice']}"},
-                    timeout=10,
-                ).raise_for_status()
+                halt(stack, run_id).raise_for_status()
                 asked = time.monotonic()
                 wait(store, run_id, lambda r: r.state is RunState.HALTED)
                 log = (
-                    stack.store_root
-                    / "tests"
-                    / "results"
-                    / run_id
-                    / "learner-1"
-                    / "training-log.txt"
+                    stack.store_root / "tests" / "results" / run_id / TRAINING_LOG_KEY
                 ).read_text()
                 gone = float(log.split("all its processes ended in ")[1].split(" s")[0])
                 into.append((gone, time.monotonic() - asked))
@@ -132,7 +129,7 @@ def main() -> int:
         wait(store, run_id, lambda r: r.process_id)
         time.sleep(3)
         before = tree_rss(worker)
-        log_file = stack.home / "work" / run_id / "log" / "training-log.txt"
+        log_file = stack.home / "work" / run_id / "log" / TRAINING_LOG
         log_before = log_file.stat().st_size
         redis_server.stop()
         peak = before
@@ -144,12 +141,7 @@ def main() -> int:
         redis_server.start()
         time.sleep(3)
         after = tree_rss(worker)
-        requests.patch(
-            f"{stack.api_url}/v3/models/{run_id}",
-            json={"status": "halt"},
-            headers={"Authorization": f"Bearer {stack.tokens['alice']}"},
-            timeout=10,
-        )
+        halt(stack, run_id)
         wait(store, run_id, lambda r: r.state.terminal)
     finally:
         stack.stop_all()
@@ -159,10 +151,7 @@ def main() -> int:
         "fault benchmark (own Redis with AOF, API, reconciler, workers; lease TTL 3 s, "
         "refresh 0.5 s, reconcile 0.5 s, grace 3 s)"
     )
-    print(
-        f"environment: CPython {platform.python_version()}, {os.cpu_count()} CPUs, "
-        f"load {os.getloadavg()[0]:.2f}"
-    )
+    print(f"environment: {machine()}")
     print(
         f"worker death -> run FAILED (S104): median {statistics.median(deaths):.2f} s, "
         f"min {min(deaths):.2f}, max {max(deaths):.2f} over {len(deaths)} kills"

@@ -1,6 +1,6 @@
 """Log pump overhead and live-follow delay, on a private embedded stack.
 
-    .venv/bin/python benchmarks/logs.py [--lines 1000000]
+    .venv/bin/python -m benchmarks.logs [--lines 1000000]
 
 1. A command printing N lines of 80 bytes as fast as it can (a Python loop) runs through
    the service, and, in the same run, the same command with its output to /dev/null on this
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -30,12 +29,11 @@ import time
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from api.client import DlaasClient, read_env_file  # noqa: E402
-from benchmarks.privatestack import private_stack  # noqa: E402
-from worker.process import PYTHON_OUTPUT  # noqa: E402
+from api.client import DlaasClient, read_env_file
+from benchmarks.figures import machine, percentile
+from benchmarks.privatestack import private_stack
+from common.layout import TRAINING_LOG_KEY
+from worker.process import PYTHON_OUTPUT
 
 EMIT = """
 import os, sys, time
@@ -127,7 +125,7 @@ def measure_overhead(home: Path, client: DlaasClient, submit, args) -> dict:
         pipes.append(bare_pipe_run(home, args.lines))
     service, baseline = statistics.median(services), statistics.median(baselines)
     pipe = statistics.median(pipes)
-    stored = results / "learner-1" / "training-log.txt"
+    stored = results / TRAINING_LOG_KEY
     count, in_order = 0, True
     pattern = re.compile(rb"^\S+Z line (\d{9}) x{64}$")
     with open(stored, "rb") as f:
@@ -203,8 +201,7 @@ def main() -> int:
         f"log benchmark: {args.lines} lines of 80 bytes, embedded stack (one worker), this machine"
     )
     print(
-        f"environment: CPython {platform.python_version()}, {os.cpu_count()} CPUs, load "
-        f"{os.getloadavg()[0]:.2f}; the run gets the worker's clean environment "
+        f"environment: {machine()}; the run gets the worker's clean environment "
         f"(Python output flushed every 0.1 s); the /dev/null and bare-pipe runs get PATH, "
         f"RESULT_DIR and the same Python settings ({PYTHON_OUTPUT['flushed']})"
     )
@@ -240,7 +237,7 @@ def main() -> int:
         )
     print(
         f"follow delay over {len(delays)} lines: median {statistics.median(delays) * 1000:.1f} ms, "
-        f"p95 {sorted(delays)[int(0.95 * (len(delays) - 1))] * 1000:.1f} ms"
+        f"p95 {percentile(delays, 0.95) * 1000:.1f} ms"
     )
     return 0 if complete else 1
 

@@ -1,6 +1,6 @@
 """API latency of `GET /v3/models` with the per-token rate limit on and off, side by side.
 
-    .venv/bin/python benchmarks/ratelimit.py [--requests 2000]
+    .venv/bin/python -m benchmarks.ratelimit [--requests 2000]
 
 Starts a private Redis and two API processes (gunicorn, one worker each) on it: one with
 DLAAS_REQUESTS_PER_MINUTE=0 (no limit: no Redis round trip for it) and one with a limit no
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -21,16 +20,13 @@ import time
 from pathlib import Path
 
 import requests
+from cryptography.fernet import Fernet
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cryptography.fernet import Fernet  # noqa: E402
-
-from common.tokens import new_token, write_tokens_file  # noqa: E402
-from deploy.processes import (  # noqa: E402
+from benchmarks.figures import machine, percentile
+from common.tokens import new_token, write_tokens_file
+from deploy.ports import free_port
+from deploy.processes import (
     api_argv,
-    free_port,
     http_ok,
     port_open,
     redis_argv,
@@ -38,8 +34,9 @@ from deploy.processes import (  # noqa: E402
     stop_pid,
     wait_until,
 )
-from tests.conftest import make_zip, manifest_yaml  # noqa: E402
+from tests.conftest import make_zip, manifest_yaml
 
+ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
@@ -96,20 +93,16 @@ def main() -> int:
         for pid in reversed(pids):
             stop_pid(pid)
 
-    def p95(values: list[float]) -> float:
-        return sorted(values)[int(0.95 * (len(values) - 1))]
-
     print(f"rate limit benchmark: GET /v3/models (20 runs), {args.requests} requests per API")
     print(
-        f"environment: CPython {platform.python_version()}, {os.cpu_count()} CPUs, load "
-        f"{os.getloadavg()[0]:.2f}; gunicorn gthread, 1 worker per API; Redis and both APIs "
+        f"environment: {machine()}; gunicorn gthread, 1 worker per API; Redis and both APIs "
         f"on this machine (127.0.0.1); the caller's environment minus DLAAS_*"
     )
     for label in ("off", "on"):
         values = times[label]
         print(
             f"  rate limit {label:<3}: median {statistics.median(values) * 1000:6.2f} ms, "
-            f"p95 {p95(values) * 1000:6.2f} ms"
+            f"p95 {percentile(values, 0.95) * 1000:6.2f} ms"
         )
     ratio = statistics.median(times["on"]) / statistics.median(times["off"])
     print(f"  ratio on / off (medians): {ratio:.2f}")

@@ -1,7 +1,7 @@
 """Staging throughput from a real Swift (S3 API): the worker's staging against a plain
 sequential boto3 loop and `rclone copy --transfers 16`, on the same bucket, in one run.
 
-    .venv/bin/python benchmarks/staging.py [--small 200] [--large 4] [--repeat 8]
+    .venv/bin/python -m benchmarks.staging [--small 200] [--large 4] [--repeat 8]
 
 Starts a private embedded stack (with its Swift all-in-one) in a temporary folder, fills a
 bucket with N objects of 256 KiB and M of 64 MiB, then per repetition, in an order that turns
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -25,17 +24,13 @@ import subprocess
 import sys
 import time
 import zipfile
-from pathlib import Path
 
-import boto3
 import psutil
-from botocore.config import Config
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from api.client import DlaasClient, read_env_file  # noqa: E402
-from benchmarks.privatestack import private_stack  # noqa: E402
+from api.client import DlaasClient, read_env_file
+from benchmarks.figures import machine
+from benchmarks.privatestack import private_stack
+from deploy.swift import S3_KEY, S3_SECRET, s3_client
 
 BUCKET = "staging-bench"
 MANIFEST = """
@@ -44,12 +39,12 @@ model_definition:
   framework: {{name: python, version: "3.11"}}
   execution: {{command: "true", resource: small}}
 training_data:
-- connection: {{endpoint_url: "{endpoint}", aws_access_key_id: "test:tester",
-               aws_secret_access_key: testing}}
+- connection: {{endpoint_url: "{endpoint}", aws_access_key_id: "{key}",
+               aws_secret_access_key: "{secret}"}}
   source: {{bucket: {bucket}, type: s3}}
 training_results:
-  connection: {{endpoint_url: "{endpoint}", aws_access_key_id: "test:tester",
-               aws_secret_access_key: testing}}
+  connection: {{endpoint_url: "{endpoint}", aws_access_key_id: "{key}",
+               aws_secret_access_key: "{secret}"}}
   target: {{bucket: results, type: s3}}
 """
 
@@ -77,14 +72,7 @@ def main() -> int:
     rclone_bin = rclone()
     with private_stack("dlaas-bench-staging-") as (home, env, ports):
         endpoint = f"http://127.0.0.1:{ports['swift']}"
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="test:tester",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}),
-        )
+        s3 = s3_client(endpoint)
         for bucket in (BUCKET, "results"):
             s3.create_bucket(Bucket=bucket)
         objects = [(f"small/{i:04d}.bin", 256 * 1024) for i in range(args.small)]
@@ -99,15 +87,17 @@ def main() -> int:
         with zipfile.ZipFile(model, "w") as archive:
             archive.writestr("README", "nothing to run\n")
         manifest = home / "manifest.yml"
-        manifest.write_text(MANIFEST.format(endpoint=endpoint, bucket=BUCKET))
+        manifest.write_text(
+            MANIFEST.format(endpoint=endpoint, bucket=BUCKET, key=S3_KEY, secret=S3_SECRET)
+        )
 
         rclone_env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         rclone_env.update(
             RCLONE_CONFIG_SW_TYPE="s3",
             RCLONE_CONFIG_SW_PROVIDER="Other",
             RCLONE_CONFIG_SW_ENDPOINT=endpoint,
-            RCLONE_CONFIG_SW_ACCESS_KEY_ID="test:tester",
-            RCLONE_CONFIG_SW_SECRET_ACCESS_KEY="testing",
+            RCLONE_CONFIG_SW_ACCESS_KEY_ID=S3_KEY,
+            RCLONE_CONFIG_SW_SECRET_ACCESS_KEY=S3_SECRET,
         )
 
         swift_pids = list(json.loads((home / "swift" / "state.json").read_text())["pids"].values())
@@ -192,8 +182,7 @@ def main() -> int:
         f"{total / 1e6:.0f} MB from the embedded Swift's S3 API, {args.repeat} repetitions"
     )
     print(
-        f"environment: CPython {platform.python_version()}, {os.cpu_count()} CPUs, load "
-        f"{os.getloadavg()[0]:.2f}; the Swift servers share this machine's CPUs (127.0.0.1); "
+        f"environment: {machine()}; the Swift servers share this machine's CPUs (127.0.0.1); "
         "the caller's environment (rclone without AWS_CA_BUNDLE)"
     )
     print(f"  {'':40s} {'MB/s':>7s} {'median s':>9s} {'client CPU s':>13s} {'Swift CPU s':>12s}")

@@ -3,7 +3,7 @@ session (common/storage/s3.py, what a run gets) against one made from a fresh bo
 (what each store cost before: the S3 model and endpoint rules read again, ~100 ms of JSON).
 No server is needed: making a client sends no request.
 
-    .venv/bin/python benchmarks/stores.py [--repeat 25]
+    .venv/bin/python -m benchmarks.stores [--repeat 25]
 
 Prints the median CPU milliseconds of each, measured alternately in this process.
 """
@@ -11,33 +11,21 @@ Prints the median CPU milliseconds of each, measured alternately in this process
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import boto3
-from botocore.config import Config
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from common.storage.s3 import S3Store  # noqa: E402
+from benchmarks.figures import machine
+from common.storage.s3 import S3Store
+from deploy.swift import s3_client
 
 ENDPOINT = "http://127.0.0.1:9"
 
 
 def fresh_session_client() -> None:
-    boto3.session.Session().client(
-        "s3",
-        endpoint_url=ENDPOINT,
-        aws_access_key_id="key",
-        aws_secret_access_key="secret",
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    s3_client(ENDPOINT, session=boto3.session.Session())
 
 
 def main() -> int:
@@ -57,10 +45,7 @@ def main() -> int:
             way()
             out.append((time.process_time() - began) * 1e3)
     print(f"opening an S3 store, {args.repeat} times each, alternately")
-    print(
-        f"environment: CPython {platform.python_version()}, {os.cpu_count()} CPUs, load "
-        f"{os.getloadavg()[0]:.2f}; boto3 {boto3.__version__}"
-    )
+    print(f"environment: {machine()}; boto3 {boto3.__version__}")
     print(f"  the process's first store (reads the model):  {first:6.1f} ms CPU")
     print(f"  a later store, from the shared session:      {statistics.median(shared):6.1f} ms CPU")
     print(f"  a client from a fresh boto3 session:         {statistics.median(fresh):6.1f} ms CPU")

@@ -11,6 +11,9 @@ import sys
 import zipfile
 from pathlib import Path
 
+from common.layout import TRAINING_LOG_KEY
+from deploy.swift import s3_client
+
 ROOT = Path(__file__).resolve().parents[1]
 HOME = Path(os.environ.get("DLAAS_HOME", ROOT / ".dlaas")).resolve()
 EXAMPLE = ROOT / "examples" / "digits"
@@ -19,18 +22,7 @@ BIN = Path(sys.executable).parent
 
 
 def _s3():
-    import boto3
-    from botocore.config import Config
-
-    endpoint = f"http://127.0.0.1:{os.environ.get('DLAAS_STACK_SWIFT_PORT', '18081')}"
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="test:tester",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    return s3_client(f"http://127.0.0.1:{os.environ.get('DLAAS_STACK_SWIFT_PORT', '18081')}")
 
 
 def _upload_to_s3(data_folder: Path) -> None:
@@ -98,7 +90,7 @@ def main() -> int:
         for path in sorted(latest.rglob("*")):
             if path.is_file():
                 print(f"  {path.relative_to(results_bucket)}  ({path.stat().st_size} bytes)")
-        log = latest / "learner-1" / "training-log.txt"
+        log = latest / TRAINING_LOG_KEY
         if log.exists():
             print("\nLast lines of its training log:")
             for line in log.read_text().splitlines()[-4:]:
