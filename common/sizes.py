@@ -1,7 +1,9 @@
-"""Resource sizes, the GPUs each one gets, and the Celery queue each one travels on."""
+"""Resource sizes, the GPUs (and memory cap) each one gets, and the Celery queue each one
+travels on."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 
 
@@ -25,24 +27,48 @@ def queue_name(size: ResourceSize) -> str:
     return f"{QUEUE_PREFIX}{ResourceSize(size).value}"
 
 
-def parse_size_table(text: str) -> dict[ResourceSize, int]:
-    """Parse `small=1,medium=2,large=4`; every size must be given a non-negative count."""
+def gpu_count(text: str) -> int:
+    """One value of the GPU table: a whole number, 0 or more."""
+    if not text.isdigit():
+        raise ValueError("GPU count must be a whole number")
+    return int(text)
+
+
+BYTE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def byte_amount(text: str) -> int:
+    """One value of the memory table: `8G`, `8GiB`, `8GB`, `512M` or bytes, above 0."""
+    amount = text.upper().removesuffix("B").removesuffix("I")
+    unit = amount[-1:] if amount[-1:] in BYTE_UNITS else ""
+    number = amount[: len(amount) - len(unit)]
+    if not number.isdigit() or int(number) == 0:
+        raise ValueError("expected an amount like 8G")
+    return int(number) * BYTE_UNITS[unit]
+
+
+def parse_size_table(
+    text: str, value: Callable[[str], int] = gpu_count, every_size: bool = True
+) -> dict[ResourceSize, int]:
+    """Parse a per-size table, `small=1,medium=2,large=4` (or `small=8G,...`, with another
+    `value` parser); with `every_size`, a size left out is an error, else it gets no entry."""
     table: dict[ResourceSize, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, count = part.partition("=")
+        name, sep, amount = part.partition("=")
         if not sep:
-            raise ValueError(f"size table entry {part!r}: expected NAME=GPUS")
+            raise ValueError(f"entry {part!r}: expected SIZE=VALUE")
         try:
             size = ResourceSize(name.strip())
         except ValueError:
             known = ", ".join(s.value for s in ResourceSize)
-            raise ValueError(f"size table entry {part!r}: unknown size (known: {known})") from None
-        if not count.strip().isdigit():
-            raise ValueError(f"size table entry {part!r}: GPU count must be a whole number")
-        table[size] = int(count)
+            raise ValueError(f"entry {part!r}: unknown size (known: {known})") from None
+        try:
+            table[size] = value(amount.strip())
+        except ValueError as exc:
+            raise ValueError(f"entry {part!r}: {exc}") from None
     missing = [s.value for s in ResourceSize if s not in table]
-    if missing:
-        raise ValueError(f"size table: missing {', '.join(missing)}")
+    if every_size and missing:
+        raise ValueError(f"missing {', '.join(missing)}")
     return table
 
 
