@@ -1,46 +1,78 @@
 """All settings of the service, read once from `DLAAS_*` environment variables.
 
-Each default makes the embedded single-machine stack work; `deploy/stack.py` writes the
-values it generates (the encryption key, the tokens file) to `.dlaas/config.env`.
+Each setting is declared once, in `Settings`: its name (the variable is `DLAAS_` and the name in
+capitals, unless it lists its own), type, default and one line of doc. The README's settings
+table is made from these declarations (`python -m common.settings` prints it), and
+tests/common/test_settings.py fails when the two disagree. Each default makes the embedded
+single-machine stack work; `deploy/stack.py` writes the values it generates (the encryption
+key, the tokens file) to `.dlaas/config.env`.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Annotated, Any
 
-from common.sizes import DEFAULT_SIZE_GPUS, ResourceSize, parse_size_table
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from common.sizes import DEFAULT_SIZE_GPUS, ResourceSize, byte_amount, parse_size_table
 
 KNOWN_STORE_TYPES = ("local", "s3", "bluemix_objectstore")
+PREFIX = "DLAAS_"
+# The paths that default to a place under DLAAS_HOME.
+UNDER_HOME = {
+    "tokens_file": "tokens.json",
+    "artifact_dir": "artifacts",
+    "work_dir": "work",
+    "local_store_root": "store",
+}
 
 
 class SettingsError(ValueError):
     """A DLAAS_* variable holds a value the service cannot use."""
 
 
-BYTE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+def _from_text(parse: Callable[[str], Any]) -> BeforeValidator:
+    """A validator that parses a variable's text, and lets a value passed in go through."""
+    return BeforeValidator(lambda value: parse(value) if isinstance(value, str) else value)
 
 
-def parse_memory_table(text: str) -> dict[ResourceSize, int]:
-    """Parse `small=8G,medium=16G,large=32G` into bytes; a size left out gets no cap."""
-    table: dict[ResourceSize, int] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, amount = part.partition("=")
-        try:
-            size = ResourceSize(name.strip())
-        except ValueError:
-            known = ", ".join(s.value for s in ResourceSize)
-            raise ValueError(f"entry {part!r}: unknown size (known: {known})") from None
-        amount = amount.strip().upper().removesuffix("B").removesuffix("I")
-        unit = amount[-1:] if amount[-1:] in BYTE_UNITS else ""
-        number = amount[: len(amount) - len(unit)]
-        if not sep or not number.isdigit() or int(number) == 0:
-            raise ValueError(f"entry {part!r}: expected SIZE=AMOUNT like small=8G")
-        table[size] = int(number) * BYTE_UNITS[unit]
-    return table
+def _one_of(*known: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in known:
+            raise ValueError(f"{value!r} (known: {', '.join(known)})")
+        return value
+
+    return AfterValidator(check)
+
+
+def _known_store_types(types: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [t for t in types if t not in KNOWN_STORE_TYPES]
+    if unknown:
+        raise ValueError(f"unknown type {unknown[0]!r} (known: {', '.join(KNOWN_STORE_TYPES)})")
+    return types
+
+
+def _unprivileged(name: str) -> str:
+    if not name or name == "root":
+        raise ValueError(f"name an unprivileged user, got {name!r}")
+    return name
 
 
 def _default_run_path() -> str:
@@ -49,206 +81,334 @@ def _default_run_path() -> str:
     return os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
 
 
-@dataclass(frozen=True)
-class Settings:
-    home: Path = field(default_factory=lambda: Path.cwd() / ".dlaas")
-    # Redis: run records, the Celery broker and its result backend.
-    redis_url: str = "redis://127.0.0.1:16379/0"
-    # Fernet key that encrypts the storage credentials kept with each run.
-    secret_key: str = ""
-    tokens_file: Path | None = None
-    artifact_dir: Path | None = None
-    # Where submitted zips wait: "local" (a folder under artifact_dir), "s3" or "swift"
-    # (endpoint = S3 endpoint or Swift auth URL; user/key = access key and secret, or user
-    # and password). API processes and workers must share it.
-    artifact_store: str = "local"
-    artifact_bucket: str = "dlaas-artifacts"
-    artifact_endpoint: str = ""
-    artifact_user: str = ""
-    artifact_key: str = ""
-    work_dir: Path | None = None
-    local_store_root: Path | None = None
-    retention_days: float = 7.0
-    size_gpus: dict[ResourceSize, int] = field(default_factory=lambda: dict(DEFAULT_SIZE_GPUS))
-    # Store types the workers can move data with; manifests naming another are refused (422).
-    store_types: tuple[str, ...] = KNOWN_STORE_TYPES
-    max_manifest_bytes: int = 64 * 1024
-    max_zip_bytes: int = 100 * 1024 * 1024
-    zip_max_entries: int = 10_000
-    zip_max_uncompressed_bytes: int = 1024 * 1024 * 1024
-    zip_max_ratio: float = 200.0
-    run_path: str = field(default_factory=_default_run_path)
-    # DLAAS_KEEP_RUN_DIRS (or DLAAS_KEEP_WORKDIR): keep each run's directory (root's, 0700)
-    # after the run, for debugging.
-    keep_workdir: bool = False
-    # The unprivileged user a root worker runs runs as (one per worker on a node; see
-    # deploy/README.md). A worker that is not root runs them as itself and says so.
-    run_as: str = "dlaas-run"
-    # How the run's Python programs' prints reach the log (worker/process.py PYTHON_OUTPUT):
-    # "flushed" (block-buffered, flushed every 0.1 s) or "unbuffered" (PYTHONUNBUFFERED=1).
-    run_python_output: str = "flushed"
-    # Per-run limits, set in the run's process before exec: processes and threads of the
-    # run user (RLIMIT_NPROC), open files per process (RLIMIT_NOFILE), and, per size, the
-    # address space per process (RLIMIT_AS; DLAAS_SIZE_MEMORY="small=8G,..."; none: no cap).
-    run_max_processes: int = 4096
-    run_max_open_files: int = 65536
-    size_memory: dict[ResourceSize, int] = field(default_factory=dict)
-    # Leases: the worker refreshes its run's lease every `lease_refresh_seconds`; a lease
-    # unrefreshed for `lease_ttl_seconds` means the node is lost.
-    lease_ttl_seconds: float = 30.0
-    lease_refresh_seconds: float = 5.0
-    reconcile_interval_seconds: float = 10.0
-    # How many times a run whose node was lost (or whose worker shut down) is queued again.
+Names = Annotated[
+    tuple[str, ...],
+    _from_text(lambda text: tuple(p.strip() for p in text.split(",") if p.strip())),
+]
+GpuTable = Annotated[dict[ResourceSize, int], _from_text(parse_size_table)]
+MemoryTable = Annotated[
+    dict[ResourceSize, int],
+    _from_text(lambda text: parse_size_table(text, byte_amount, every_size=False)),
+]
+Count = Annotated[int, Field(ge=1)]
+
+
+def _shown(text: str) -> dict[str, str]:
+    """The README's default, for a default that is not a plain value."""
+    return {"shown": text}
+
+
+class Settings(BaseSettings):
+    """The service's settings; `Settings.from_env()` reads them, `Settings(**values)` takes
+    them as given (and reads no environment)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        env_ignore_empty=True,  # an empty variable means the default
+        enable_decoding=False,  # lists and tables are `a,b` and `small=1,...`, not JSON
+        frozen=True,
+        extra="forbid",
+        validate_by_name=True,  # `keep_workdir=True` as well as its variables
+    )
+
+    home: Path = Field(
+        default_factory=lambda: Path.cwd() / ".dlaas",
+        description="state folder of the embedded stack",
+        json_schema_extra=_shown("`./.dlaas`"),
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:16379/0", description="run records, Celery broker and result backend"
+    )
+    secret_key: str = Field(
+        "",
+        description="Fernet key sealing the stored credentials; several, comma-separated, "
+        "newest first, while rotating",
+        json_schema_extra=_shown("(generated by `make up`)"),
+    )
+    tokens_file: Path | None = Field(
+        None, description='token hashes, roles and per-user overrides (see "Tenants")'
+    )
+    artifact_store: Annotated[str, _one_of("local", "s3", "swift")] = Field(
+        "local",
+        description="where submitted zips wait for a worker: `local` (under "
+        "`DLAAS_ARTIFACT_DIR`), `s3` or `swift`, shared by API processes and workers",
+    )
+    artifact_dir: Path | None = Field(None, description="the local artifact folder")
+    artifact_bucket: str = Field(
+        "dlaas-artifacts", description="the bucket (or container) of an `s3` or `swift` store"
+    )
+    artifact_endpoint: str = Field(
+        "", description="the S3 endpoint, or Swift auth URL; required for an `s3` or `swift` store"
+    )
+    artifact_user: str = Field("", description="the S3 access key, or Swift user")
+    artifact_key: str = Field("", description="the S3 secret key, or Swift password")
+    work_dir: Path | None = Field(None, description="per-run working folders on the worker")
+    local_store_root: Path | None = Field(
+        None, description="root of `local` stores (`connection.path` is relative to it)"
+    )
+    store_types: Annotated[Names, AfterValidator(_known_store_types)] = Field(
+        KNOWN_STORE_TYPES,
+        description="store types the workers can move data with; a manifest naming another "
+        "is refused (422)",
+    )
+    retention_days: float = Field(7.0, description="how long an ended run's record is kept")
+    size_gpus: GpuTable = Field(
+        default_factory=lambda: dict(DEFAULT_SIZE_GPUS), description="GPUs per resource size"
+    )
+    max_zip_bytes: int = Field(100 * 1024 * 1024, description="size limit of a submitted zip")
+    zip_max_entries: int = Field(10_000, description="entries a submitted zip may hold")
+    zip_max_uncompressed_bytes: int = Field(
+        1024 * 1024 * 1024, description="unpacked size a submitted zip may have"
+    )
+    zip_max_ratio: float = Field(
+        200.0, description="unpacked size over packed size a submitted zip may have"
+    )
+    max_manifest_bytes: int = Field(64 * 1024, description="manifest size limit")
+    run_path: str = Field(
+        default_factory=_default_run_path,
+        description="`PATH` of the run's command",
+        json_schema_extra=_shown("the worker's Python, then `/usr/local/bin:/usr/bin:/bin`"),
+    )
+    # The variable named first wins when both are set.
+    keep_workdir: bool = Field(
+        False,
+        validation_alias=AliasChoices("DLAAS_KEEP_RUN_DIRS", "DLAAS_KEEP_WORKDIR"),
+        description="keep a run's working folder (root's, 0700) after it ends, for debugging",
+    )
+    run_python_output: Annotated[str, _one_of("flushed", "unbuffered")] = Field(
+        "flushed",
+        description="how a run's Python prints reach the log: `flushed` (64 KB buffer flushed "
+        "every 0.1 s by `worker/runtime/sitecustomize.py`, on the run's `PYTHONPATH`; stderr "
+        "through the same buffer, in order) or `unbuffered` (`PYTHONUNBUFFERED=1`: one write "
+        "per print, about 3x slower for a program that prints a lot)",
+    )
+    run_as: Annotated[str, AfterValidator(_unprivileged)] = Field(
+        "dlaas-run",
+        description="the unprivileged user a root worker runs runs as; one per worker on a "
+        "node (deploy/README.md); a worker that is not root runs them as itself and says so",
+    )
+    run_max_processes: Count = Field(
+        4096,
+        description="RLIMIT_NPROC of a run: processes and threads of the run user; a run "
+        "killed by it ends FAILED naming it",
+    )
+    run_max_open_files: Count = Field(
+        65536,
+        description="RLIMIT_NOFILE of a run: open files per process; a run killed by it ends "
+        "FAILED naming it",
+    )
+    size_memory: MemoryTable = Field(
+        default_factory=dict,
+        description="per-size address-space cap (RLIMIT_AS) of each process of a run, e.g. "
+        "`small=8G,medium=16G,large=32G`; a size left out gets no cap",
+    )
+    lease_ttl_seconds: float = Field(
+        30.0, description="a run's lease: unrefreshed this long, its node is taken for lost"
+    )
+    lease_refresh_seconds: float = Field(
+        5.0, description="how often a worker refreshes its run's lease"
+    )
+    reconcile_interval_seconds: float = Field(
+        10.0, description="how often the reconciler looks for lapsed leases"
+    )
     # Default 0: a restart from scratch can waste days, so the run ends FAILED instead.
-    run_retries: int = 0
-    # SIGTERM, then this long, then SIGKILL, for cancel, timeouts and drain.
-    cancel_grace_seconds: float = 30.0
-    # A SIGTERMed (draining) worker lets its run go on this long before handing it back.
-    drain_timeout_seconds: float = 3600.0
-    # Service-wide maximum run time in seconds (0: none); a manifest's execution.timeout
-    # may ask for less.
-    max_run_seconds: float = 0.0
-    # How long a worker keeps retrying Redis (state changes wait, the command runs on).
-    redis_outage_seconds: float = 3600.0
-    worker_heartbeat_seconds: float = 5.0
-    # Logs: the live stream's cap per run (entries of up to ~64 KB of lines), and how often
-    # the durable log is copied to the results bucket while the run goes on.
-    live_log_max_entries: int = 200
-    log_chunk_seconds: float = 5.0
-    log_chunk_bytes: int = 256 * 1024
-    # Users with the admin role (besides "role": "admin" in the tokens file): they may see and
-    # cancel every user's runs, drain nodes, manage tokens, rotate the key, read the audit.
-    admin_users: tuple[str, ...] = ()
-    # Per-user quotas (0: none; the tokens file may override them per user): runs PENDING,
-    # runs DOWNLOADING/PROCESSING/STORING. Past one, a submission is answered 429 with
-    # Retry-After `quota_retry_after_seconds`.
-    max_queued_per_user: int = 100
-    max_active_per_user: int = 20
-    quota_retry_after_seconds: int = 30
-    # API requests per token per minute (0: no limit), counted in Redis across API processes.
-    requests_per_minute: int = 1200
-    audit_max_entries: int = 100_000
-    # Celery results are small (a run id and its final state); keep them as long as runs.
-    result_expires_seconds: int = 7 * 24 * 3600
+    run_retries: int = Field(
+        0,
+        description="times a run whose node was lost (or whose worker shut down) is queued "
+        "again; 0: it ends FAILED",
+    )
+    cancel_grace_seconds: float = Field(
+        30.0, description="SIGTERM, this long, then SIGKILL (cancel, time limit, drain)"
+    )
+    drain_timeout_seconds: float = Field(
+        3600.0,
+        description="how long a SIGTERMed worker lets its run go on before handing it back",
+    )
+    max_run_seconds: float = Field(
+        0.0,
+        description="service-wide time limit (0: none); a manifest's `execution.timeout` "
+        "(`3600`, `90m`, `2h`, `1d`) may ask for less",
+    )
+    redis_outage_seconds: float = Field(
+        3600.0,
+        description="how long a worker retries its state changes while Redis is away (the "
+        "command runs on)",
+    )
+    worker_heartbeat_seconds: float = Field(5.0, description="node heartbeat period")
+    live_log_max_entries: int = Field(
+        200, description="cap of a run's live log stream, in entries of up to ~64 KB of lines"
+    )
+    log_chunk_seconds: float = Field(
+        5.0,
+        description="how often a running run's log is copied to its results bucket",
+    )
+    log_chunk_bytes: int = Field(
+        256 * 1024, description="or sooner, once this much of the log is new"
+    )
+    admin_users: Names = Field(
+        (),
+        description='users with the admin role (as `"role": "admin"` in the tokens file): they '
+        "may see and cancel every user's runs, drain nodes, manage tokens, rotate the key, "
+        "read the audit",
+        json_schema_extra=_shown("(none; `demo` on the embedded stack)"),
+    )
+    max_queued_per_user: int = Field(
+        100,
+        description="runs a user may have PENDING; past it, submissions get 429 (0: no limit; "
+        "the tokens file may override it per user)",
+    )
+    max_active_per_user: int = Field(
+        20,
+        description="runs a user may have DOWNLOADING, PROCESSING or STORING; past it, "
+        "submissions get 429 (0: no limit; the tokens file may override it per user)",
+    )
+    quota_retry_after_seconds: int = Field(30, description="the `Retry-After` of a quota 429")
+    requests_per_minute: int = Field(
+        1200,
+        description="API requests per token per minute, counted in Redis across API processes "
+        "(0: no limit)",
+    )
+    audit_max_entries: int = Field(100_000, description="cap of the audit stream in Redis")
+    result_expires_seconds: int = Field(
+        7 * 24 * 3600,
+        description="how long Celery keeps a task's result (a run id and its final state)",
+    )
 
-    def __post_init__(self) -> None:
-        home = Path(self.home).resolve()
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _settings_error(exc) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # `Settings(**values)` takes only what it is given; `from_env` reads the environment.
+        return (init_settings,)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Settings:
+        home = self.home.resolve()
         object.__setattr__(self, "home", home)
-        defaults = {
-            "tokens_file": home / "tokens.json",
-            "artifact_dir": home / "artifacts",
-            "work_dir": home / "work",
-            "local_store_root": home / "store",
-        }
-        for name, default in defaults.items():
+        for name, default in UNDER_HOME.items():
             value = getattr(self, name)
-            object.__setattr__(self, name, Path(value).resolve() if value else default)
-        if self.artifact_store not in ("local", "s3", "swift"):
-            raise SettingsError(
-                f"DLAAS_ARTIFACT_STORE: {self.artifact_store!r} (known: local, s3, swift)"
-            )
+            object.__setattr__(self, name, Path(value).resolve() if value else home / default)
         if self.artifact_store != "local" and not self.artifact_endpoint:
-            raise SettingsError("DLAAS_ARTIFACT_ENDPOINT: required for an s3 or swift store")
-        unknown = [t for t in self.store_types if t not in KNOWN_STORE_TYPES]
-        if unknown:
-            raise SettingsError(
-                f"DLAAS_STORE_TYPES: unknown type {unknown[0]!r} "
-                f"(known: {', '.join(KNOWN_STORE_TYPES)})"
-            )
-
-        for name, value in (
-            ("DLAAS_RUN_MAX_PROCESSES", self.run_max_processes),
-            ("DLAAS_RUN_MAX_OPEN_FILES", self.run_max_open_files),
-        ):
-            if value < 1:
-                raise SettingsError(f"{name}: must be at least 1, got {value}")
-        if self.run_python_output not in ("flushed", "unbuffered"):
-            raise SettingsError(
-                f"DLAAS_RUN_PYTHON_OUTPUT: {self.run_python_output!r} (known: flushed, unbuffered)"
-            )
-        if not self.run_as or self.run_as == "root":
-            raise SettingsError(f"DLAAS_RUN_AS: name an unprivileged user, got {self.run_as!r}")
+            raise ValueError("DLAAS_ARTIFACT_ENDPOINT: required for an s3 or swift store")
+        return self
 
     @property
     def retention_seconds(self) -> int:
         return int(self.retention_days * 86400)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """The settings in `environ` (default: this process's environment); `overrides`, by
+        setting name, win over it."""
         env = os.environ if environ is None else environ
-        values: dict = {}
+        values: dict[str, Any] = {}
+        for key, value in _EnvironSource(cls, env)().items():
+            name = _FIELD_OF.get(key, key)
+            if name in overrides:
+                continue
+            if isinstance(cls.model_fields[name].validation_alias, AliasChoices):
+                # Keyed by the variable it was given as, so that an error names that one.
+                key = next((v for v in variables(name) if env.get(v)), key)
+            else:
+                key = name
+            values[key] = value
+        return cls(**values, **overrides)
 
-        def text(name: str, attr: str) -> None:
-            if env.get(name):
-                values[attr] = env[name]
 
-        def number(name: str, attr: str, kind=int) -> None:
-            if env.get(name):
-                try:
-                    values[attr] = kind(env[name])
-                except ValueError:
-                    raise SettingsError(f"{name}: expected a number, got {env[name]!r}") from None
+class _EnvironSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of os.environ
+    (as its own dotenv source does, through the same hook)."""
 
-        def table(name: str, attr: str, parse) -> None:
-            if env.get(name):
-                try:
-                    values[attr] = parse(env[name])
-                except ValueError as exc:
-                    raise SettingsError(f"{name}: {exc}") from None
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
 
-        text("DLAAS_HOME", "home")
-        text("DLAAS_REDIS_URL", "redis_url")
-        text("DLAAS_SECRET_KEY", "secret_key")
-        text("DLAAS_TOKENS_FILE", "tokens_file")
-        text("DLAAS_ARTIFACT_DIR", "artifact_dir")
-        text("DLAAS_ARTIFACT_STORE", "artifact_store")
-        text("DLAAS_ARTIFACT_BUCKET", "artifact_bucket")
-        text("DLAAS_ARTIFACT_ENDPOINT", "artifact_endpoint")
-        text("DLAAS_ARTIFACT_USER", "artifact_user")
-        text("DLAAS_ARTIFACT_KEY", "artifact_key")
-        text("DLAAS_WORK_DIR", "work_dir")
-        text("DLAAS_LOCAL_STORE_ROOT", "local_store_root")
-        text("DLAAS_RUN_PATH", "run_path")
-        text("DLAAS_RUN_AS", "run_as")
-        text("DLAAS_RUN_PYTHON_OUTPUT", "run_python_output")
-        number("DLAAS_RUN_MAX_PROCESSES", "run_max_processes")
-        number("DLAAS_RUN_MAX_OPEN_FILES", "run_max_open_files")
-        table("DLAAS_SIZE_MEMORY", "size_memory", parse_memory_table)
-        number("DLAAS_RETENTION_DAYS", "retention_days", float)
-        number("DLAAS_MAX_MANIFEST_BYTES", "max_manifest_bytes")
-        number("DLAAS_MAX_ZIP_BYTES", "max_zip_bytes")
-        number("DLAAS_ZIP_MAX_ENTRIES", "zip_max_entries")
-        number("DLAAS_ZIP_MAX_UNCOMPRESSED_BYTES", "zip_max_uncompressed_bytes")
-        number("DLAAS_ZIP_MAX_RATIO", "zip_max_ratio", float)
-        number("DLAAS_RESULT_EXPIRES_SECONDS", "result_expires_seconds")
-        number("DLAAS_LEASE_TTL_SECONDS", "lease_ttl_seconds", float)
-        number("DLAAS_LEASE_REFRESH_SECONDS", "lease_refresh_seconds", float)
-        number("DLAAS_RECONCILE_INTERVAL_SECONDS", "reconcile_interval_seconds", float)
-        number("DLAAS_RUN_RETRIES", "run_retries")
-        number("DLAAS_CANCEL_GRACE_SECONDS", "cancel_grace_seconds", float)
-        number("DLAAS_DRAIN_TIMEOUT_SECONDS", "drain_timeout_seconds", float)
-        number("DLAAS_MAX_RUN_SECONDS", "max_run_seconds", float)
-        number("DLAAS_REDIS_OUTAGE_SECONDS", "redis_outage_seconds", float)
-        number("DLAAS_WORKER_HEARTBEAT_SECONDS", "worker_heartbeat_seconds", float)
-        number("DLAAS_LIVE_LOG_MAX_ENTRIES", "live_log_max_entries")
-        number("DLAAS_LOG_CHUNK_SECONDS", "log_chunk_seconds", float)
-        number("DLAAS_LOG_CHUNK_BYTES", "log_chunk_bytes")
-        number("DLAAS_MAX_QUEUED_PER_USER", "max_queued_per_user")
-        number("DLAAS_MAX_ACTIVE_PER_USER", "max_active_per_user")
-        number("DLAAS_QUOTA_RETRY_AFTER_SECONDS", "quota_retry_after_seconds")
-        number("DLAAS_REQUESTS_PER_MINUTE", "requests_per_minute")
-        number("DLAAS_AUDIT_MAX_ENTRIES", "audit_max_entries")
-        table("DLAAS_SIZE_GPUS", "size_gpus", parse_size_table)
-        if env.get("DLAAS_STORE_TYPES"):
-            values["store_types"] = tuple(
-                t.strip() for t in env["DLAAS_STORE_TYPES"].split(",") if t.strip()
-            )
-        if env.get("DLAAS_ADMIN_USERS"):
-            values["admin_users"] = tuple(
-                u.strip() for u in env["DLAAS_ADMIN_USERS"].split(",") if u.strip()
-            )
-        for name in ("DLAAS_KEEP_WORKDIR", "DLAAS_KEEP_RUN_DIRS"):
-            if env.get(name):
-                values["keep_workdir"] = env[name].lower() in ("1", "true", "yes")
-        values.update(overrides)
-        return cls(**values)
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {
+            key.lower(): value
+            for key, value in self._environ.items()
+            if not (self.env_ignore_empty and value == "")
+        }
+
+
+def variables(name: str) -> tuple[str, ...]:
+    """The environment variables of setting `name`, the one that wins first."""
+    alias = Settings.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(choice) for choice in alias.choices)
+    return (PREFIX + name.upper(),)
+
+
+_FIELD_OF = {variable: name for name in Settings.model_fields for variable in variables(name)}
+
+
+def _settings_error(exc: ValidationError) -> SettingsError:
+    """The first problem of `exc` as a SettingsError naming the variable at fault."""
+    error = exc.errors()[0]
+    kind, given = error["type"], error.get("input")
+    if kind == "value_error":
+        why = str(error["ctx"]["error"])
+    elif kind in ("int_parsing", "int_from_float", "float_parsing"):
+        why = f"expected a number, got {given!r}"
+    elif kind == "bool_parsing":
+        why = f"expected true or false, got {given!r}"
+    elif kind == "greater_than_equal":
+        why = f"must be at least {error['ctx']['ge']}, got {given}"
+    else:
+        why = error["msg"]
+    if not error["loc"]:  # a check of several settings names its variable itself
+        return SettingsError(why)
+    key = str(error["loc"][0])
+    if key in _FIELD_OF:
+        return SettingsError(f"{key}: {why}")
+    if key in Settings.model_fields:
+        return SettingsError(f"{variables(key)[0]}: {why}")
+    return SettingsError(f"{key}: not a setting")
+
+
+def _shown_default(name: str) -> str:
+    field = Settings.model_fields[name]
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and "shown" in extra:
+        return str(extra["shown"])
+    if name in UNDER_HOME:
+        return f"`$DLAAS_HOME/{UNDER_HOME[name]}`"
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, int | float):
+        if name.endswith("_bytes"):
+            for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+                if value >= scale and value % scale == 0:
+                    return f"{value // scale} {unit}"
+        return str(int(value)) if float(value).is_integer() else str(value)
+    if isinstance(value, dict):
+        value = ",".join(f"{size.value}={amount}" for size, amount in value.items())
+    elif isinstance(value, tuple):
+        value = ",".join(value)
+    return f"`{value}`" if value else "(none)"
+
+
+def settings_table() -> str:
+    """The README's settings table: one row per setting, in the order declared."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        first, *others = variables(name)
+        cell = f"`{first}`" + "".join(f" (or `{other}`)" for other in others)
+        rows.append(f"| {cell} | {_shown_default(name)} | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_table(), end="")
