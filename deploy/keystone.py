@@ -23,12 +23,11 @@ import requests
 
 from deploy.ports import free_port
 from deploy.processes import (
-    port_open,
     recorded_state,
     spawn,
     stop_pid,
     stop_recorded,
-    wait_until,
+    wait_listening,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,13 +179,7 @@ def up(home: Path, swift_home: Path, ports: dict[str, int] | None = None) -> dic
         )
     }
     try:
-        wait_until(
-            lambda: port_open(port),
-            60,
-            "keystone",
-            pid=pids["keystone"],
-            log_path=home / "gunicorn.log",
-        )
+        wait_listening(pids["keystone"], port, 60, "keystone", home / "gunicorn.log")
         admin = _Admin(url)
         service_project = admin.create("project", {"name": "service", "domain_id": "default"})
         project = admin.create("project", {"name": "dlaas", "domain_id": "default"})
@@ -227,13 +220,7 @@ def up(home: Path, swift_home: Path, ports: dict[str, int] | None = None) -> dic
         pids["proxy"] = spawn(
             [str(swift_bin / "swift-proxy-server"), str(proxy_conf)], home / "proxy.log"
         )
-        wait_until(
-            lambda: port_open(proxy_port),
-            30,
-            "keystone swift proxy",
-            pid=pids["proxy"],
-            log_path=home / "proxy.log",
-        )
+        wait_listening(pids["proxy"], proxy_port, 30, "keystone swift proxy", home / "proxy.log")
     except Exception:
         for pid in pids.values():
             stop_pid(pid)

@@ -87,6 +87,25 @@ def holder(port: int) -> str | None:
     return None
 
 
+def listening(pid: int, port: int) -> bool:
+    """Whether process `pid`, or a child of it, listens on `port`: a server is ready when it
+    holds its port, not when something (another stack's server, say) answers there."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return False
+    for proc in procs:
+        try:
+            # net_connections from psutil 6; connections before.
+            conns = getattr(proc, "net_connections", proc.connections)(kind="tcp")
+        except psutil.Error:
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns):
+            return True
+    return False
+
+
 def describe_taken(port: Port) -> str:
     held = holder(port.number)
     by = f"held by {held}" if held else "in use (by a process this user cannot see)"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 # Chosen by the one allocator (deploy/ports.py); here too for the callers that start servers.
 from deploy.ports import free_port as free_port
+from deploy.ports import listening
 
 
 class StartError(RuntimeError):
@@ -131,6 +132,13 @@ def wait_until(
         detail = "\n" + "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
     state = "exited" if pid is not None and not alive(pid) else f"not ready after {timeout:.0f} s"
     raise StartError(f"{what} {state}{detail}")
+
+
+def wait_listening(
+    pid: int, port: int, timeout: float, what: str, log_path: Path | None = None
+) -> None:
+    """Waits until process `pid` (or a child) listens on `port` and it answers there."""
+    wait_until(lambda: listening(pid, port) and port_open(port), timeout, what, pid, log_path)
 
 
 def redis_argv(port: int, data_dir: Path, persist: bool, password: str = "") -> list[str]:

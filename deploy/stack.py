@@ -19,6 +19,7 @@ import secrets
 import signal
 import socket
 import sys
+from functools import partial
 from pathlib import Path
 
 from common.tokens import write_tokens_file
@@ -267,12 +268,15 @@ def _start(own: dict[str, int], chosen: dict[str, dict[str, int]], started: list
         }
     }
     flower_url = f"http://127.0.0.1:{own['flower']}/healthcheck"
+    # Each server is ready once it holds its own port (not when another answers there).
     ready = {
-        "redis": lambda: port_open(own["redis"]),
-        "api": lambda: http_ok(f"http://127.0.0.1:{own['api']}/health"),
-        "worker": lambda: log_says(_log("worker"), "ready."),
-        "reconciler": lambda: log_says(_log("reconciler"), "reconciler active"),
-        "flower": lambda: http_ok(flower_url),
+        "redis": lambda pid: ports.listening(pid, own["redis"]) and port_open(own["redis"]),
+        "api": lambda pid: (
+            ports.listening(pid, own["api"]) and http_ok(f"http://127.0.0.1:{own['api']}/health")
+        ),
+        "worker": lambda pid: log_says(_log("worker"), "ready."),
+        "reconciler": lambda pid: log_says(_log("reconciler"), "reconciler active"),
+        "flower": lambda pid: ports.listening(pid, own["flower"]) and http_ok(flower_url),
     }
     for name in ORDER:
         if _running(name):
@@ -284,7 +288,7 @@ def _start(own: dict[str, int], chosen: dict[str, dict[str, int]], started: list
         _pid_file(name).parent.mkdir(parents=True, exist_ok=True)
         _pid_file(name).write_text(str(pid))
         started.append(name)
-        wait_until(ready[name], 60, name, pid=pid, log_path=_log(name))
+        wait_until(partial(ready[name], pid), 60, name, pid=pid, log_path=_log(name))
         print(f"  {name:<11}started (pid {pid}, log {_shown(_log(name))})")
     url = f"http://127.0.0.1:{own['api']}"
     (HOME / "env").write_text(

@@ -26,11 +26,11 @@ from pathlib import Path
 from deploy.ports import free_port
 from deploy.processes import (
     StartError,
-    port_open,
     recorded_state,
     spawn,
     stop_pid,
     stop_recorded,
+    wait_listening,
     wait_until,
 )
 
@@ -185,13 +185,7 @@ def up(home: Path, ports: dict[str, int] | None = None) -> dict:
                 logs / f"{kind}.log",
             )
         for kind in ("memcached", *SERVERS):
-            wait_until(
-                lambda k=kind: port_open(ports[k]),
-                30,
-                f"swift {kind}",
-                pid=pids[kind],
-                log_path=logs / f"{kind}.log",
-            )
+            wait_listening(pids[kind], ports[kind], 30, f"swift {kind}", logs / f"{kind}.log")
         url = f"http://127.0.0.1:{ports['proxy']}"
         wait_until(lambda: _healthy(url), 30, "swift proxy healthcheck")
     except Exception:

@@ -59,6 +59,19 @@ def test_a_held_port_is_not_free_and_its_holder_is_named(listening):
     assert "set DLAAS_STACK_REDIS_PORT to a free port" in line
 
 
+def test_a_server_is_listening_only_on_its_own_port(listening):
+    """Readiness is "this process holds its port", not "something answers there" (the
+    worker once reached another stack's Redis after `redis started`)."""
+    assert ports.listening(os.getpid(), listening)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert not ports.listening(other.pid, listening)
+    finally:
+        other.kill()
+        other.wait()
+    assert not ports.listening(other.pid, listening)  # gone: not listening either
+
+
 def test_servers_chosen_free_never_get_a_port_set_for_another(tmp_path, monkeypatch):
     """The benchmark's case: Keystone, given a free port before the API started, took the
     API's port. Every port of one stack is chosen at once, the set ones reserved first."""
