@@ -288,7 +288,14 @@ def _start(own: dict[str, int], chosen: dict[str, dict[str, int]], started: list
         _pid_file(name).parent.mkdir(parents=True, exist_ok=True)
         _pid_file(name).write_text(str(pid))
         started.append(name)
-        wait_until(partial(ready[name], pid), 60, name, pid=pid, log_path=_log(name))
+        try:
+            wait_until(partial(ready[name], pid), 60, name, pid=pid, log_path=_log(name))
+        except StartError as exc:
+            # Taken since the check (a server exits when it cannot bind): say by whom.
+            if name in PORT_SETTINGS and not alive(pid) and not ports.is_free(own[name]):
+                port = ports.Port(own[name], name, PORT_SETTINGS[name][0])
+                raise StartError(f"{exc}\n{ports.describe_taken(port)}") from None
+            raise
         print(f"  {name:<11}started (pid {pid}, log {_shown(_log(name))})")
     url = f"http://127.0.0.1:{own['api']}"
     (HOME / "env").write_text(

@@ -151,3 +151,44 @@ def test_up_refuses_one_port_set_for_two_servers(tmp_path):
         "(DLAAS_STACK_FLOWER_PORT)"
     ) in up.stderr
     assert _left_running(home) == []
+
+
+@pytest.mark.integration
+def test_a_port_taken_after_the_check_fails_up_and_it_stops_what_it_started(tmp_path):
+    """Flower's port taken while the servers before it start: Flower exits, `up` names the
+    port, its holder and setting, and stops Redis, the API, the worker, Keystone and Swift."""
+    home = tmp_path / "home"
+    flower = ports.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DLAAS_")}
+    env["DLAAS_HOME"] = str(home)
+    env.update({setting: str(ports.free_port()) for setting in SETTINGS})
+    env["DLAAS_STACK_FLOWER_PORT"] = str(flower)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "deploy.stack", "up"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (home / "pids" / "redis.pid").exists() and up.poll() is None:
+            assert time.monotonic() < deadline, "redis did not start"
+            time.sleep(0.1)
+        with socket.socket() as held:
+            held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            held.bind(("127.0.0.1", flower))
+            held.listen()
+            out, err = up.communicate(timeout=300)
+    finally:
+        if up.poll() is None:
+            up.terminate()  # it stops what it started on SIGTERM
+            up.communicate(timeout=60)
+    assert up.returncode == 1, out + err
+    assert "flower exited" in err
+    assert f"port {flower} (flower) is held by " in err and f"(pid {os.getpid()})" in err
+    assert "set DLAAS_STACK_FLOWER_PORT to a free port" in err
+    for name in ("redis", "api", "worker", "reconciler", "keystone", "swift"):
+        assert f"{name:<11}stopped (up failed)" in out
+    assert _left_running(home) == []
