@@ -21,9 +21,11 @@ from pathlib import Path
 
 import requests
 
+from deploy import swift
 from deploy.ports import free_port
 from deploy.processes import (
     recorded_state,
+    server_venv,
     spawn,
     stop_pid,
     stop_recorded,
@@ -41,29 +43,19 @@ from keystone.wsgi.api import application  # noqa: E402,F401
 
 
 def _venvs() -> tuple[Path, Path]:
+    """Keystone's venv, and Swift's with keystonemiddleware added (for its second proxy)."""
     keystone = Path(os.environ.get("DLAAS_KEYSTONE_VENV", ROOT / ".dlaas" / "keystone-venv"))
-    swift = Path(os.environ.get("DLAAS_SWIFT_VENV", ROOT / ".dlaas" / "swift-venv"))
-    if not (keystone / "bin" / "keystone-manage").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(keystone)], check=True)
-        subprocess.run(
-            [
-                str(keystone / "bin" / "python"),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                f"keystone=={KEYSTONE_VERSION}",
-                "gunicorn",
-            ],
-            check=True,
-        )
-    check = [str(swift / "bin" / "python"), "-c", "import keystonemiddleware"]
+    keystone_bin = server_venv(
+        keystone, "keystone-manage", [f"keystone=={KEYSTONE_VERSION}", "gunicorn"]
+    )
+    swift_bin = swift.venv_bin()
+    check = [str(swift_bin / "python"), "-c", "import keystonemiddleware"]
     if subprocess.run(check, capture_output=True).returncode != 0:
         subprocess.run(
-            [str(swift / "bin" / "python"), "-m", "pip", "install", "-q", "keystonemiddleware"],
+            [str(swift_bin / "python"), "-m", "pip", "install", "-q", "keystonemiddleware"],
             check=True,
         )
-    return keystone / "bin", swift / "bin"
+    return keystone_bin, swift_bin
 
 
 class _Admin:

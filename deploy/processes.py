@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -132,6 +133,16 @@ def wait_until(
         detail = "\n" + "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
     state = "exited" if pid is not None and not alive(pid) else f"not ready after {timeout:.0f} s"
     raise StartError(f"{what} {state}{detail}")
+
+
+def server_venv(venv: Path, marker: str, packages: list[str]) -> Path:
+    """The bin folder of a venv of a server's own (Swift, Keystone: their pins clash with
+    ours), made once with `packages` and kept; `marker` is a program it must hold."""
+    if not (venv / "bin" / marker).exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+        subprocess.run([*pip, *packages], check=True)
+    return venv / "bin"
 
 
 def wait_listening(

@@ -27,6 +27,7 @@ from deploy.ports import free_port
 from deploy.processes import (
     StartError,
     recorded_state,
+    server_venv,
     spawn,
     stop_pid,
     stop_recorded,
@@ -48,16 +49,10 @@ PORTS = {
 S3_KEY, S3_SECRET = "test:tester", "testing"
 
 
-def _venv(home: Path) -> Path:
-    # Shared by every Swift this checkout starts (tests, stack): installed once, kept.
+def venv_bin() -> Path:
+    """Swift's venv, shared by every Swift this checkout starts (tests, stack)."""
     venv = Path(os.environ.get("DLAAS_SWIFT_VENV", ROOT / ".dlaas" / "swift-venv"))
-    python = venv / "bin" / "python"
-    if not (venv / "bin" / "swift-proxy-server").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", f"swift=={SWIFT_VERSION}"], check=True
-        )
-    return venv / "bin"
+    return server_venv(venv, "swift-proxy-server", [f"swift=={SWIFT_VERSION}"])
 
 
 def _memcached() -> str:
@@ -156,7 +151,7 @@ def up(home: Path, ports: dict[str, int] | None = None) -> dict:
     state = running(home)
     if state is not None:
         return state
-    bin_dir = _venv(home)
+    bin_dir = venv_bin()
     ports = {name: (ports or {}).get(name) or free_port() for name in PORTS}
     _write_configs(home, ports)
     _build_rings(bin_dir, home, ports)
