@@ -52,17 +52,7 @@ class Run:
 
     def to_dict(self) -> dict[str, str]:
         """Flat string fields for one Redis HSET; empty values are left out."""
-        out: dict[str, str] = {}
-        for name, value in asdict(self).items():
-            if value is None or value is False or value == "" or value == [] or value == {}:
-                continue
-            if isinstance(value, RunState | ResourceSize | ErrorCode):
-                out[name] = value.value
-            elif isinstance(value, list | dict):
-                out[name] = json.dumps(value, sort_keys=True)
-            else:
-                out[name] = str(value)
-        return out
+        return {k: v for k, v in encode_fields(asdict(self)).items() if v is not None}
 
     @classmethod
     def from_dict(cls, data: dict[str, str]) -> Run:
@@ -88,6 +78,25 @@ class Run:
         if "delete_requested" in values:
             values["delete_requested"] = values["delete_requested"] == "True"
         return cls(**values)
+
+
+def encode_fields(values: dict[str, Any]) -> dict[str, str | None]:
+    """Fields of a run as stored: enums by value, lists and dicts as JSON, the rest as text;
+    None for an empty value (not stored: an HSET leaves it out, an update removes it)."""
+    known = {f.name for f in fields(Run)}
+    out: dict[str, str | None] = {}
+    for name, value in values.items():
+        if name not in known:
+            raise TypeError(f"a run has no field {name!r}")
+        if value is None or value is False or value == "" or value == [] or value == {}:
+            out[name] = None
+        elif isinstance(value, RunState | ResourceSize | ErrorCode):
+            out[name] = value.value
+        elif isinstance(value, list | dict):
+            out[name] = json.dumps(value, sort_keys=True)
+        else:
+            out[name] = str(value)
+    return out
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import redis
 
 from common import keys, stats
 from common.clock import iso, parse_iso, utcnow
-from common.run import HistoryEntry, Run
+from common.run import HistoryEntry, Run, encode_fields
 from common.states import ACTIVE, ErrorCode, RunState, can_transition
 
 _MAX_WATCH_RETRIES = 100
@@ -20,6 +20,7 @@ _MAX_WATCH_RETRIES = 100
 # outage, say) while the run is still active under the same attempt; otherwise 0: the claim
 # is lost (the run ended, or was handed to another worker) and the worker must stop.
 _REFRESH_LEASE = """
+local active = {ACTIVE_STATES}
 local current = redis.call('GET', KEYS[1])
 if current == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -28,13 +29,12 @@ end
 if current then return 0 end
 local attempt = redis.call('HGET', KEYS[2], 'attempt')
 local state = redis.call('HGET', KEYS[2], 'state')
-local active = state == 'DOWNLOADING' or state == 'PROCESSING' or state == 'STORING'
-if attempt == ARGV[3] and active then
+if attempt == ARGV[3] and state and active[state] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
 return 0
-"""
+""".replace("ACTIVE_STATES", ", ".join(f'["{state.value}"]=true' for state in sorted(ACTIVE)))
 
 
 class RunNotFound(LookupError):
@@ -100,29 +100,23 @@ class RunStore:
         entry = HistoryEntry(run.state, run.submitted_at, message)
         score = utcnow().timestamp()
         queued, active = keys.user_queued(run.user), keys.user_active(run.user)
-        with self.redis.pipeline(transaction=True) as pipe:
-            for _ in range(_MAX_WATCH_RETRIES):
-                try:
-                    if quota is not None:
-                        pipe.watch(queued, active)
-                        counts = {"queued": pipe.scard(queued), "active": pipe.scard(active)}
-                        for name, limit in (
-                            ("queued", quota.max_queued),
-                            ("active", quota.max_active),
-                        ):
-                            if limit and counts[name] >= limit:
-                                raise QuotaExceeded(name, limit, counts[name])
-                    pipe.multi()
-                    pipe.hset(keys.run(run.id), mapping=run.to_dict())
-                    pipe.rpush(keys.history(run.id), json.dumps(entry.to_dict()))
-                    pipe.zadd(keys.user_runs(run.user), {run.id: score})
-                    _track_user_state(pipe, run)
-                    stats.count_state_change(pipe, run, None, None)
-                    pipe.execute()
-                    return
-                except redis.WatchError:
-                    continue
-        raise RuntimeError(f"{run.user}: too many concurrent submissions; try again")
+
+        def body(pipe):
+            if quota is not None:
+                counts = {"queued": pipe.scard(queued), "active": pipe.scard(active)}
+                for name, limit in (("queued", quota.max_queued), ("active", quota.max_active)):
+                    if limit and counts[name] >= limit:
+                        raise QuotaExceeded(name, limit, counts[name])
+            pipe.multi()
+            pipe.hset(keys.run(run.id), mapping=run.to_dict())
+            pipe.rpush(keys.history(run.id), json.dumps(entry.to_dict()))
+            pipe.zadd(keys.user_runs(run.user), {run.id: score})
+            _track_user_state(pipe, run)
+            stats.count_state_change(pipe, run, None, None)
+            pipe.execute()
+
+        watched = (queued, active) if quota is not None else ()
+        self._atomically(body, *watched, busy=f"{run.user}: too many concurrent submissions")
 
     def exists(self, run_id: str) -> bool:
         return bool(self.redis.exists(keys.run(run_id)))
@@ -163,7 +157,7 @@ class RunStore:
                 return 1
 
             try:
-                done += self._atomically(key, body)
+                done += self._atomically(body, key)
             except ValueError:
                 unreadable.append(run_id)
         return done, unreadable
@@ -219,15 +213,9 @@ class RunStore:
         claim, so two workers can never both claim, or both write, one run.
         An ended run whose deletion was requested is deleted instead of kept.
         """
-        key = keys.run(run_id)
         expected = set(expect) if expect is not None else None
 
-        def body(pipe):
-            data = pipe.hgetall(key)
-            if not data:
-                raise RunNotFound(run_id)
-            run = Run.from_dict(data)
-            old = run.state
+        def change(run: Run) -> HistoryEntry:
             if attempt is not None and run.attempt != attempt:
                 raise LostClaim(
                     run_id,
@@ -239,40 +227,56 @@ class RunStore:
                 run.state, new
             ):
                 raise InvalidTransition(run_id, run.state, new)
-            now = iso(utcnow())
-            run.state = new
-            run.updated_at = now
-            if new.terminal:
-                run.ended_at = now
             if error_code is not None:
                 run.error_code = error_code
             if message:
                 run.status_message = message
             for name, value in fields.items():
                 setattr(run, name, value)
-            entry = HistoryEntry(new, now, message, error_code)
+            return _enter(run, new, message, error_code)
+
+        return self._rewrite(run_id, change)
+
+    def _rewrite(self, run_id: str, change: Callable[[Run], HistoryEntry | None], then=None):
+        """The one read-modify-write of a run record: read it, let `change(run)` change it
+        (returning the history entry of a state change, or None when only fields changed),
+        write it back with its indexes and stats, and `then(pipe, run)` in the same
+        transaction. Raises RunNotFound for a missing run; whatever `change` raises, nothing
+        is written."""
+        key = keys.run(run_id)
+
+        def body(pipe):
+            data = pipe.hgetall(key)
+            if not data:
+                raise RunNotFound(run_id)
+            run = Run.from_dict(data)
+            old = run.state
+            entry = change(run)
             pipe.multi()
             self._write(pipe, run, entry, old)
+            if then is not None:
+                then(pipe, run)
             pipe.execute()
             return run
 
-        return self._atomically(key, body)
+        return self._atomically(body, key)
 
-    def _write(self, pipe, run: Run, entry: HistoryEntry, old: RunState) -> None:
+    def _write(self, pipe, run: Run, entry: HistoryEntry | None, old: RunState) -> None:
         key = keys.run(run.id)
-        seconds = None
-        if run.state.terminal and run.submitted_at and run.ended_at:
-            seconds = (parse_iso(run.ended_at) - parse_iso(run.submitted_at)).total_seconds()
-        stats.count_state_change(pipe, run, old, seconds)
-        _track_user_state(pipe, run)
-        if run.state.terminal and run.delete_requested:
-            pipe.delete(key, keys.history(run.id), keys.lease(run.id))
-            pipe.zrem(keys.user_runs(run.user), run.id)
-            pipe.srem(keys.active_runs(), run.id)
-            return
+        if entry is not None:
+            seconds = None
+            if run.state.terminal and run.submitted_at and run.ended_at:
+                seconds = (parse_iso(run.ended_at) - parse_iso(run.submitted_at)).total_seconds()
+            stats.count_state_change(pipe, run, old, seconds)
+            _track_user_state(pipe, run)
+            if run.state.terminal and run.delete_requested:
+                _forget(pipe, run.id, run.user)
+                return
         # Fields that were cleared must go from the hash too (HSET only adds).
         pipe.delete(key)
         pipe.hset(key, mapping=run.to_dict())
+        if entry is None:
+            return
         pipe.rpush(keys.history(run.id), json.dumps(entry.to_dict()))
         if run.state in ACTIVE:
             pipe.sadd(keys.active_runs(), run.id)
@@ -283,46 +287,42 @@ class RunStore:
             pipe.expire(key, self.retention_seconds)
             pipe.expire(keys.history(run.id), self.retention_seconds)
 
-    def _atomically(self, key: str, body: Callable):
-        """Run `body(pipe)` with the run's record WATCHed; again when another writer changed
-        the record first (bounded: heavy contention is an error, not a hang)."""
+    def _atomically(self, body: Callable, *watched: str, busy: str = ""):
+        """Run `body(pipe)` with `watched` keys WATCHed; again when another writer changed
+        one first (bounded: heavy contention is an error, not a hang)."""
         with self.redis.pipeline(transaction=True) as pipe:
             for _ in range(_MAX_WATCH_RETRIES):
                 try:
-                    pipe.watch(key)
+                    if watched:
+                        pipe.watch(*watched)
                     return body(pipe)
                 except redis.WatchError:
                     continue
-        raise RuntimeError(f"{key}: too much contention on the run record")
+        raise RuntimeError(busy or f"{watched[0]}: too much contention on the run record")
 
     def claim(
         self, run_id: str, worker: str, gpus_for: Callable[[int], list[int]] = lambda count: []
     ) -> Run | None:
         """PENDING -> DOWNLOADING for exactly one caller, with a fresh lease; None when the
         run is gone, already claimed or ended. `gpus_for(gpu_count)` picks the run's GPUs."""
-        key = keys.run(run_id)
 
-        def body(pipe):
-            data = pipe.hgetall(key)
-            if not data or data.get("state") != RunState.PENDING.value:
-                return None
-            run = Run.from_dict(data)
-            now = iso(utcnow())
-            run.state = RunState.DOWNLOADING
-            run.updated_at = now
+        def take(run: Run) -> HistoryEntry:
+            if run.state is not RunState.PENDING:
+                raise _NotPending
             run.attempt += 1
             run.worker = worker
             run.gpus = list(gpus_for(run.gpu_count))
             run.process_id = None
             run.status_message = f"claimed by {worker}"
-            entry = HistoryEntry(run.state, now, run.status_message)
-            pipe.multi()
-            self._write(pipe, run, entry, RunState.PENDING)
-            pipe.set(keys.lease(run_id), lease_value(worker, run.attempt), px=self.lease_ttl_ms)
-            pipe.execute()
-            return run
+            return _enter(run, RunState.DOWNLOADING, run.status_message)
 
-        return self._atomically(key, body)
+        def lease(pipe, run: Run) -> None:
+            pipe.set(keys.lease(run_id), lease_value(worker, run.attempt), px=self.lease_ttl_ms)
+
+        try:
+            return self._rewrite(run_id, take, lease)
+        except (RunNotFound, _NotPending):
+            return None
 
     def refresh_lease(self, run_id: str, worker: str, attempt: int) -> bool:
         """Keep the lease alive; False when the claim is lost and the run must stop here."""
@@ -340,30 +340,33 @@ class RunStore:
         return self.redis.get(keys.lease(run_id))
 
     def update(self, run_id: str, attempt: int, **fields) -> bool:
-        """Set fields of the run without a state change, fenced by the claim."""
+        """Set fields of the run without a state change, fenced by the claim: values as the
+        Run holds them (a dict, an int), stored as the Run stores them; an empty one is
+        removed. False when the claim is not the run's current one."""
         key = keys.run(run_id)
+        encoded = encode_fields(fields)
+        kept = {name: value for name, value in encoded.items() if value is not None}
+        cleared = [name for name, value in encoded.items() if value is None]
 
         def body(pipe):
             if pipe.hget(key, "attempt") != str(attempt):
                 return False
             pipe.multi()
-            pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
+            if kept:
+                pipe.hset(key, mapping=kept)
+            if cleared:
+                pipe.hdel(key, *cleared)
             pipe.execute()
             return True
 
-        return self._atomically(key, body)
+        return self._atomically(body, key)
 
     def request_cancel(self, run_id: str, by: str, delete: bool = False) -> Run:
         """Cancel a run: a PENDING run ends HALTED at once (and is deleted, with `delete`);
         an active one is flagged for its worker, which stops it. Raises InvalidTransition
         when the run has already ended."""
-        key = keys.run(run_id)
 
-        def body(pipe):
-            data = pipe.hgetall(key)
-            if not data:
-                raise RunNotFound(run_id)
-            run = Run.from_dict(data)
+        def change(run: Run) -> HistoryEntry | None:
             if run.state.terminal:
                 raise InvalidTransition(
                     run_id,
@@ -371,28 +374,14 @@ class RunStore:
                     RunState.HALTED,
                     f"{run_id} has already ended ({run.state.value})",
                 )
-            pipe.multi()
             run.cancel_requested = by
             run.delete_requested = run.delete_requested or delete
-            if run.state is RunState.PENDING:
-                now = iso(utcnow())
-                run.state = RunState.HALTED
-                run.updated_at = run.ended_at = now
-                run.status_message = f"cancelled by {by} before it started"
-                entry = HistoryEntry(run.state, now, run.status_message)
-                self._write(pipe, run, entry, RunState.PENDING)
-            else:
-                pipe.hset(
-                    key,
-                    mapping={
-                        "cancel_requested": by,
-                        "delete_requested": str(run.delete_requested),
-                    },
-                )
-            pipe.execute()
-            return run
+            if run.state is not RunState.PENDING:
+                return None  # flagged: its worker stops it
+            run.status_message = f"cancelled by {by} before it started"
+            return _enter(run, RunState.HALTED, run.status_message)
 
-        return self._atomically(key, body)
+        return self._rewrite(run_id, change)
 
     def delete(self, run_id: str, user: str, only_in: Iterable[RunState] | None = None) -> bool:
         """Remove the run's record; with `only_in`, only while it is in one of those states.
@@ -409,12 +398,31 @@ class RunStore:
             pipe.multi()
             if state is not None and not RunState(state).terminal:
                 pipe.hincrby(keys.stats(), f"active:{state}:{size}", -1)
-            pipe.delete(key, keys.history(run_id), keys.lease(run_id))
-            pipe.zrem(keys.user_runs(user), run_id)
-            pipe.srem(keys.active_runs(), run_id)
-            pipe.srem(keys.user_queued(user), run_id)
-            pipe.srem(keys.user_active(user), run_id)
+            _forget(pipe, run_id, user)
             pipe.execute()
             return True
 
-        return self._atomically(key, body)
+        return self._atomically(body, key)
+
+
+class _NotPending(Exception):
+    """A claim found the run already claimed or ended."""
+
+
+def _enter(run: Run, state: RunState, message: str, code: ErrorCode | None = None) -> HistoryEntry:
+    """`run` moves to `state` now; its history entry."""
+    now = iso(utcnow())
+    run.state = state
+    run.updated_at = now
+    if state.terminal:
+        run.ended_at = now
+    return HistoryEntry(state, now, message, code)
+
+
+def _forget(pipe, run_id: str, user: str) -> None:
+    """Every key and index entry of the run, in `pipe`."""
+    pipe.delete(keys.run(run_id), keys.history(run_id), keys.lease(run_id))
+    pipe.zrem(keys.user_runs(user), run_id)
+    pipe.srem(keys.active_runs(), run_id)
+    pipe.srem(keys.user_queued(user), run_id)
+    pipe.srem(keys.user_active(user), run_id)

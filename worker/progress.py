@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -47,7 +46,7 @@ class ProgressReporter(threading.Thread):
     def _write(self) -> None:
         snapshot = self.progress.snapshot()
         try:
-            self.runs.update(self.run_id, self.attempt, progress=json.dumps(snapshot))
+            self.runs.update(self.run_id, self.attempt, progress=snapshot)
             if self.tell is not None:
                 self.tell(**snapshot)
         except Exception as exc:  # progress is a courtesy: never fail the run over it
