@@ -183,12 +183,13 @@ def _no_duplicate_keys(node: yaml.Node, path: str, seen: set[int]) -> None:
         return
     seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
-        lines: dict[str, int] = {}
+        lines: dict[tuple[str, str], int] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
                 continue
-            key = key_node.value
-            where = _join(path, key or '""')
+            # By its resolved tag too: `null` and `'null'` are two keys (None and "null").
+            key = (key_node.tag, key_node.value)
+            where = _join(path, key_node.value or '""')
             if key in lines:
                 raise ManifestError(
                     where,
@@ -285,6 +286,26 @@ class _Reader:
             author = self.mapping(md["author"], "model_definition.author", ("name", "email"))
             author_name = self.text(author, "name", "model_definition.author", required=False)
             author_email = self.text(author, "email", "model_definition.author", required=False)
+        fw_name, fw_version = self.framework(md)
+        command, resource, timeout, expose = self.execution(md)
+        data, results = self.stores(top)
+        return Manifest(
+            name=name,
+            description=description,
+            author_name=author_name,
+            author_email=author_email,
+            framework_name=fw_name,
+            framework_version=fw_version,
+            command=command,
+            resource=resource,
+            training_data=data,
+            training_results=results,
+            timeout_seconds=timeout,
+            expose_credentials=expose,
+        )
+
+    def framework(self, md: dict) -> tuple[str, str]:
+        """model_definition.framework: a name and version the service offers."""
         if md.get("framework") is None:
             raise ManifestError("model_definition.framework", "required")
         fw = self.mapping(md["framework"], "model_definition.framework", ("name", "version"))
@@ -299,6 +320,10 @@ class _Reader:
                     'write it in quotes, e.g. version: "3.10")'
                 )
             raise ManifestError(f"model_definition.framework.{field}", message)
+        return fw_name, fw_version
+
+    def execution(self, md: dict) -> tuple[str, ResourceSize, float, bool]:
+        """model_definition.execution: command, resource size, time limit, credentials."""
         if md.get("execution") is None:
             raise ManifestError("model_definition.execution", "required")
         ex = self.mapping(
@@ -323,7 +348,10 @@ class _Reader:
                 "model_definition.execution.resource",
                 f"unknown size {resource_text!r} (known: {known})",
             ) from None
+        return command, resource, timeout, expose
 
+    def stores(self, top: dict) -> tuple[DataStore, DataStore]:
+        """The one data store and the one results store (either key spelling)."""
         data_key = self.one_of(top, "training_data_reference", "training_data")
         results_key = self.one_of(top, "training_results_reference", "training_results")
         data_list = top[data_key]
@@ -342,23 +370,8 @@ class _Reader:
                 raise ManifestError(
                     results_key, f"exactly one results store is supported, got {len(results_value)}"
                 )
-            results = self.store(results_value[0], f"{results_key}[0]", "target")
-        else:
-            results = self.store(results_value, results_key, "target")
-        return Manifest(
-            name=name,
-            description=description,
-            author_name=author_name,
-            author_email=author_email,
-            framework_name=fw_name,
-            framework_version=fw_version,
-            command=command,
-            resource=resource,
-            training_data=data,
-            training_results=results,
-            timeout_seconds=timeout,
-            expose_credentials=expose,
-        )
+            return data, self.store(results_value[0], f"{results_key}[0]", "target")
+        return data, self.store(results_value, results_key, "target")
 
     def duration(self, parent: dict, key: str, path: str) -> float:
         """Seconds from `3600`, `90s`, `30m`, `2h` or `1d`; 0 when absent."""

@@ -446,6 +446,7 @@ yaml_texts = st.one_of(
 @example("")
 @example("- a\n- b\n")
 @example("!!python/object/apply:os.system ['true']")
+@example("null:\n'null':")  # two keys (None and "null"), not one given twice
 def test_any_text_gives_a_manifest_or_a_manifest_error(text):
     check(text)
 
