@@ -15,8 +15,9 @@ from celery import Celery, signals
 from common.clock import iso, utcnow
 from common.storage.s3 import warm_up as warm_up_s3
 from common.taskqueue import PING_TASK, RUN_TASK, enqueue_run, make_celery
+from worker.context import WorkerContext
 from worker.reaper import become_subreaper
-from worker.training import WorkerContext, run_training
+from worker.training import run_training
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import redis
 
@@ -36,6 +37,13 @@ BEHIND_BYTES = PIPE_BYTES // 4
 MAX_LINE = 1024 * 1024  # a longer "line" is cut, so memory stays bounded
 
 
+class LogListener(Protocol):
+    """Gets every write of the pump: `pieces` together are `count` stamped lines, the first
+    numbered `first_line`. Called on the pump's thread: it must not block."""
+
+    def offer(self, first_line: int, pieces: tuple[bytes, ...], count: int) -> None: ...
+
+
 def open_pipe() -> tuple[int, int]:
     read_fd, write_fd = os.pipe()
     try:
@@ -50,11 +58,11 @@ def _stamp() -> bytes:
 
 
 class LogPump(threading.Thread):
-    def __init__(self, read_fd: int, log_file: Path, live: LiveStreamer | None = None):
+    def __init__(self, read_fd: int, log_file: Path, listeners: Sequence[LogListener] = ()):
         super().__init__(name="log-pump", daemon=True)
         self.fd = read_fd
         self.log_file = log_file
-        self.live = live
+        self.listeners = tuple(listeners)
         self.lines = 0
 
     def run(self) -> None:
@@ -93,8 +101,8 @@ class LogPump(threading.Thread):
         pieces = (stamp, lines.replace(b"\n", b"\n" + stamp), b"\n")
         os.writev(out.fileno(), pieces)
         count = lines.count(b"\n") + 1
-        if self.live is not None:
-            self.live.offer(self.lines, pieces, count)
+        for listener in self.listeners:
+            listener.offer(self.lines, pieces, count)
         self.lines += count
 
 

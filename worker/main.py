@@ -16,9 +16,9 @@ from common.runstore import RunStore
 from common.settings import Settings, SettingsError
 from common.sizes import ResourceSize, queue_name, sizes_for_gpus
 from worker.app import create_worker_app
+from worker.context import WorkerContext
 from worker.gpus import GpuSpecError, resolve_gpu_set
 from worker.runuser import RunUserError, check_reachable, describe, prepare_work_dir, run_user
-from worker.training import WorkerContext
 
 
 def _parser() -> argparse.ArgumentParser:

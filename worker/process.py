@@ -7,14 +7,14 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.manifest import DataStore, StoreType
 from common.settings import Settings
 from worker.limits import Limit, limits_setter
-from worker.logpump import LiveStreamer, LogPump, open_pipe
+from worker.logpump import LogListener, LogPump, open_pipe
 from worker.reaper import ProcessTree
 from worker.rundirs import RunDirs
 from worker.runuser import RunUser
@@ -120,8 +120,8 @@ def execute(
     stop: StopFlag | None = None,
     grace_seconds: float = 30.0,
     on_start: Callable[[int], None] | None = None,
-    live: LiveStreamer | None = None,
-    usage: UsageSampler | None = None,
+    listeners: Sequence[LogListener] = (),
+    samplers: Sequence[UsageSampler] = (),
     tick_seconds: float = 0.1,
     user: RunUser | None = None,
     limits: tuple[Limit, ...] = (),
@@ -129,11 +129,12 @@ def execute(
     """Run the command to its end, or until `stop` is set: then SIGTERM to its whole tree,
     `grace_seconds`, SIGKILL. Exit code 128+N when killed by signal N. Whatever the run left
     behind is ended too, so nothing of it keeps holding the GPUs. Its output goes through the
-    log pump (stamped lines into `log_file`, copies to `live`). With `user`, it runs as that
-    user with no supplementary groups; `limits` are set in the child before exec."""
+    log pump (stamped lines into `log_file`, each write offered to `listeners`); `samplers`
+    see its process tree once a second. With `user`, it runs as that user with no
+    supplementary groups; `limits` are set in the child before exec."""
     not_ours = ProcessTree.current_children()
     read_fd, write_fd = open_pipe()
-    pump = LogPump(read_fd, log_file, live)
+    pump = LogPump(read_fd, log_file, listeners)
     try:
         proc = subprocess.Popen(
             ["bash", "-c", command],
@@ -153,29 +154,38 @@ def execute(
         os.close(write_fd)
     pump.start()
     tree = ProcessTree(proc.pid, not_ours)
-    if on_start:
-        on_start(proc.pid)
-    stopped, stop_seconds = None, 0.0
-    next_look = 0.0
-    while True:
-        try:
-            code = proc.wait(timeout=tick_seconds)
-            break
-        except subprocess.TimeoutExpired:
-            if stop is not None and stop.is_set():
-                stopped = stop.request
-                stop_seconds = tree.end(grace_seconds)
-                code = proc.wait()
-                break
-            if time.monotonic() >= next_look:
-                # Remember who belongs to the run while the tree is intact, and what it uses.
-                members = tree.members()
-                if usage is not None:
-                    usage.sample(members)
-                next_look = time.monotonic() + LOOK_SECONDS
+    try:
+        if on_start:
+            on_start(proc.pid)
+        code, stopped, stop_seconds = _watch(
+            proc, tree, stop, grace_seconds, samplers, tick_seconds
+        )
+    except BaseException:
+        tree.end(grace_seconds)  # never a command left running by a worker that gave up on it
+        pump.join(timeout=30)
+        raise
     tree.end(1.0)  # children left behind after bash exited (they also hold the pipe)
     pump.join(timeout=30)
     return Execution(128 - code if code < 0 else code, stopped, stop_seconds, frozenset(tree.seen))
+
+
+def _watch(proc, tree: ProcessTree, stop, grace_seconds, samplers, tick_seconds):
+    """Waits for the command's end, or ends its tree when `stop` is set; meanwhile looks at
+    its tree once a second. Returns (exit status, the stop request, seconds the stop took)."""
+    next_look = 0.0
+    while True:
+        try:
+            return proc.wait(timeout=tick_seconds), None, 0.0
+        except subprocess.TimeoutExpired:
+            if stop is not None and stop.is_set():
+                stop_seconds = tree.end(grace_seconds)
+                return proc.wait(), stop.request, stop_seconds
+            if time.monotonic() >= next_look:
+                # Remember who belongs to the run while the tree is intact, and what it uses.
+                members = tree.members()
+                for sampler in samplers:
+                    sampler.sample(members)
+                next_look = time.monotonic() + LOOK_SECONDS
 
 
 def tail(path: Path, lines: int = 10, max_chars: int = 1500) -> str:

@@ -6,6 +6,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.layout import TRAINING_LOG
+
 
 @dataclass(frozen=True)
 class RunDirs:
@@ -37,7 +39,7 @@ class RunDirs:
 
     @property
     def log_file(self) -> Path:
-        return self.log / "training-log.txt"
+        return self.log / TRAINING_LOG
 
     @property
     def owned_by_run(self) -> tuple[Path, ...]:

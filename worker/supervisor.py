@@ -63,13 +63,14 @@ class RunSupervisor(threading.Thread):
         attempt: int,
         lease_refresh_seconds: float,
         tick_seconds: float = 0.5,
+        stop: StopFlag | None = None,
     ):
         super().__init__(name=f"supervise-{run_id}", daemon=True)
         self.runs, self.nodes = runs, nodes
         self.run_id, self.worker, self.attempt = run_id, worker, attempt
         self.refresh_every = lease_refresh_seconds
         self.tick = min(tick_seconds, lease_refresh_seconds)
-        self.stop = StopFlag()
+        self.stop = stop or StopFlag()
         self._done = threading.Event()
         self._deadline: float | None = None
         self._limit_text = ""

@@ -16,8 +16,8 @@ from common.runstore import RunStore
 from common.settings import Settings
 from common.states import RunState
 from tests.conftest import make_zip
+from worker.context import WorkerContext
 from worker.gpus import GpuSet
-from worker.training import WorkerContext
 
 
 def worker_context(

@@ -26,8 +26,9 @@ from common.states import ErrorCode
 from tests.conftest import RUN_USERS, manifest_yaml
 from tests.worker.runs import submit_manifest, worker_context
 from worker import main as worker_main
+from worker.context import WorkerContext
 from worker.process import credential_environment
-from worker.training import WorkerContext, run_training
+from worker.training import run_training
 
 pytestmark = [
     pytest.mark.integration,

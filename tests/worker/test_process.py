@@ -90,6 +90,20 @@ def test_children_left_in_the_group_are_ended(tmp_path):
     assert not alive, "a child of the run outlived it"
 
 
+def test_a_worker_that_gives_up_right_after_the_start_ends_the_command(tmp_path):
+    dirs, env = _env(tmp_path)
+    started = []
+
+    def give_up(pid):
+        started.append(pid)
+        raise ConnectionError("Redis is away for good")
+
+    with pytest.raises(ConnectionError):
+        execute("sleep 300", env, dirs.model, dirs.log_file, grace_seconds=2, on_start=give_up)
+    proc = psutil.Process(started[0]) if psutil.pid_exists(started[0]) else None
+    assert proc is None or proc.status() == psutil.STATUS_ZOMBIE, "the command outlived it"
+
+
 def test_gpu_spec_parsing():
     assert parse_gpus("0,1").indices == (0, 1)
     assert parse_gpus("none").indices == ()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -11,9 +13,10 @@ from cryptography.fernet import Fernet
 from common.run import Run
 from common.settings import Settings
 from common.states import ErrorCode, RunState
-from tests.conftest import manifest_yaml, unstamped
+from tests.conftest import ROOT, manifest_yaml, start_redis, unstamped
 from tests.worker.runs import submit_manifest, worker_context
-from worker.training import WorkerContext, run_training
+from worker.context import WorkerContext
+from worker.training import run_training
 
 pytestmark = pytest.mark.integration
 
@@ -155,3 +158,116 @@ def test_model_zip_is_fetched_while_the_data_is_staged(ctx):
     assert seen == {"data_before_model": True}
     log = unstamped((results / run.id / "learner-1" / "training-log.txt").read_text())
     assert "train.sh" in log and "big.bin" in log
+
+
+# Redis going away at the two moments the worker once wrote without waiting for it: the run's
+# state must still be written, in order, once Redis is back (a real redis-server, stopped and
+# started again on the same port and data).
+
+
+# Brings Redis back from a process of its own: a server the worker's process started during a
+# run would be taken for the run's leftover (worker/reaper.py) and ended with it.
+BOUNCER = r"""
+import sys, time
+from pathlib import Path
+from deploy.processes import port_open, redis_argv, spawn, stop_pid, wait_until
+
+port, data, password, trigger, delay = sys.argv[1:]
+port, data, trigger = int(port), Path(data), Path(trigger)
+deadline = time.monotonic() + 120
+while not trigger.exists() and time.monotonic() < deadline:
+    time.sleep(0.02)
+time.sleep(float(delay))
+pid = spawn(redis_argv(port, data, persist=True, password=password), data / "redis.log")
+wait_until(lambda: port_open(port), 20, "redis-server", pid=pid)
+print("back", flush=True)
+sys.stdin.read()  # until the test is done with it
+stop_pid(pid)
+"""
+
+
+class Outage:
+    """The test's Redis stopped at `begin()`, and back `seconds` later."""
+
+    def __init__(self, server, seconds: float):
+        self.server, self.trigger = server, server.data / "outage"
+        argv = [sys.executable, "-c", BOUNCER, str(server.port), str(server.data)]
+        argv += [server.password, str(self.trigger), str(seconds)]
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.begun = False
+
+    def begin(self) -> None:
+        self.begun = True
+        self.server.stop()
+        self.trigger.touch()
+
+    def over(self) -> bool:
+        return self.proc.stdout.readline().strip() == "back"
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    server = start_redis(tmp_path / "redis", persist=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def outage(own_redis):
+    outage = Outage(own_redis, 1.0)
+    yield outage
+    outage.close()
+
+
+@pytest.fixture
+def outage_ctx(tmp_path, own_redis, run_work_dir):
+    key = Fernet.generate_key().decode()
+    settings = Settings(
+        home=tmp_path, secret_key=key, work_dir=run_work_dir, redis_outage_seconds=60
+    )
+    return worker_context(settings, own_redis.client(), (3, 5), "unit-worker")
+
+
+def test_redis_away_as_the_command_starts_still_records_the_run(outage_ctx, outage):
+    ctx = outage_ctx
+    _, results = _buckets(ctx)
+    run = _submit(ctx, "sleep 1.5; echo done > $RESULT_DIR/out.txt")
+    real_update = ctx.runs.update
+
+    def update(run_id, attempt, **fields):
+        if "process_id" in fields and not outage.begun:  # the write right after Popen
+            outage.begin()
+        return real_update(run_id, attempt, **fields)
+
+    ctx.runs.update = update
+    assert run_training(run.id, ctx) == "COMPLETED"
+    assert outage.over()
+    done = ctx.runs.get(run.id)
+    assert done.process_id and done.exit_code == 0
+    assert (results / run.id / "out.txt").read_text() == "done\n"
+    states = [h.state for h in ctx.runs.history(run.id)]
+    assert states[-3:] == [RunState.PROCESSING, RunState.STORING, RunState.COMPLETED]
+
+
+def test_worker_error_while_redis_is_away_is_recorded_when_it_is_back(outage_ctx, outage):
+    ctx = outage_ctx
+    _buckets(ctx)
+    run = _submit(ctx, "touch $RESULT_DIR/ran")
+
+    def fetch(artifact, dest):
+        outage.begin()
+        raise RuntimeError("disk controller on fire")
+
+    ctx.artifacts.fetch = fetch
+    assert run_training(run.id, ctx) == "FAILED"
+    assert outage.over()
+    done = ctx.runs.get(run.id)
+    assert done.error_code is ErrorCode.WORKER_ERROR
+    assert done.status_message == "worker error: RuntimeError: disk controller on fire"
+    assert RunState.PROCESSING not in [h.state for h in ctx.runs.history(run.id)]

@@ -1,0 +1,100 @@
+"""DOWNLOADING: the model zip into MODEL_DIR while the data bucket comes into DATA_DIR, both at
+once; what moved goes into the load log and the run's usage."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import redis
+
+from common.layout import LOAD_LOG
+from common.modelzip import ModelZipError
+from common.states import ErrorCode, RunState
+from common.storage import StorageError, TransferStats
+from worker.attempt import Attempt, RunFailed
+from worker.phases.open_stores import storage_code
+from worker.pipeline import Phase
+from worker.staging import stage_data, stage_model
+from worker.supervisor import StopReason
+
+
+class Stage(Phase):
+    name = "stage"
+
+    def run(self, attempt: Attempt) -> None:
+        ctx, run = attempt.ctx, attempt.run
+        with ThreadPoolExecutor(1, thread_name_prefix="model-staging") as pool:
+            model_job = pool.submit(
+                stage_model,
+                ctx.artifacts,
+                run.artifact,
+                attempt.model_zip,
+                attempt.dirs.model,
+                ctx.settings,
+            )
+
+            def should_stop() -> bool:  # a model that cannot be staged stops the data early
+                failed = model_job.done() and model_job.exception() is not None
+                return attempt.stop.is_set() or failed
+
+            began, began_cpu = time.monotonic(), time.process_time()
+            data_error, staged = _stage_data(attempt, should_stop)
+            took, took_cpu = time.monotonic() - began, time.process_time() - began_cpu
+            try:
+                unzipped = model_job.result()
+            except (ModelZipError, StorageError, OSError) as exc:
+                attempt.note(f"model staging failed: {exc}", LOAD_LOG)
+                raise RunFailed(ErrorCode.MODEL_STAGING, f"model staging: {exc}") from None
+        attempt.note(
+            f"model: {unzipped.files} files, {unzipped.uncompressed_bytes} bytes into MODEL_DIR",
+            LOAD_LOG,
+        )
+        if data_error is not None:
+            attempt.note(f"data staging failed: {data_error}", LOAD_LOG)
+            code = storage_code(data_error, ErrorCode.DATA_STAGING)
+            raise RunFailed(code, f"data staging: {data_error}")
+        _record(attempt, staged, took, took_cpu)
+        _notice_cancel(attempt)
+
+
+def _stage_data(attempt: Attempt, should_stop) -> tuple[StorageError | None, TransferStats | None]:
+    data = attempt.manifest.training_data
+    attempt.note(f"data: {attempt.data_store.description}, bucket {data.bucket!r}", LOAD_LOG)
+    try:
+        return None, stage_data(
+            attempt.data_store, data, attempt.dirs.data, should_stop, attempt.transfer
+        )
+    except StorageError as exc:
+        return exc, None
+
+
+def _record(attempt: Attempt, staged: TransferStats, took: float, took_cpu: float) -> None:
+    """What staging moved: into the load log, a progress event and the run's usage."""
+    rate = staged.bytes / max(took, 1e-6) / 1e6
+    attempt.note(
+        f"data: {staged.objects} objects, {staged.bytes} bytes in {took:.2f} s ({rate:.1f} MB/s)",
+        LOAD_LOG,
+    )
+    attempt.tell(
+        run_state=RunState.DOWNLOADING.value,
+        staged_bytes=staged.bytes,
+        staged_objects=staged.objects,
+    )
+    attempt.usage.update(
+        staged_bytes=staged.bytes,
+        staged_objects=staged.objects,
+        staging_seconds=round(took, 3),
+        # the worker process's CPU meanwhile (the transfer's threads, the model's unzip)
+        staging_cpu_seconds=round(took_cpu, 3),
+    )
+
+
+def _notice_cancel(attempt: Attempt) -> None:
+    """A cancel flagged while staging stops the run here, before its command ever starts,
+    even if the supervisor has not polled it yet."""
+    try:
+        if not attempt.stop.is_set() and (by := attempt.ctx.runs.cancel_requested(attempt.id)):
+            attempt.stop.set(StopReason.CANCEL, f"cancelled by {by}")
+    except redis.RedisError:
+        pass  # the supervisor keeps polling for it

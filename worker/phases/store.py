@@ -1,0 +1,108 @@
+"""STORING: RESULT_DIR, the submitted zip and the logs into `<bucket>/<run-id>/`, retried; the
+log chunks the whole log replaces are removed. Results that could not be stored are kept on
+the node, and the run says where."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+
+from common import stats
+from common.layout import STORE_LOG, learner_key, run_key
+from common.states import ErrorCode, RunState
+from common.storage import StorageError
+from worker.attempt import Attempt, RunFailed
+from worker.pipeline import Phase
+from worker.results import store_results
+
+log = logging.getLogger(__name__)
+STORE_ATTEMPTS = 3
+
+
+class Store(Phase):
+    name = "store"
+
+    def run(self, attempt: Attempt) -> None:
+        attempt.check_claim()
+        if attempt.execution is None:
+            attempt.note(f"stopped before the command started: {attempt.stop.request.detail}")
+        exit_code = attempt.execution.exit_code if attempt.execution else None
+        attempt.write(
+            RunState.STORING,
+            "storing results" if exit_code is None else f"command exited with code {exit_code}",
+            exit_code=exit_code,
+            usage=attempt.usage,
+        )
+        store, bucket = attempt.results_store, attempt.manifest.training_results.bucket
+        attempt.note(
+            f"storing RESULT_DIR and the logs in {store.description}, "
+            f"bucket {bucket!r}, under {attempt.id}/",
+            STORE_LOG,
+        )
+        began = time.monotonic()
+        try:
+            stored = _store_with_retries(attempt)
+            took = time.monotonic() - began
+            attempt.note(
+                f"stored {stored.objects} objects, {stored.bytes} bytes in {took:.2f} s", STORE_LOG
+            )
+            # This log's own last line, and the chunks the whole log now replaces.
+            key = run_key(attempt.id, learner_key(STORE_LOG))
+            store.put_file(attempt.dirs.log / STORE_LOG, bucket, key)
+            for chunk in attempt.uploaded_chunks:
+                store.delete(bucket, run_key(attempt.id, chunk))
+        except StorageError as exc:
+            raise _not_stored(attempt, exc) from None
+        attempt.usage.update(
+            stored_bytes=stored.bytes, stored_objects=stored.objects, storing_seconds=round(took, 3)
+        )
+        attempt.update(usage=attempt.usage)
+        attempt.patiently(
+            lambda: stats.add_transfers(attempt.ctx.runs.redis, attempt.usage),
+            f"{attempt.id}: transfer totals",
+        )
+        attempt.stored_summary = (
+            f"stored {stored.objects} objects ({stored.bytes} bytes) in {attempt.results_where}"
+        )
+
+
+def _not_stored(attempt: Attempt, exc: StorageError) -> RunFailed:
+    attempt.note(f"storing failed: {exc}", STORE_LOG)
+    if exc.user_fault:
+        return RunFailed(ErrorCode.CREDENTIALS, f"storing results: {exc}")
+    kept = attempt.settings.work_dir / "unstored" / attempt.id
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(attempt.dirs.root), kept)
+    return RunFailed(
+        ErrorCode.RESULT_UPLOAD,
+        f"storing results in {attempt.results_where} failed after {STORE_ATTEMPTS} attempts: "
+        f"{exc}; results kept on {attempt.ctx.name} at {kept}",
+    )
+
+
+def _store_with_retries(attempt: Attempt):
+    store, bucket, dirs = (
+        attempt.results_store,
+        attempt.manifest.training_results.bucket,
+        attempt.dirs,
+    )
+    delay = 1.0
+    for tries in range(1, STORE_ATTEMPTS + 1):
+        try:
+            return store_results(
+                store,
+                bucket,
+                attempt.id,
+                dirs.result,
+                attempt.model_zip,
+                dirs.log,
+                attempt.transfer,
+            )
+        except StorageError as exc:
+            if exc.user_fault or tries == STORE_ATTEMPTS:
+                raise
+            log.warning("%s: storing failed (%s); retrying in %.0f s", attempt.id, exc, delay)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
