@@ -107,6 +107,17 @@ class ObjectStore(Protocol):
         ...
 
 
+def plan_download(
+    store: ObjectStore, bucket: str, progress: TransferProgress | None
+) -> tuple[list[ObjectInfo], TransferProgress]:
+    """How every backend's download_all opens: the bucket's listing, and the progress that
+    expects all of it (a fresh one when the caller gave none)."""
+    objects = store.list(bucket)
+    progress = progress or TransferProgress("downloading")
+    progress.expect(len(objects), sum(o.size for o in objects))
+    return objects, progress
+
+
 def files_to_upload(src: Path, prefix: str) -> list[tuple[Path, str]]:
     """(path, key) for every regular file under `src`: never a run's symlinks (they could
     point anywhere on the node) nor its pipes (reading one would block)."""

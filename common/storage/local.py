@@ -13,6 +13,7 @@ from common.storage.base import (
     TransferProgress,
     TransferStats,
     files_to_upload,
+    plan_download,
 )
 
 CHUNK = 1024 * 1024
@@ -76,10 +77,8 @@ class LocalStore:
         should_stop: Callable[[], bool] | None = None,
         progress: TransferProgress | None = None,
     ) -> TransferStats:
+        objects, progress = plan_download(self, bucket, progress)
         stats = TransferStats()
-        objects = self.list(bucket)
-        progress = progress or TransferProgress("downloading")
-        progress.expect(len(objects), sum(o.size for o in objects))
         for obj in objects:
             if should_stop is not None and should_stop():
                 break

@@ -32,6 +32,7 @@ from common.storage.base import (
     TransferProgress,
     TransferStats,
     files_to_upload,
+    plan_download,
     target_inside,
 )
 
@@ -182,10 +183,8 @@ class S3Store:
         should_stop: Callable[[], bool] | None = None,
         progress: TransferProgress | None = None,
     ) -> TransferStats:
-        objects = self.list(bucket)
+        objects, progress = plan_download(self, bucket, progress)
         stats = TransferStats()
-        progress = progress or TransferProgress("downloading")
-        progress.expect(len(objects), sum(o.size for o in objects))
         subscribers = [_Counting(progress), _Finishing()]
         root = dest.resolve()
         made: set[Path] = set()

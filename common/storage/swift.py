@@ -16,6 +16,7 @@ from common.storage.base import (
     TransferProgress,
     TransferStats,
     files_to_upload,
+    plan_download,
     target_inside,
 )
 
@@ -113,9 +114,7 @@ class SwiftStore:
         should_stop: Callable[[], bool] | None = None,
         progress: TransferProgress | None = None,
     ) -> TransferStats:
-        objects = self.list(bucket)
-        progress = progress or TransferProgress("downloading")
-        progress.expect(len(objects), sum(o.size for o in objects))
+        objects, progress = plan_download(self, bucket, progress)
         root = dest.resolve()
         for obj in objects:
             target_inside(root, obj.key)
