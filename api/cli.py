@@ -19,12 +19,14 @@ from api.client import ClientError, DlaasClient, resolve_target
 from common.clock import iso_seconds
 from common.states import RunState, cli_name, is_terminal
 
-# The nouns of the classic verbs. Here a training run and its trained model are one record,
-# named by its Model-ID, so a noun selects nothing: each verb takes the noun it is documented
-# with (the original service's `list/show/delete trained-models`, this service's
-# `cancel/monitor training-runs` and `list training-runs --all`) and refuses another.
+# The nouns of the classic `bx ml` verbs, which had both `show trained-models` and `show
+# training-runs` for the two views of one run. Here the run and its trained model are one
+# record, named by its Model-ID: every verb on a run takes either noun (as users of the
+# original CLI write them), its documented one first in its usage, and refuses any other word.
 TRAINED_MODELS = "trained-models"
 TRAINING_RUNS = "training-runs"
+EITHER = (TRAINED_MODELS, TRAINING_RUNS)
+TRAINING_FIRST = (TRAINING_RUNS, TRAINED_MODELS)
 
 EPILOG = """\
 Every command takes --json; on error (a refused command line included) it prints FAILED
@@ -329,7 +331,7 @@ def _wait(client: DlaasClient, run_id: str, timeout: float, out: _Printer) -> di
     "list",
     "list your training runs",
     arg("--all", action="store_true", help="every user's runs, with their owner (admins)"),
-    nouns=(TRAINED_MODELS, TRAINING_RUNS),
+    nouns=EITHER,
 )
 def _list(client: DlaasClient, args, out: _Printer) -> int:
     """List your training runs, finished or not (with --all, every user's)."""
@@ -352,7 +354,7 @@ def _list(client: DlaasClient, args, out: _Printer) -> int:
     return 0
 
 
-@verb("show", "show one training run", RUN_ID, nouns=(TRAINED_MODELS,))
+@verb("show", "show one training run", RUN_ID, nouns=EITHER)
 def _show(client: DlaasClient, args, out: _Printer) -> int:
     """Show one run: its state, where it runs, its progress and usage, where its results go,
     and its history."""
@@ -437,7 +439,7 @@ def _show(client: DlaasClient, args, out: _Printer) -> int:
     "delete",
     "remove a run from the service (its outputs stay in your bucket)",
     RUN_ID,
-    nouns=(TRAINED_MODELS,),
+    nouns=EITHER,
 )
 def _delete(client: DlaasClient, args, out: _Printer) -> int:
     """Remove a run from the service; an active run is cancelled first and goes once it has
@@ -456,7 +458,7 @@ def _delete(client: DlaasClient, args, out: _Printer) -> int:
     "cancel",
     "stop a run (SIGTERM, a grace period, SIGKILL); it ends HALTED",
     RUN_ID,
-    nouns=(TRAINING_RUNS,),
+    nouns=TRAINING_FIRST,
 )
 def _cancel(client: DlaasClient, args, out: _Printer) -> int:
     """Stop a run: its processes get SIGTERM, a grace period, then SIGKILL; its log and
@@ -493,7 +495,7 @@ def _logs(client: DlaasClient, args, out: _Printer) -> int:
     "monitor",
     "follow a run's state changes and log until it ends",
     RUN_ID,
-    nouns=(TRAINING_RUNS,),
+    nouns=TRAINING_FIRST,
 )
 def _monitor(client: DlaasClient, args, out: _Printer) -> int:
     """Follow a run's state changes and its log until it ends (exit 1 unless it completed;
