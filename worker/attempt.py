@@ -21,6 +21,7 @@ from worker.supervisor import StopFlag, StopReason, StopRequest
 
 if TYPE_CHECKING:
     from common.manifest import Manifest
+    from common.settings import Settings
     from common.storage import ObjectStore
     from common.storage.base import TransferProgress
     from worker.limits import Limit
@@ -72,7 +73,7 @@ class Attempt:
         return self.run.id
 
     @property
-    def settings(self):
+    def settings(self) -> Settings:
         return self.ctx.settings
 
     @property

@@ -30,11 +30,8 @@ class ProgressReporter(threading.Thread):
         self.every = every_seconds
         self._done = threading.Event()
 
-    def __enter__(self) -> TransferProgress:
-        self.start()
-        return self.progress
-
-    def __exit__(self, *exc) -> None:
+    def finish(self) -> None:
+        """Stops the thread and writes the transfer's last figures."""
         self._done.set()
         self.join(timeout=5)
         self._write()

@@ -14,7 +14,6 @@ from worker.progress import ProgressReporter
 class ReportTransfer(Hook):
     def __init__(self, phase: str):
         self.phase = phase
-        self.reporter: ProgressReporter | None = None
 
     @classmethod
     def named(cls, phase: str) -> Callable[[], ReportTransfer]:
@@ -29,8 +28,9 @@ class ReportTransfer(Hook):
             TransferProgress(self.phase),
             attempt.tell,
         )
-        attempt.transfer = self.reporter.__enter__()
+        self.reporter.start()
+        attempt.transfer = self.reporter.progress
 
     def after(self, attempt: Attempt) -> None:
         attempt.transfer = None
-        self.reporter.__exit__(None, None, None)
+        self.reporter.finish()
