@@ -1,6 +1,7 @@
 """The TCP ports of the stack's servers: free ones chosen so that a process never hands out the
 same port twice (nor one it was told is taken by its own stack), each checked free before
-anything starts, and, for one that is not, who holds it.
+anything starts, and, for one that is not, who holds it; a server is ready once it holds its
+own port (`listening`).
 
 All ports are on 127.0.0.1. A port is free when a server could bind it now: the check binds it
 the way the servers do (SO_REUSEADDR, so a closed connection's TIME_WAIT does not count).
@@ -8,7 +9,6 @@ the way the servers do (SO_REUSEADDR, so a closed connection's TIME_WAIT does no
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from collections.abc import Iterable
@@ -82,8 +82,7 @@ def holder(port: int) -> str | None:
                 name = psutil.Process(conn.pid).name()
             except psutil.Error:
                 return f"pid {conn.pid}"
-            mine = " (this process)" if conn.pid == os.getpid() else ""
-            return f"{name} (pid {conn.pid}){mine}"
+            return f"{name} (pid {conn.pid})"
     return None
 
 

@@ -1,4 +1,5 @@
-"""The embedded single-machine stack: Redis, the API (gunicorn), one worker and Flower.
+"""The embedded single-machine stack: Swift, Keystone, Redis, the API (gunicorn), one worker,
+the reconciler and Flower.
 
     python -m deploy.stack up       start what is not running; write .dlaas/env
     python -m deploy.stack down     stop every process it started, by pid
