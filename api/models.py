@@ -127,9 +127,7 @@ def submit():
     )
     manifest = _check_manifest(_field(form, "manifest"))
     zip_bytes = _field(form, "model_definition")
-    limits = ZipLimits(
-        settings.zip_max_entries, settings.zip_max_uncompressed_bytes, settings.zip_max_ratio
-    )
+    limits = ZipLimits.from_settings(settings)
     try:
         check_zip(zip_bytes, limits)
     except ModelZipError as exc:

@@ -24,6 +24,14 @@ class ZipLimits:
     max_uncompressed_bytes: int = 1024 * 1024 * 1024
     max_ratio: float = 200.0
 
+    @classmethod
+    def from_settings(cls, settings) -> ZipLimits:
+        """The service's limits (DLAAS_ZIP_*), the same where the API checks a zip and
+        where the worker unpacks it."""
+        return cls(
+            settings.zip_max_entries, settings.zip_max_uncompressed_bytes, settings.zip_max_ratio
+        )
+
 
 @dataclass(frozen=True)
 class ZipSummary:

@@ -5,18 +5,30 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import redis
 
+from common.artifacts import ArtifactStore
 from common.layout import LOAD_LOG
-from common.modelzip import ModelZipError
+from common.modelzip import ModelZipError, ZipLimits, ZipSummary, extract_zip
+from common.settings import Settings
 from common.states import ErrorCode, RunState
 from common.storage import StorageError, TransferStats
 from worker.attempt import Attempt, RunFailed
 from worker.phases.open_stores import storage_code
 from worker.pipeline import Phase
-from worker.staging import stage_data, stage_model
 from worker.supervisor import StopReason
+
+
+def stage_model(
+    artifacts: ArtifactStore, artifact: str, model_zip: Path, model_dir: Path, settings: Settings
+) -> ZipSummary:
+    """The run's zip from the artifact store to `model_zip`, unpacked into MODEL_DIR within
+    the service's archive limits."""
+    artifacts.fetch(artifact, model_zip)
+    limits = ZipLimits.from_settings(settings)
+    return extract_zip(model_zip, model_dir, limits)
 
 
 class Stage(Phase):
@@ -62,8 +74,8 @@ def _stage_data(attempt: Attempt, should_stop) -> tuple[StorageError | None, Tra
     data = attempt.manifest.training_data
     attempt.note(f"data: {attempt.data_store.description}, bucket {data.bucket!r}", LOAD_LOG)
     try:
-        return None, stage_data(
-            attempt.data_store, data, attempt.dirs.data, should_stop, attempt.transfer
+        return None, attempt.data_store.download_all(
+            data.bucket, attempt.dirs.data, should_stop, attempt.transfer
         )
     except StorageError as exc:
         return exc, None

@@ -7,14 +7,15 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from pathlib import Path
 
 from common import stats
-from common.layout import STORE_LOG, learner_key, run_key
+from common.layout import RUN_LOGS, STORE_LOG, SUBMITTED_CODE_KEY, learner_key, run_key
 from common.states import ErrorCode, RunState
-from common.storage import StorageError
+from common.storage import ObjectStore, StorageError, TransferStats
+from common.storage.base import TransferProgress
 from worker.attempt import Attempt, RunFailed
 from worker.pipeline import Phase
-from worker.results import store_results
 
 log = logging.getLogger(__name__)
 STORE_ATTEMPTS = 3
@@ -106,3 +107,23 @@ def _store_with_retries(attempt: Attempt):
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
+
+
+def store_results(
+    store: ObjectStore,
+    bucket: str,
+    run_id: str,
+    result_dir: Path,
+    model_zip: Path,
+    log_dir: Path,
+    progress: TransferProgress | None = None,
+) -> TransferStats:
+    """RESULT_DIR under `<run-id>/`, the zip and the run's logs where common/layout.py says."""
+    stats = store.upload_dir(result_dir, bucket, run_id, progress)
+    files = [(model_zip, SUBMITTED_CODE_KEY)]
+    files += [(log_dir / name, learner_key(name)) for name in RUN_LOGS]
+    for src, key in files:
+        if src.exists():
+            store.put_file(src, bucket, run_key(run_id, key))
+            stats.add(src.stat().st_size)
+    return stats
