@@ -1,21 +1,19 @@
 """`dlaas`: the command line, shaped on the classic `bx ml` verbs.
 
-Each verb is one declaration, `@verb(words, help, *arguments, nouns=...)` above its handler;
-the argparse tree (sub-commands such as `admin tokens create` included) is built from those
-declarations. `dlaas --help` lists the verbs, `dlaas VERB --help` explains one.
+Each verb is one declaration, `@verb(words, help, *arguments, nouns=...)` above its handler
+(api/commands.py builds the argparse tree from them, sub-commands such as `admin tokens create`
+included). `dlaas --help` lists the verbs, `dlaas VERB --help` explains one.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
 
-from api.client import ClientError, DlaasClient, resolve_target
+from api.client import ClientError, DlaasClient
+from api.commands import COMMANDS, GROUPS, Printer, arg, group, parse, run, verb
 from common.clock import iso_seconds
 from common.states import RunState, cli_name, is_terminal
 
@@ -28,258 +26,6 @@ TRAINING_RUNS = "training-runs"
 EITHER = (TRAINED_MODELS, TRAINING_RUNS)
 TRAINING_FIRST = (TRAINING_RUNS, TRAINED_MODELS)
 
-EPILOG = """\
-Every command takes --json; on error (a refused command line included) it prints FAILED
-and one line, and exits 1. The server is DLAAS_URL and the token DLAAS_TOKEN, else those
-in $DLAAS_HOME/env or .dlaas/env."""
-
-
-class UsageError(ClientError):
-    """A command line the parser refused, said like any other error."""
-
-
-@dataclass(frozen=True)
-class Arg:
-    """One `add_argument` call, kept until the parser is built."""
-
-    names: tuple[str, ...]
-    options: dict
-
-    @property
-    def required_positional(self) -> str | None:
-        """The metavar of a positional that must be given, else None."""
-        if self.names[0].startswith("-") or self.options.get("nargs") in ("?", "*"):
-            return None
-        return self.options.get("metavar", self.names[0].upper())
-
-
-def arg(*names: str, **options) -> Arg:
-    return Arg(names, options)
-
-
-Handler = Callable[[DlaasClient, argparse.Namespace, "_Printer"], int]
-
-
-@dataclass(frozen=True)
-class Command:
-    """A verb or a sub-command (`admin tokens create`): its words, help, arguments, handler."""
-
-    words: tuple[str, ...]
-    help: str
-    args: tuple[Arg, ...]
-    handler: Handler
-    nouns: tuple[str, ...] = ()
-
-    @property
-    def prog(self) -> str:
-        return " ".join(("dlaas", *self.words))
-
-    def example(self) -> str:
-        """`dlaas show trained-models ID`: the command line with its required words."""
-        positionals = [a.required_positional for a in self.args if a.required_positional]
-        return " ".join((self.prog, *self.nouns[:1], *positionals))
-
-
-@dataclass(frozen=True)
-class Group:
-    """Words that lead to sub-commands (`admin`, `admin tokens`, `nodes`)."""
-
-    help: str
-    default: str | None = None  # the sub-command run when none is named
-
-
-COMMANDS: dict[tuple[str, ...], Command] = {}
-GROUPS = {(): Group("dlaas: training runs on the dlaas service, with the classic `bx ml` verbs.")}
-
-
-def _declare(words: tuple[str, ...]) -> None:
-    if words in COMMANDS or words in GROUPS:
-        raise ValueError(f"`dlaas {' '.join(words)}` is declared twice")
-
-
-def verb(
-    name: str, help: str, *args: Arg, nouns: tuple[str, ...] = ()
-) -> Callable[[Handler], Handler]:
-    """Declare the command `dlaas NAME` (NAME may be `admin tokens create`) and its handler."""
-    words = tuple(name.split())
-
-    def register(handler: Handler) -> Handler:
-        _declare(words)
-        COMMANDS[words] = Command(words, help, args, handler, nouns)
-        return handler
-
-    return register
-
-
-def group(name: str, help: str, default: str | None = None) -> None:
-    """Declare words that only lead to sub-commands; `default` runs when none is named."""
-    words = tuple(name.split())
-    _declare(words)
-    GROUPS[words] = Group(help, default)
-
-
-def _either(words: Sequence[str]) -> str:
-    if len(words) <= 2:
-        return " or ".join(words)
-    return f"{', '.join(words[:-1])}, or {words[-1]}"
-
-
-class _Parser(argparse.ArgumentParser):
-    """Raises UsageError where argparse would print its usage and exit 2."""
-
-    expected = ""  # a group's: the sub-commands that may follow its words
-
-    def parse_known_args(self, args=None, namespace=None):
-        given = sys.argv[1:] if args is None else args
-        self._words = [a for a in given if not a.startswith("-")]
-        return super().parse_known_args(args, namespace)
-
-    def error(self, message: str):
-        if self.expected:  # a group fails only for want of a known sub-command
-            words = getattr(self, "_words", [])
-            got = f", got {words[0]!r}" if words else ""
-            raise UsageError(f"{self.prog}: expected {self.expected}{got}")
-        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
-
-
-def _noun_of(command: Command) -> Callable[[str], str]:
-    def check(word: str) -> str:
-        if word not in command.nouns:
-            raise UsageError(
-                f"{command.prog}: expected {_either(command.nouns)}, got {word!r} "
-                f"(as in `{command.example()}`)"
-            )
-        return word
-
-    return check
-
-
-def _add_json(parser: argparse.ArgumentParser) -> None:
-    # SUPPRESS: a sub-command's parser must not reset a --json given before its name.
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="print the service's JSON answer",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree of every declared group and command."""
-    root = _Parser(
-        prog="dlaas",
-        description=GROUPS[()].help,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_json(root)
-    parsers: dict[tuple[str, ...], argparse.ArgumentParser] = {(): root}
-    subs: dict[tuple[str, ...], Any] = {}  # argparse's sub-parsers action of each group
-
-    def add(words: tuple[str, ...], help: str, description: str) -> argparse.ArgumentParser:
-        above = words[:-1]
-        if above not in parsers:
-            if above not in GROUPS:
-                raise ValueError(f"`dlaas {' '.join(above)}` is used but not declared a group")
-            add(above, GROUPS[above].help, GROUPS[above].help)
-        if above not in subs:
-            subs[above] = parsers[above].add_subparsers(metavar="COMMAND" if above else "VERB")
-        made = subs[above].add_parser(words[-1], help=help, description=description)
-        _add_json(made)
-        parsers[words] = made
-        return made
-
-    for command in COMMANDS.values():
-        parser = add(command.words, command.help, (command.handler.__doc__ or command.help))
-        if command.nouns:
-            parser.add_argument(
-                "noun",
-                metavar="|".join(command.nouns),
-                type=_noun_of(command),
-                help="the classic noun (a run and its trained model are one record here)",
-            )
-        for argument in command.args:
-            parser.add_argument(*argument.names, **argument.options)
-        parser.set_defaults(command=command)
-    for words, declared in GROUPS.items():
-        parser = parsers[words]
-        parser.expected = _either(_what_follows(words))
-        if declared.default is None:
-            subs[words].required = True
-            continue
-        default = COMMANDS[(*words, declared.default)]
-        if default.args or default.nouns:
-            raise ValueError(f"{default.prog}: a default sub-command takes no arguments")
-        parser.set_defaults(command=default)
-    return root
-
-
-def _what_follows(words: tuple[str, ...]) -> list[str]:
-    """What may follow a group's words, in declaration order: each sub-command with its
-    required words (`create USER`); after `dlaas` alone, the verbs' names."""
-    follows: dict[str, str] = {}
-    for command in COMMANDS.values():
-        if len(command.words) > len(words) and command.words[: len(words)] == words:
-            step = command.words[len(words)]
-            whole = bool(words) and len(command.words) == len(words) + 1
-            tail = command.example().split(" ", len(words) + 1)[-1]
-            follows.setdefault(step, tail if whole else step)
-    return list(follows.values())
-
-
-def parse(argv: Sequence[str]) -> tuple[Command, argparse.Namespace]:
-    """The declared command a command line names, and its arguments; UsageError if none."""
-    args, extra = build_parser().parse_known_args(list(argv))
-    command: Command = args.command
-    if extra:
-        raise UsageError(
-            f"{command.prog}: unexpected {' '.join(map(repr, extra))} (see `{command.prog} --help`)"
-        )
-    args.json = getattr(args, "json", False)
-    return command, args
-
-
-def main(argv: Sequence[str] | None = None, client: DlaasClient | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        command, args = parse(argv)
-    except UsageError as exc:
-        _Printer("--json" in argv).fail(str(exc))
-        return 1
-    out = _Printer(args.json)
-    try:
-        return command.handler(client or DlaasClient(*resolve_target()), args, out)
-    except ClientError as exc:
-        out.fail(str(exc))
-        return 1
-    except BrokenPipeError:
-        sys.stderr.close()  # the reader (head, say) went away: nothing to tell
-        return 0
-    except KeyboardInterrupt:
-        print("\nstopped following; the run itself is untouched", file=sys.stderr)
-        return 130
-
-
-class _Printer:
-    def __init__(self, as_json: bool):
-        self.as_json = as_json
-
-    def say(self, text: str = "") -> None:
-        if not self.as_json:
-            print(text, flush=True)
-
-    def data(self, value) -> None:
-        if self.as_json:
-            print(json.dumps(value, indent=2))
-
-    def fail(self, reason: str) -> None:
-        if self.as_json:
-            print(json.dumps({"error": reason}))
-        else:
-            print("FAILED")
-        print(reason.splitlines()[0] if reason else "unknown error", file=sys.stderr)
-
-
 RUN_ID = arg("run_id", metavar="ID", help="the run's Model-ID (training-…)")
 
 
@@ -291,7 +37,7 @@ RUN_ID = arg("run_id", metavar="ID", help="the run's Model-ID (training-…)")
     arg("--wait", action="store_true", help="follow the run until it ends"),
     arg("--timeout", type=float, default=1800, help="seconds --wait waits at most"),
 )
-def _train(client: DlaasClient, args, out: _Printer) -> int:
+def _train(client: DlaasClient, args, out: Printer) -> int:
     """Submit a training run and print its Model-ID; with --wait, follow it until it ends
     (exit 1 unless it completed)."""
     out.say("Starting to train ...")
@@ -312,7 +58,7 @@ def _train(client: DlaasClient, args, out: _Printer) -> int:
     return 0
 
 
-def _wait(client: DlaasClient, run_id: str, timeout: float, out: _Printer) -> dict:
+def _wait(client: DlaasClient, run_id: str, timeout: float, out: Printer) -> dict:
     deadline = time.monotonic() + timeout
     seen = None
     while True:
@@ -333,7 +79,7 @@ def _wait(client: DlaasClient, run_id: str, timeout: float, out: _Printer) -> di
     arg("--all", action="store_true", help="every user's runs, with their owner (admins)"),
     nouns=EITHER,
 )
-def _list(client: DlaasClient, args, out: _Printer) -> int:
+def _list(client: DlaasClient, args, out: Printer) -> int:
     """List your training runs, finished or not (with --all, every user's)."""
     out.say("Fetching the list of trained models ...")
     models = client.list_all(every_user=args.all)
@@ -355,7 +101,7 @@ def _list(client: DlaasClient, args, out: _Printer) -> int:
 
 
 @verb("show", "show one training run", RUN_ID, nouns=EITHER)
-def _show(client: DlaasClient, args, out: _Printer) -> int:
+def _show(client: DlaasClient, args, out: Printer) -> int:
     """Show one run: its state, where it runs, its progress and usage, where its results go,
     and its history."""
     out.say(f"Fetching the trained model details with MODEL-ID '{args.run_id}' ...")
@@ -441,7 +187,7 @@ def _show(client: DlaasClient, args, out: _Printer) -> int:
     RUN_ID,
     nouns=EITHER,
 )
-def _delete(client: DlaasClient, args, out: _Printer) -> int:
+def _delete(client: DlaasClient, args, out: Printer) -> int:
     """Remove a run from the service; an active run is cancelled first and goes once it has
     stopped. Its trained model and log stay in your results bucket."""
     out.say(f"Deleting the trained model '{args.run_id}' ...")
@@ -460,7 +206,7 @@ def _delete(client: DlaasClient, args, out: _Printer) -> int:
     RUN_ID,
     nouns=TRAINING_FIRST,
 )
-def _cancel(client: DlaasClient, args, out: _Printer) -> int:
+def _cancel(client: DlaasClient, args, out: Printer) -> int:
     """Stop a run: its processes get SIGTERM, a grace period, then SIGKILL; its log and
     results so far are stored, and it ends HALTED."""
     out.say(f"Canceling training for MODEL-ID '{args.run_id}'...")
@@ -478,7 +224,7 @@ def _cancel(client: DlaasClient, args, out: _Printer) -> int:
     arg("--follow", "-f", action="store_true", help="keep printing until the run ends"),
     arg("--since", type=int, default=0, help="first line to print (from 0)"),
 )
-def _logs(client: DlaasClient, args, out: _Printer) -> int:
+def _logs(client: DlaasClient, args, out: Printer) -> int:
     """Print a run's log, each line stamped; with --follow, go on until the run ends
     (Ctrl-C stops following and leaves the run alone)."""
     if not args.follow:
@@ -497,14 +243,14 @@ def _logs(client: DlaasClient, args, out: _Printer) -> int:
     RUN_ID,
     nouns=TRAINING_FIRST,
 )
-def _monitor(client: DlaasClient, args, out: _Printer) -> int:
+def _monitor(client: DlaasClient, args, out: Printer) -> int:
     """Follow a run's state changes and its log until it ends (exit 1 unless it completed;
     Ctrl-C stops following and leaves the run alone)."""
     out.say("Starting to fetch status messages...")
     return _follow(client, args.run_id, 0, out, show_status=True)
 
 
-def _follow(client: DlaasClient, run_id: str, since: int, out: _Printer, show_status: bool) -> int:
+def _follow(client: DlaasClient, run_id: str, since: int, out: Printer, show_status: bool) -> int:
     """Print events as they come; Ctrl-C stops following and leaves the run alone."""
     final = None
     for kind, data in client.follow(run_id, since):
@@ -530,7 +276,7 @@ group("nodes", "list the fleet's workers, or drain one (admins)", default="list"
 
 
 @verb("nodes list", "list the fleet's workers (what `dlaas nodes` alone does)")
-def _nodes_list(client: DlaasClient, args, out: _Printer) -> int:
+def _nodes_list(client: DlaasClient, args, out: Printer) -> int:
     """List the fleet's workers: their status, the sizes they serve, their GPUs, their host."""
     nodes = client.nodes()["nodes"]
     out.data({"nodes": nodes})
@@ -551,7 +297,7 @@ def _nodes_list(client: DlaasClient, args, out: _Printer) -> int:
     "drain a worker: it takes no new run (admins)",
     arg("name", metavar="NAME", help="the node, as `dlaas nodes` names it"),
 )
-def _nodes_drain(client: DlaasClient, args, out: _Printer) -> int:
+def _nodes_drain(client: DlaasClient, args, out: Printer) -> int:
     """Drain a worker (admins): it takes no new run; the run it has finishes."""
     answer = client.drain(args.name)
     out.data(answer)
@@ -570,7 +316,7 @@ group("admin tokens", "make, list and revoke API tokens (admins)", default="list
     arg("user", metavar="USER", help="who the token acts as"),
     arg("--note", default="", help="a note kept with the token"),
 )
-def _tokens_create(client: DlaasClient, args, out: _Printer) -> int:
+def _tokens_create(client: DlaasClient, args, out: Printer) -> int:
     """Make an API token for USER (admins); the token is printed only now."""
     made = client.create_token(args.user, args.note)
     out.data(made)
@@ -581,7 +327,7 @@ def _tokens_create(client: DlaasClient, args, out: _Printer) -> int:
 
 
 @verb("admin tokens list", "list the tokens (what `dlaas admin tokens` alone does)")
-def _tokens_list(client: DlaasClient, args, out: _Printer) -> int:
+def _tokens_list(client: DlaasClient, args, out: Printer) -> int:
     """List the API tokens (admins): id, user, where it is kept, when and by whom it was made."""
     tokens = client.tokens()["tokens"]
     out.data({"tokens": tokens})
@@ -601,7 +347,7 @@ def _tokens_list(client: DlaasClient, args, out: _Printer) -> int:
     "revoke a token",
     arg("token_id", metavar="ID", help="the token's id, from `dlaas admin tokens list`"),
 )
-def _tokens_revoke(client: DlaasClient, args, out: _Printer) -> int:
+def _tokens_revoke(client: DlaasClient, args, out: Printer) -> int:
     """Revoke an API token (admins); requests with it are refused from now on."""
     out.data(client.revoke_token(args.token_id))
     out.say(f"Token {args.token_id} revoked.")
@@ -610,7 +356,7 @@ def _tokens_revoke(client: DlaasClient, args, out: _Printer) -> int:
 
 
 @verb("admin rotate-key", "re-encrypt every run's credentials with the newest key")
-def _rotate_key(client: DlaasClient, args, out: _Printer) -> int:
+def _rotate_key(client: DlaasClient, args, out: Printer) -> int:
     """Re-encrypt the stored credentials of every run with the newest configured key (admins),
     and name the runs no configured key can read."""
     done = client.rotate_key()
@@ -631,7 +377,7 @@ def _rotate_key(client: DlaasClient, args, out: _Printer) -> int:
     arg("actor", metavar="ACTOR", nargs="?", help="only this user's actions"),
     arg("--limit", type=int, default=50, help="how many entries, newest first (default 50)"),
 )
-def _audit(client: DlaasClient, args, out: _Printer) -> int:
+def _audit(client: DlaasClient, args, out: Printer) -> int:
     """Print the audit log (admins): time, actor, action, target, address, and the details."""
     entries = client.audit(args.limit, args.actor)["entries"]
     out.data({"entries": entries})
@@ -649,6 +395,13 @@ def _audit(client: DlaasClient, args, out: _Printer) -> int:
     out.say("OK")
     return 0
 
+
+def main(argv: Sequence[str] | None = None, client: DlaasClient | None = None) -> int:
+    """`dlaas`: every verb above is declared; parse the command line and run it."""
+    return run(argv, client)
+
+
+__all__ = ["COMMANDS", "GROUPS", "TRAINED_MODELS", "TRAINING_RUNS", "main", "parse"]
 
 if __name__ == "__main__":
     sys.exit(main())
