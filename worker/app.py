@@ -41,7 +41,13 @@ def create_worker_app(ctx: WorkerContext, sizes: list[str]) -> Celery:
     def ping() -> str:
         return "pong"
 
-    heartbeat = Heartbeat(ctx, sizes)
+    _connect_signals(ctx, Heartbeat(ctx, sizes))
+    return app
+
+
+def _connect_signals(ctx: WorkerContext, heartbeat: Heartbeat) -> None:
+    """The worker's part in the fleet: each pool child a subreaper, the node's heartbeat,
+    a drain on warm shutdown, the node record removed at the end."""
 
     @signals.worker_process_init.connect(weak=False)
     def _pool_child_started(**_):
@@ -85,8 +91,6 @@ def create_worker_app(ctx: WorkerContext, sizes: list[str]) -> Celery:
             ctx.nodes.forget(ctx.name)
         except Exception:
             log.exception("could not remove the node record")
-
-    return app
 
 
 class Heartbeat(threading.Thread):
