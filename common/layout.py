@@ -5,6 +5,7 @@
     <run-id>/learner-1/training-log.txt        the run's whole log (stdout and stderr, stamped)
     <run-id>/learner-1/load-data.log           what staging did
     <run-id>/learner-1/store-results.log       what storing did
+    <run-id>/learner-1/environment-build.log   the environment build's full output (uv's)
     <run-id>/learner-1/log-chunks/<n>          copies of the log while it runs (removed at the end)
 
 The worker writes these, the API reads the logs back, the demo and benchmarks look at them.
@@ -16,8 +17,9 @@ LEARNER = "learner-1"
 TRAINING_LOG = "training-log.txt"
 LOAD_LOG = "load-data.log"
 STORE_LOG = "store-results.log"
+ENVIRONMENT_LOG = "environment-build.log"
 # The service's own logs of a run, kept in its LOG_DIR on the worker and stored under learner-1/.
-RUN_LOGS = (TRAINING_LOG, LOAD_LOG, STORE_LOG)
+RUN_LOGS = (TRAINING_LOG, LOAD_LOG, STORE_LOG, ENVIRONMENT_LOG)
 
 SUBMITTED_CODE_KEY = "_submitted_code/model.zip"
 TRAINING_LOG_KEY = f"{LEARNER}/{TRAINING_LOG}"

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from common.frameworks import framework_problem
+from common.frameworks import Registry, default_registry
 from common.sizes import ResourceSize
 
 MAX_ALIASES = 50
@@ -223,17 +223,21 @@ def load_yaml(text: str | bytes) -> Any:
             loader.dispose()
 
 
-def parse_manifest(text: str | bytes) -> Manifest:
+def parse_manifest(text: str | bytes, frameworks: Registry | None = None) -> Manifest:
+    """The manifest in `text`, checked against the framework registry (default: built-in)."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError:
             raise ManifestError("", "not UTF-8 text") from None
-    return _Reader().manifest(load_yaml(text))
+    return _Reader(frameworks or default_registry()).manifest(load_yaml(text))
 
 
 class _Reader:
     """Walks the parsed document once, raising a ManifestError at the first bad field."""
+
+    def __init__(self, frameworks: Registry):
+        self.frameworks = frameworks
 
     def mapping(self, value: Any, path: str, known: tuple[str, ...]) -> dict:
         if not isinstance(value, dict):
@@ -311,7 +315,7 @@ class _Reader:
         fw = self.mapping(md["framework"], "model_definition.framework", ("name", "version"))
         fw_name = self.text(fw, "name", "model_definition.framework")
         fw_version = self.text(fw, "version", "model_definition.framework")
-        problem = framework_problem(fw_name, fw_version)
+        problem = self.frameworks.problem(fw_name, fw_version)
         if problem:
             field, message = problem
             if field == "version" and isinstance(fw["version"], float):

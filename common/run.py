@@ -49,6 +49,8 @@ class Run:
     usage: dict[str, Any] = field(default_factory=dict)
     # The transfer going on (or last done): phase, objects/bytes done and total, rate.
     progress: dict[str, Any] = field(default_factory=dict)
+    # Its Python environment: key, framework, python, built or reused, seconds.
+    environment: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, str]:
         """Flat string fields for one Redis HSET; empty values are left out."""
@@ -63,7 +65,7 @@ class Run:
         values["gpu_count"] = int(values["gpu_count"])
         if "gpus" in values:
             values["gpus"] = json.loads(values["gpus"])
-        for name in ("manifest", "usage", "progress"):
+        for name in ("manifest", "usage", "progress", "environment"):
             if name in values:
                 values[name] = json.loads(values[name])
         if "exit_code" in values:

@@ -11,7 +11,6 @@ key, the tokens file) to `.dlaas/config.env`.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,6 +40,8 @@ UNDER_HOME = {
     "artifact_dir": "artifacts",
     "work_dir": "work",
     "local_store_root": "store",
+    "environment_dir": "environments",
+    "uv_cache_dir": "uv-cache",
 }
 
 
@@ -75,10 +76,7 @@ def _unprivileged(name: str) -> str:
     return name
 
 
-def _default_run_path() -> str:
-    # The run gets the worker's own Python first, so `python3 train.py` finds the
-    # interpreter (and packages) the node was set up with.
-    return os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 Names = Annotated[
@@ -165,9 +163,53 @@ class Settings(BaseSettings):
     )
     max_manifest_bytes: int = Field(64 * 1024, description="manifest size limit")
     run_path: str = Field(
-        default_factory=_default_run_path,
-        description="`PATH` of the run's command",
-        json_schema_extra=_shown("the worker's Python, then `/usr/local/bin:/usr/bin:/bin`"),
+        SYSTEM_PATH,
+        description="`PATH` of the run's command, after its environment's `bin` (none of the "
+        "worker's own Python)",
+    )
+    frameworks_file: Path | None = Field(
+        None,
+        description="the framework registry: what each manifest framework name and version "
+        "installs (YAML; the default's header documents the format)",
+        json_schema_extra=_shown("`common/frameworks.yaml`"),
+    )
+    environment_dir: Path | None = Field(
+        None,
+        description="the node's cache of built run environments (root's, read-only to runs; "
+        "shared by the node's workers)",
+    )
+    environment_max_bytes: Annotated[int, _from_text(byte_amount)] = Field(
+        20 * 1024**3,
+        description="size of the environment cache; the least recently used environments no "
+        "run uses are removed past it",
+    )
+    environment_build_seconds: float = Field(
+        1800.0, description="longest an environment build may take (or wait for another's)"
+    )
+    uv_cache_dir: Path | None = Field(
+        None, description="uv's download and wheel cache on the node (root's)"
+    )
+    package_index_url: str = Field(
+        "", description="the package index environments are built from (empty: PyPI)"
+    )
+    package_extra_index_urls: Names = Field(
+        (), description="more package indexes, comma-separated (local mirrors: `file:///...`)"
+    )
+    package_find_links: Names = Field(
+        (), description="folders (or pages) of wheels to install from, comma-separated"
+    )
+    package_constraints: Path | None = Field(
+        None, description="a pip constraints file every environment build obeys"
+    )
+    python_search_path: str = Field(
+        SYSTEM_PATH,
+        description="where the node's Python interpreters are looked for (a `PATH`); a "
+        "framework needing a Python not found there fails its runs with C104",
+    )
+    accelerator: Annotated[str, _one_of("auto", "cpu", "gpu")] = Field(
+        "auto",
+        description="which framework variant the node installs: `gpu`, `cpu`, or `auto` "
+        "(`gpu` when the worker has GPUs it found with NVML)",
     )
     # The variable named first wins when both are set.
     keep_workdir: bool = Field(

@@ -72,6 +72,9 @@ class ErrorCode(str, Enum):
     MANIFEST = "C101"
     MODEL_ZIP = "C102"
     CREDENTIALS = "C103"
+    # The run's environment cannot be built as asked: a requirement that does not exist or
+    # conflicts, a framework version (or Python) the node cannot provide.
+    ENVIRONMENT = "C104"
     COMMAND_FAILED = "C201"
     TIME_LIMIT = "C202"
     NODE_LOST = "S104"
@@ -79,3 +82,5 @@ class ErrorCode(str, Enum):
     MODEL_STAGING = "S301"
     DATA_STAGING = "S302"
     RESULT_UPLOAD = "S303"
+    # The environment could not be built for the service's reasons (index unreachable, ...).
+    ENVIRONMENT_BUILD = "S304"

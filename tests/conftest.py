@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -151,6 +152,7 @@ class Stack:
         )
         if self.work_dir:
             env["DLAAS_WORK_DIR"] = str(self.work_dir)
+        env.update(environment_env())
         return env
 
     @property
@@ -249,6 +251,65 @@ class Stack:
 # Runs run as an unprivileged user when the suite runs as root (the default worker's user,
 # and a second worker's, for the isolation tests).
 RUN_USERS = ("dlaas-run", "dlaas-run-2")
+
+
+class _SharedEnvironments:
+    """One environment cache for the whole session (a folder the run users reach, uv's cache
+    beside it) and this machine's package sources from pip's configuration: each test's
+    worker or stack uses it, so an environment is built once a session."""
+
+    root: Path | None = None
+
+    @classmethod
+    def values(cls) -> dict:
+        if cls.root is None:
+            from deploy.pipsources import package_settings
+
+            cls.root = Path(tempfile.mkdtemp(prefix="dlaas-test-envs-"))
+            cls.root.chmod(0o711)
+            (cls.root / "environments").mkdir(mode=0o711)
+            cls.sources = package_settings()
+            if os.geteuid() == 0:
+                from deploy import runuser
+
+                for name in RUN_USERS:
+                    runuser.ensure(name, [cls.root / "environments"])
+        return {
+            "environment_dir": cls.root / "environments",
+            "uv_cache_dir": cls.root / "uv-cache",
+            "package_index_url": cls.sources.get("DLAAS_PACKAGE_INDEX_URL", ""),
+            "package_extra_index_urls": tuple(
+                filter(None, cls.sources.get("DLAAS_PACKAGE_EXTRA_INDEX_URLS", "").split(","))
+            ),
+            "package_find_links": tuple(
+                filter(None, cls.sources.get("DLAAS_PACKAGE_FIND_LINKS", "").split(","))
+            ),
+            "package_constraints": cls.sources.get("DLAAS_PACKAGE_CONSTRAINTS") or None,
+        }
+
+
+def environment_values() -> dict:
+    """Settings keyword arguments for the session's environment cache and package sources."""
+    return _SharedEnvironments.values()
+
+
+def environment_env() -> dict[str, str]:
+    """The same as DLAAS_* variables, for the processes a test starts."""
+    from common.settings import variables
+
+    out = {}
+    for name, value in environment_values().items():
+        if value:
+            out[variables(name)[0]] = ",".join(value) if isinstance(value, tuple) else str(value)
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_shared_environments():
+    yield
+    if _SharedEnvironments.root is not None:
+        subprocess.run(["chmod", "-R", "u+w", str(_SharedEnvironments.root)], check=False)
+        shutil.rmtree(_SharedEnvironments.root, ignore_errors=True)
 
 
 def reachable_work_dir() -> Path:

@@ -115,10 +115,20 @@ class Heartbeat(threading.Thread):
     def stop(self) -> None:
         self._stop.set()
 
+    def beat(self) -> dict:
+        """The node's record: what it is, and the environments its cache holds now."""
+        held = self.ctx.environments.held()
+        kept = ("key", "framework", "version", "accelerator", "python", "requirements", "bytes")
+        return dict(
+            self.info,
+            accelerator=self.ctx.accelerator,
+            environments=[{name: meta.get(name) for name in kept} for meta in held],
+        )
+
     def run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.ctx.nodes.heartbeat(self.ctx.name, self.info)
+                self.ctx.nodes.heartbeat(self.ctx.name, self.beat())
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
             self._stop.wait(self.ctx.settings.worker_heartbeat_seconds)

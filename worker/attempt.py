@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from common.settings import Settings
     from common.storage import ObjectStore
     from common.storage.base import TransferProgress
+    from worker.environments import Environment
     from worker.limits import Limit
     from worker.process import Execution
     from worker.runuser import RunUser
@@ -59,6 +60,9 @@ class Attempt:
     usage: dict[str, Any] = field(default_factory=dict)
     limits: tuple[Limit, ...] = ()
     user: RunUser | None = None
+    # The run's Python environment, held until the attempt ends, and what `show` says of it.
+    environment: Environment | None = None
+    environment_record: dict[str, Any] = field(default_factory=dict)
     # Where the command's output goes besides the log file (each `offer(first, pieces, n)`),
     # and what samples its process tree (each `sample(members)`): hooks add themselves.
     log_listeners: list = field(default_factory=list)

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 from common.artifacts import ArtifactStore
 from common.crypto import CredentialBox
+from common.frameworks import Registry
 from common.nodes import NodeStore
 from common.runstore import RunStore
 from common.settings import Settings
 from common.sizes import ResourceSize
+from worker.environments import EnvironmentCache
 from worker.gpus import GpuSet
 
 
@@ -23,5 +25,22 @@ class WorkerContext:
     artifacts: ArtifactStore
     gpus: GpuSet
     name: str
+    # The framework registry and the node's environment cache (built from the settings
+    # unless given).
+    frameworks: Registry | None = None
+    environments: EnvironmentCache | None = None
     # Puts a run id back on its size's queue (the Celery app's send_task); None: cannot.
     requeue: Callable[[str, ResourceSize], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.frameworks is None:
+            self.frameworks = Registry.load(self.settings.frameworks_file)
+        if self.environments is None:
+            self.environments = EnvironmentCache(self.settings)
+
+    @property
+    def accelerator(self) -> str:
+        """Which framework variant this worker's runs get: `gpu` with GPUs NVML found."""
+        if self.settings.accelerator != "auto":
+            return self.settings.accelerator
+        return "gpu" if self.gpus.source == "nvml" and len(self.gpus) else "cpu"

@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         if user is not None:
             prepare_work_dir(settings.work_dir)
             check_reachable(user, settings.work_dir)
+            prepare_work_dir(settings.environment_dir)
+            check_reachable(user, settings.environment_dir)
     except (SettingsError, GpuSpecError, CredentialsError, RunUserError, ValueError) as exc:
         print(f"dlaas-worker: {exc}", file=sys.stderr)
         return 2

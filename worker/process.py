@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.manifest import DataStore, StoreType
 from common.settings import Settings
@@ -20,6 +21,9 @@ from worker.rundirs import RunDirs
 from worker.runuser import RunUser
 from worker.supervisor import StopFlag, StopRequest
 from worker.usage import UsageSampler
+
+if TYPE_CHECKING:
+    from worker.environments import Environment
 
 # How often the run's process tree is walked (membership, memory and CPU samples).
 LOOK_SECONDS = 1.0
@@ -36,12 +40,22 @@ PYTHON_OUTPUT = {
 }
 
 
-def run_environment(settings: Settings, run_id: str, dirs: RunDirs, gpus: tuple[int, ...]) -> dict:
+def run_environment(
+    settings: Settings,
+    run_id: str,
+    dirs: RunDirs,
+    gpus: tuple[int, ...],
+    environment: Environment | None = None,
+) -> dict:
     """Everything the command sees, built from nothing: none of the worker's own
-    variables (its Redis URL, its key, the machine's proxy or CA settings) leak in."""
+    variables (its Redis URL, its key, the machine's proxy or CA settings) leak in. Its
+    `python`, `python3` and console scripts are its environment's."""
     visible = ",".join(map(str, gpus))
+    venv = {"VIRTUAL_ENV": str(environment.path)} if environment else {}
+    path = f"{environment.bin}{os.pathsep}{settings.run_path}" if environment else settings.run_path
     return {
-        "PATH": settings.run_path,
+        "PATH": path,
+        **venv,
         "HOME": str(dirs.home),
         "TMPDIR": str(dirs.tmp),
         "LANG": "C.UTF-8",

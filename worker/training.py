@@ -17,6 +17,7 @@ import time
 from common.states import RunState
 from worker.attempt import Attempt
 from worker.context import WorkerContext
+from worker.hooks.environment import HoldEnvironment
 from worker.hooks.livelog import KeepLiveLogTail, StreamLiveLog
 from worker.hooks.logchunks import UploadLogChunks
 from worker.hooks.node import MarkNodeBusy
@@ -34,7 +35,7 @@ from worker.rundirs import RunDirs
 
 log = logging.getLogger(__name__)
 
-ATTEMPT_HOOKS = (RemoveWorkDir, KeepLiveLogTail, MarkNodeBusy, Supervise)
+ATTEMPT_HOOKS = (RemoveWorkDir, KeepLiveLogTail, MarkNodeBusy, Supervise, HoldEnvironment)
 PHASES = (
     Prepare(),
     OpenStores(),

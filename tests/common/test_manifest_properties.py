@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from common.frameworks import framework_problem
+from common.frameworks import default_registry
 from common.manifest import (
     CONNECTION_FIELDS,
     MAX_ALIASES,
@@ -165,7 +165,7 @@ def resolves(node: Any, path: str, missing_ok: bool) -> bool:
 def check_manifest(m: Manifest) -> None:
     assert isinstance(m, Manifest)
     assert isinstance(m.resource, ResourceSize)
-    assert framework_problem(m.framework_name, m.framework_version) is None
+    assert default_registry().problem(m.framework_name, m.framework_version) is None
     for value in (m.name, m.command, m.framework_name, m.framework_version):
         assert isinstance(value, str) and value.strip() == value and value
     for value in (m.description, m.author_name, m.author_email):

@@ -15,7 +15,7 @@ from common.run import Run
 from common.runstore import RunStore
 from common.settings import Settings
 from common.states import RunState
-from tests.conftest import make_zip
+from tests.conftest import environment_values, make_zip
 from worker.context import WorkerContext
 from worker.gpus import GpuSet
 
@@ -23,7 +23,9 @@ from worker.gpus import GpuSet
 def worker_context(
     settings: Settings, connection: redis.Redis, gpus: tuple[int, ...], name: str
 ) -> WorkerContext:
-    """What dlaas-worker builds at start (worker/main.py), on a test's Redis and settings."""
+    """What dlaas-worker builds at start (worker/main.py), on a test's Redis and settings, with
+    the session's environment cache and this machine's package sources."""
+    settings = settings.model_copy(update=environment_values())
     return WorkerContext(
         settings=settings,
         runs=RunStore(connection, 3600, lease_ttl_seconds=10),

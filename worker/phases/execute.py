@@ -36,7 +36,7 @@ class Execute(Phase):
                 check_reachable(user, settings.work_dir)
         except RunUserError as exc:
             raise RunFailed(ErrorCode.WORKER_ERROR, f"{ctx.name}: {exc}") from None
-        env = run_environment(settings, run.id, attempt.dirs, tuple(run.gpus))
+        env = run_environment(settings, run.id, attempt.dirs, tuple(run.gpus), attempt.environment)
         if attempt.manifest.expose_credentials:  # asked for: execution.expose_credentials
             env.update(credential_environment(attempt.manifest.training_data))
         who = f"user {user.name!r}" if user else "the worker's own user (not root)"

@@ -1,8 +1,10 @@
-"""DOWNLOADING: the model zip into MODEL_DIR while the data bucket comes into DATA_DIR, both at
-once; what moved goes into the load log and the run's usage."""
+"""DOWNLOADING: the model zip into MODEL_DIR (then the run's environment, from its
+requirements.txt) while the data bucket comes into DATA_DIR, all at once; what moved goes
+into the load log and the run's usage."""
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +18,7 @@ from common.settings import Settings
 from common.states import ErrorCode, RunState
 from common.storage import StorageError, TransferStats
 from worker.attempt import Attempt, RunFailed
+from worker.phases.environment import joined, prepare_environment
 from worker.phases.open_stores import storage_code
 from worker.pipeline import Phase
 from worker.supervisor import StopReason
@@ -45,6 +48,9 @@ class Stage(Phase):
                 attempt.dirs.model,
                 ctx.settings,
             )
+            # The same thread, once the model is unpacked: its environment, while data comes.
+            abandon = threading.Event()
+            env_job = pool.submit(prepare_environment, attempt, model_job, abandon)
 
             def should_stop() -> bool:  # a model that cannot be staged stops the data early
                 failed = model_job.done() and model_job.exception() is not None
@@ -53,11 +59,17 @@ class Stage(Phase):
             began, began_cpu = time.monotonic(), time.process_time()
             data_error, staged = _stage_data(attempt, should_stop)
             took, took_cpu = time.monotonic() - began, time.process_time() - began_cpu
+            if data_error is not None or attempt.stop.is_set():
+                abandon.set()
             try:
                 unzipped = model_job.result()
             except (ModelZipError, StorageError, OSError) as exc:
                 attempt.note(f"model staging failed: {exc}", LOAD_LOG)
                 raise RunFailed(ErrorCode.MODEL_STAGING, f"model staging: {exc}") from None
+            if data_error is None and not env_job.done():
+                attempt.note("data staged; waiting for the environment build", LOAD_LOG)
+                attempt.tell(run_state=RunState.DOWNLOADING.value, environment="building")
+            env_job.exception()  # waits; its outcome is read below, after the data's
         attempt.note(
             f"model: {unzipped.files} files, {unzipped.uncompressed_bytes} bytes into MODEL_DIR",
             LOAD_LOG,
@@ -67,6 +79,7 @@ class Stage(Phase):
             code = storage_code(data_error, ErrorCode.DATA_STAGING)
             raise RunFailed(code, f"data staging: {data_error}")
         _record(attempt, staged, took, took_cpu)
+        joined(attempt, env_job)
         _notice_cancel(attempt)
 
 

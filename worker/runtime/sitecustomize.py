@@ -16,6 +16,7 @@ child flushes as the parent does. A sitecustomize module further down the path
 from __future__ import annotations
 
 import atexit
+import importlib.machinery
 import importlib.util
 import io
 import os
