@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: setup demo demo-s3 up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-stores bench-ratelimit clean
+# `make demo-pytorch`: the PyTorch example (framework pytorch 2.13, its environment built by uv).
+.PHONY: setup demo demo-s3 demo-pytorch up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-stores bench-ratelimit bench-environments clean
 
 setup: $(VENV)/.installed
 	@bash deploy/ensure-redis.sh $(VENV)
@@ -29,6 +30,9 @@ demo: up
 
 demo-s3: up
 	$(PY) -m deploy.demo --s3
+
+demo-pytorch: up
+	$(PY) -m deploy.demo --example pytorch-mlp
 
 test: setup
 	$(PY) -m pytest
@@ -56,6 +60,9 @@ bench-faults: setup
 
 bench-ratelimit: setup
 	$(PY) -m benchmarks.ratelimit
+
+bench-environments: setup
+	$(PY) -m benchmarks.environments
 
 clean: down
 	rm -rf .dlaas
