@@ -386,11 +386,12 @@ def manifest_yaml(
     results_bucket: str = "results",
     name: str = "test-run",
     store_path: str = "tests",
+    framework: tuple[str, str] = ("python", "3.11"),
 ) -> str:
     return f"""
 model_definition:
   name: {name}
-  framework: {{name: python, version: "3.11"}}
+  framework: {{name: {framework[0]}, version: "{framework[1]}"}}
   execution:
     command: {json.dumps(command)}
     resource: {resource}

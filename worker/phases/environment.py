@@ -58,8 +58,9 @@ def prepare_environment(attempt: Attempt, model_job: Future, abandon: threading.
 
 
 def joined(attempt: Attempt, env_job: Future) -> Environment | None:
-    """The environment job's end, in the main thread: its record on the run, or the run
-    FAILED (C104: as asked, it cannot be built; S304: the service could not build it)."""
+    """The environment job's end, in the main thread: its record on the run, or the run's
+    failure kept for its end (C104: as asked, it cannot be built; S304: the service could
+    not build it), its logs stored first."""
     try:
         env = env_job.result()
     except BuildStopped:
@@ -67,9 +68,11 @@ def joined(attempt: Attempt, env_job: Future) -> Environment | None:
     except BuildFailed as exc:
         code = ErrorCode.ENVIRONMENT if exc.user_fault else ErrorCode.ENVIRONMENT_BUILD
         attempt.note(f"environment: {exc.message}", LOAD_LOG)
-        raise RunFailed(
+        # The command never starts, but the logs are stored: the build's output is the answer.
+        attempt.failure = RunFailed(
             code, f"environment: {exc.message} (full output: learner-1/{ENVIRONMENT_LOG})"
-        ) from None
+        )
+        return None
     if env is None:
         return None
     record = attempt.environment_record

@@ -25,7 +25,8 @@ class Execute(Phase):
     name = "execute"
 
     def wanted(self, attempt: Attempt) -> bool:
-        return not attempt.stop.is_set()  # stopped while staging: the command never starts
+        # Stopped while staging, or its environment failed: the command never starts.
+        return not attempt.stop.is_set() and attempt.failure is None
 
     def run(self, attempt: Attempt) -> None:
         ctx, run, settings = attempt.ctx, attempt.run, attempt.settings

@@ -26,7 +26,9 @@ class Store(Phase):
 
     def run(self, attempt: Attempt) -> None:
         attempt.check_claim()
-        if attempt.execution is None:
+        if attempt.execution is None and attempt.failure is not None:
+            attempt.note(f"the command did not start: {attempt.failure.message}")
+        elif attempt.execution is None:
             attempt.note(f"stopped before the command started: {attempt.stop.request.detail}")
         exit_code = attempt.execution.exit_code if attempt.execution else None
         attempt.write(
