@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,31 @@ def test_a_framework_the_service_does_not_build_says_why(tmp_path):
     with pytest.raises(BuildFailed) as failed:
         cache.prepare(Wanted(default_registry().get("caffe", "1.0-py3"), "cpu"), tmp_path / "l")
     assert failed.value.user_fault and "Caffe is not a Python package" in failed.value.message
+
+
+def test_the_environment_is_built_while_the_data_is_staged(ctx, tmp_path, monkeypatch):
+    from common.storage.local import LocalStore
+
+    ctx.settings = ctx.settings.model_copy(update={"environment_dir": tmp_path / "own-envs"})
+    ctx.environments = EnvironmentCache(ctx.settings)
+    real_download, seen = LocalStore.download_all, {}
+
+    def slow_download(self, *args, **kwargs):
+        # The data "arrives" only once an environment is in place (bounded): were the build
+        # to start after staging, it would never be, and the wait would run out.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not seen:
+            built = [
+                p for p in ctx.settings.environment_dir.glob("*") if not p.name.startswith(".")
+            ]
+            if any(p.is_dir() for p in built):
+                seen["after"] = time.monotonic() - started
+            time.sleep(0.05)
+        return real_download(self, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "download_all", slow_download)
+    started = time.monotonic()
+    state, run, _ = _run(ctx, "true", "mpmath==1.3.0\n")
+    assert state == "COMPLETED" and seen, "the environment was not built during staging"
+    assert run.environment["status"] == "built"
+    assert run.usage["staging_seconds"] >= run.environment["seconds"] * 0.5
