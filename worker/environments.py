@@ -135,7 +135,16 @@ class EnvironmentCache:
         staging = self.root / ".building" / f"{key}-{uuid.uuid4().hex[:8]}"
         began = time.monotonic()
         try:
-            self.builder.build(python, wanted.packages, staging, log_path, should_stop, deadline)
+            framework_packages = wanted.framework.packages_for(wanted.accelerator)
+            self.builder.build(
+                python,
+                wanted.packages,
+                staging,
+                log_path,
+                should_stop,
+                deadline,
+                framework_packages,
+            )
             size = _seal(staging)
             meta = {
                 "key": key,

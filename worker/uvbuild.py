@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from uv import find_uv_bin
 
 from common.settings import Settings
@@ -204,9 +206,11 @@ class Builder:
         log_path: Path,
         should_stop: Callable[[], bool],
         deadline: float,
+        pinned: tuple[str, ...] = (),
     ) -> None:
         """A virtual environment at `target` with `packages` installed; its output appended
-        to `log_path`. BuildFailed or BuildStopped when it cannot finish."""
+        to `log_path`; the `pinned` ones (the framework's) checked to be exactly what they
+        name. BuildFailed or BuildStopped when it cannot finish."""
         make = [self.uv, "venv", "--relocatable", "--python", python.path, "--quiet", str(target)]
         self._run(make, log_path, should_stop, deadline)
         if not packages:
@@ -219,6 +223,34 @@ class Builder:
             self._run(install, log_path, should_stop, deadline)
         finally:
             requirements.unlink(missing_ok=True)
+        self._check_pins(target, pinned)
+
+    def _check_pins(self, target: Path, packages: tuple[str, ...]) -> None:
+        """What a pin names is what got installed, build label included: `torch==2.13.0`
+        also matches `2.13.0+cpu` (PEP 440), and a CPU build where the CUDA one was meant
+        is never passed off as the framework asked for."""
+        listed = self._uv(
+            "pip", "list", "--python", str(target / "bin" / "python"), "--format", "json"
+        )
+        try:
+            installed = {
+                canonicalize_name(entry["name"]): entry["version"]
+                for entry in json.loads(listed.stdout or "[]")
+            }
+        except (ValueError, KeyError, TypeError):
+            return
+        for spec in packages:
+            requirement = Requirement(spec)
+            pins = [s.version for s in requirement.specifier if s.operator in ("==", "===")]
+            have = installed.get(canonicalize_name(requirement.name))
+            if len(pins) != 1 or "*" in pins[0] or have is None:
+                continue
+            if "+" in have and "+" not in pins[0]:
+                raise BuildFailed(
+                    f"{requirement.name} {have} was installed for {spec}: the package sources "
+                    f"hold another build of it ({have.split('+')[1]}) where this one was meant",
+                    user_fault=False,
+                )
 
     def compile(self, target: Path) -> None:
         """Byte-compile the environment's modules (after it is in place, at low priority):

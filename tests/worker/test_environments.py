@@ -251,3 +251,33 @@ def test_the_environment_is_built_while_the_data_is_staged(ctx, tmp_path, monkey
     assert state == "COMPLETED" and seen, "the environment was not built during staging"
     assert run.environment["status"] == "built"
     assert run.usage["staging_seconds"] >= run.environment["seconds"] * 0.5
+
+
+def test_a_gpu_node_given_only_a_cpu_torch_refuses_it_rather_than_pass_it_off(tmp_path):
+    # This machine's sources hold torch 2.13.0+cpu only: `torch==2.13.0` (the CUDA build a
+    # GPU node's variant names) matches it by PEP 440, and the build must say so.
+    cache = _own_cache(tmp_path)
+    pytorch = default_registry().get("pytorch", "2.13")
+    with pytest.raises(BuildFailed) as refused:
+        cache.prepare(Wanted(pytorch, "gpu"), tmp_path / "build.log")
+    assert not refused.value.user_fault
+    assert "torch 2.13.0+cpu was installed for torch==2.13.0" in refused.value.message
+    assert cache.held() == []  # nothing half-made is left in the cache
+    env = cache.prepare(Wanted(pytorch, "cpu"), tmp_path / "build.log")
+    assert env.built and (env.path / "lib/python3.11/site-packages/torch").is_dir()
+    env.release()
+
+
+def test_the_node_variant_follows_its_gpus():
+    from worker.context import WorkerContext
+    from worker.gpus import GpuSet
+
+    def accelerator(gpus: GpuSet, setting: str = "auto") -> str:
+        settings = Settings(home="/tmp/unused", secret_key="x" * 44, accelerator=setting)
+        ctx = WorkerContext(settings, None, None, None, None, gpus, "n", environments=object())
+        return ctx.accelerator
+
+    assert accelerator(GpuSet((), "none")) == "cpu"
+    assert accelerator(GpuSet((0, 1), "declared")) == "cpu"  # declared, not found: no CUDA
+    assert accelerator(GpuSet((0,), "nvml")) == "gpu"
+    assert accelerator(GpuSet((), "none"), "gpu") == "gpu"
