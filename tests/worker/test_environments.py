@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -281,3 +282,45 @@ def test_the_node_variant_follows_its_gpus():
     assert accelerator(GpuSet((0, 1), "declared")) == "cpu"  # declared, not found: no CUDA
     assert accelerator(GpuSet((0,), "nvml")) == "gpu"
     assert accelerator(GpuSet((), "none"), "gpu") == "gpu"
+
+
+def test_a_cancel_while_the_environment_builds_ends_the_build_and_halts_the_run(ctx, tmp_path):
+    # An index that accepts connections and never answers: the build waits until stopped.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    port = silent.getsockname()[1]
+    ctx.settings = ctx.settings.model_copy(
+        update={
+            "package_index_url": f"http://127.0.0.1:{port}/simple",
+            "package_extra_index_urls": (),
+            "package_find_links": (),
+            "environment_dir": tmp_path / "own-envs",
+        }
+    )
+    ctx.environments = EnvironmentCache(ctx.settings)
+    run = submit_manifest(
+        ctx, manifest_yaml("touch $RESULT_DIR/ran"), {"requirements.txt": "mpmath==1.3.0\n"}
+    )
+    ended = {}
+    worker = threading.Thread(target=lambda: ended.update(state=run_training(run.id, ctx)))
+    try:
+        worker.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not list(
+            (tmp_path / "own-envs" / ".building").glob("*")
+        ):
+            time.sleep(0.05)
+        assert list((tmp_path / "own-envs" / ".building").glob("*")), "the build did not start"
+        began = time.monotonic()
+        ctx.runs.request_cancel(run.id, "alice")
+        worker.join(60)
+        assert not worker.is_alive()
+    finally:
+        silent.close()
+    assert ended["state"] == "HALTED"
+    assert time.monotonic() - began < 15  # the build was ended, not waited out
+    assert ctx.environments.held() == []
+    assert not list((tmp_path / "own-envs" / ".building").glob("*"))  # nothing half-built
+    out = ctx.settings.local_store_root / "tests" / "results" / run.id
+    assert not (out / "ran").exists()
