@@ -1,4 +1,6 @@
-"""The Flask app factory: settings, Redis, the run store and the Celery client are passed in."""
+"""The Flask app factory: settings, Redis, the run store and the Celery client are passed in.
+The framework registry is read here, once: a registry file that cannot be used stops the app
+from being made (RegistryError, naming the file), not a request later."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from api.services import EXTENSION, Services
 from common.artifacts import ArtifactStore
 from common.audit import AuditLog
 from common.crypto import CredentialBox
+from common.frameworks import Registry
 from common.nodes import NodeStore
 from common.runstore import RunStore
 from common.settings import Settings
@@ -24,6 +27,7 @@ def create_app(
     celery_app: Celery | None = None,
 ) -> Flask:
     settings = settings or Settings.from_env()
+    frameworks = Registry.load(settings.frameworks_file)  # None: the built-in registry
     redis_client = redis_client or redis.Redis.from_url(settings.redis_url, decode_responses=True)
     app = Flask("dlaas")
     # Werkzeug stops reading a body past this (413) instead of buffering it whole.
@@ -39,6 +43,7 @@ def create_app(
         box=CredentialBox(settings.secret_key),
         nodes=NodeStore(redis_client),
         audit=AuditLog(redis_client, settings.audit_max_entries),
+        frameworks=frameworks,
     )
     from api.admin import bp as admin_bp
     from api.health import bp as health_bp

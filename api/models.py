@@ -45,9 +45,10 @@ def _field(form: dict[str, bytes], field: str) -> bytes:
 
 
 def _check_manifest(text: bytes) -> Manifest:
-    settings = current_services().settings
+    services = current_services()
+    settings = services.settings
     try:
-        manifest = parse_manifest(text)
+        manifest = parse_manifest(text, frameworks=services.frameworks)
     except ManifestError as exc:
         raise ApiError(
             400, f"manifest: {exc}", field=exc.field or "manifest", code="C101"

@@ -12,6 +12,7 @@ from flask import current_app
 from common.artifacts import ArtifactStore
 from common.audit import AuditLog
 from common.crypto import CredentialBox
+from common.frameworks import Registry
 from common.nodes import NodeStore
 from common.runstore import RunStore
 from common.settings import Settings
@@ -31,6 +32,7 @@ class Services:
     box: CredentialBox
     nodes: NodeStore
     audit: AuditLog
+    frameworks: Registry  # what a manifest may name (settings.frameworks_file)
 
 
 def current_services() -> Services:
