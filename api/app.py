@@ -46,6 +46,7 @@ def create_app(
         frameworks=frameworks,
     )
     from api.admin import bp as admin_bp
+    from api.frameworks import bp as frameworks_bp
     from api.health import bp as health_bp
     from api.logs import bp as logs_bp
     from api.metrics import bp as metrics_bp
@@ -56,6 +57,7 @@ def create_app(
     app.register_blueprint(health_bp)
     app.register_blueprint(models_bp)
     app.register_blueprint(nodes_bp)
+    app.register_blueprint(frameworks_bp)
     app.register_blueprint(logs_bp)
     app.register_blueprint(metrics_bp)
     app.register_blueprint(openapi_bp)

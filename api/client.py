@@ -162,6 +162,9 @@ class DlaasClient:
     def nodes(self) -> dict:
         return self._call("GET", "/v3/nodes")
 
+    def frameworks(self) -> dict:
+        return self._call("GET", "/v3/frameworks")
+
     def drain(self, name: str) -> dict:
         return self._call("POST", f"/v3/nodes/{name}/drain")
 

@@ -339,12 +339,78 @@ SCHEMAS: dict[str, Schema] = {
             "pid": {"type": "integer"},
             "sizes": {"type": "array", "items": ref("ResourceSize")},
             "gpus": {"type": "array", "items": {"type": "integer"}},
+            "accelerator": {"type": "string", "enum": ["cpu", "gpu"]},
+            "environments": {"type": "array", "items": ref("NodeEnvironment")},
         },
         required=["name", "status", "last_heartbeat"],
+    ),
+    "NodeEnvironment": obj(
+        {
+            "key": {"type": "string"},
+            "framework": {"type": "string", "description": "The framework's name"},
+            "version": {"type": "string"},
+            "accelerator": {"type": "string", "enum": ["cpu", "gpu"]},
+            "python": {"type": "string"},
+            "requirements": {"type": "integer", "description": "User requirement lines"},
+            "bytes": {"type": "integer", "description": "Its size on disk"},
+        },
+        required=[],
+        description="An environment the node's cache holds, built",
     ),
     "NodeList": obj({"nodes": {"type": "array", "items": ref("Node")}}),
     "Draining": obj(
         {"name": {"type": "string"}, "status": {"type": "string", "enum": ["draining"]}}
+    ),
+    "FrameworkVersion": obj(
+        {
+            "version": {"type": "string", "description": "As a manifest names it"},
+            "python": {"type": "string", "description": "The Python it runs on"},
+            "packages": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Requirement specs installed on every node",
+            },
+            "variants": obj(
+                {
+                    "cpu": {"type": "array", "items": {"type": "string"}},
+                    "gpu": {"type": "array", "items": {"type": "string"}},
+                },
+                required=[],
+                description="Added on nodes with that accelerator",
+            ),
+            "available": {"type": "boolean", "description": "Whether the service builds it"},
+            "unavailable": {"type": "string", "description": 'Why not ("" when it does)'},
+            "note": {"type": "string"},
+            "nodes": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The live nodes holding an environment for it built (with any "
+                "requirements)",
+            },
+        }
+    ),
+    "Framework": obj(
+        {
+            "name": {"type": "string", "description": "As a manifest names it"},
+            "note": {"type": "string"},
+            "versions": {"type": "array", "items": ref("FrameworkVersion")},
+        }
+    ),
+    "FrameworkList": obj(
+        {
+            "frameworks": {"type": "array", "items": ref("Framework")},
+            "live_nodes": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "name": {"type": "string"},
+                        "status": {"type": "string", "enum": ["ready", "draining"]},
+                        "accelerator": nullable({"type": "string", "enum": ["cpu", "gpu", None]}),
+                    }
+                ),
+                "description": "The nodes the `nodes` lists are drawn from",
+            },
+        }
     ),
     "Health": obj(
         {
