@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import zipfile
+from pathlib import PurePosixPath
 
 from flask import Blueprint, jsonify, request
 
@@ -18,6 +21,7 @@ from common.crypto import CredentialsError
 from common.ids import is_run_id, new_run_id
 from common.manifest import Manifest, ManifestError, StoreType, parse_manifest
 from common.modelzip import ModelZipError, ZipLimits, check_zip
+from common.requirements import REQUIREMENTS_FILE, RequirementsError, parse_requirements
 from common.run import Run
 from common.runstore import InvalidTransition, Quota, QuotaExceeded, RunNotFound
 from common.states import RunState
@@ -28,6 +32,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("models", __name__, url_prefix="/v3/models")
 
 MAX_PAGE = 200
+MAX_REQUIREMENTS_BYTES = 1024 * 1024  # a model zip's requirements.txt, read at submission
 LIMIT = IntArg("limit", "Runs per page", default=50, low=1, high=MAX_PAGE)
 OFFSET = IntArg("offset", "Runs to skip", default=0, low=0, high=10**9)
 RUN_ID = path_param(
@@ -77,6 +82,31 @@ def _check_manifest(text: bytes) -> Manifest:
                     code="C101",
                 ) from None
     return manifest
+
+
+def _check_requirements(zip_bytes: bytes) -> None:
+    """The zip's top-level requirements.txt, if any, read as the worker will read it (after
+    check_zip: the archive is sound); RequirementsError names the line at fault."""
+    with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
+        # Named as the unpacking resolves names (`./requirements.txt` too); the last one wins.
+        found = [
+            info
+            for info in archive.infolist()
+            if not info.is_dir()
+            and str(PurePosixPath(info.filename.replace("\\", "/"))) == REQUIREMENTS_FILE
+        ]
+        if not found:
+            return
+        info = found[-1]
+        # Bounded: a real requirements.txt is a few KiB; the zip limits allow far more.
+        if info.file_size > MAX_REQUIREMENTS_BYTES:
+            raise RequirementsError(
+                f"{REQUIREMENTS_FILE}: {info.file_size} bytes, larger than the limit of "
+                f"{MAX_REQUIREMENTS_BYTES}"
+            )
+        with archive.open(info) as file:
+            text = file.read(MAX_REQUIREMENTS_BYTES + 1).decode("utf-8", errors="replace")
+    parse_requirements(text)
 
 
 @bp.post("")
@@ -131,7 +161,8 @@ def submit():
     limits = ZipLimits.from_settings(settings)
     try:
         check_zip(zip_bytes, limits)
-    except ModelZipError as exc:
+        _check_requirements(zip_bytes)
+    except (ModelZipError, RequirementsError) as exc:
         raise ApiError(
             400, f"model_definition: {exc}", field="model_definition", code="C102"
         ) from None
