@@ -292,6 +292,8 @@ SCHEMAS: dict[str, Schema] = {
                         }
                     ),
                     "history": {"type": "array", "items": ref("HistoryEntry")},
+                    # A $ref takes no siblings (OpenAPI 3.0): the null goes beside an allOf.
+                    "environment": {"allOf": [ref("RunEnvironment")], "nullable": True},
                     "manifest": {
                         "type": "object",
                         "description": "The manifest as submitted, secrets redacted",
@@ -300,6 +302,22 @@ SCHEMAS: dict[str, Schema] = {
             ),
         ]
     },
+    "RunEnvironment": obj(
+        {
+            "key": {"type": "string", "description": "Its content address in the node's cache"},
+            "framework": {"type": "string", "description": "Name and version, `pytorch 2.13`"},
+            "python": {"type": "string", "description": "The interpreter's version, `3.11.2`"},
+            "accelerator": {"type": "string", "enum": ["cpu", "gpu"]},
+            "requirements": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Lines of the model zip's requirements.txt installed",
+            },
+            "status": {"type": "string", "enum": ["built", "reused"]},
+            "seconds": {"type": "number", "description": "Spent building or finding it"},
+        },
+        description="The run's Python environment, once it is ready (null before)",
+    ),
     "HaltRequest": obj(
         {"status": {"type": "string", "enum": ["halt"]}}, additionalProperties=False
     ),

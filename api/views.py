@@ -43,6 +43,8 @@ def run_detail(run: Run, history: list[HistoryEntry]) -> dict:
             "prefix": f"{run.id}/",
         },
         "history": [entry.to_dict() for entry in history],
+        # Set by the worker once the run's Python environment is ready.
+        "environment": run.environment or None,
         # Stored redacted at submission: passwords and secret keys never come back.
         "manifest": run.manifest,
     }
