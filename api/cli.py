@@ -159,6 +159,9 @@ def _show(client: DlaasClient, args, out: Printer) -> int:
                 f"in {usage['staging_seconds']} s",
             )
         )
+    environment = run.get("environment")
+    if environment:
+        rows.append(("Environment", _environment(environment)))
     loc = run.get("results_location") or {}
     rows.append(("Results", f"{loc.get('type')} {loc.get('bucket')}/{loc.get('prefix')}"))
     for label, value in rows:
@@ -179,6 +182,14 @@ def _show(client: DlaasClient, args, out: Printer) -> int:
     out.say("OK")
     out.say("Show trained-models details successful")
     return 0
+
+
+def _environment(env: dict) -> str:
+    """`pytorch 2.13, Python 3.11.2 (cpu): built in 3.41 s, key 1a2b…`."""
+    return (
+        f"{env.get('framework')}, Python {env.get('python')} ({env.get('accelerator')}): "
+        f"{env.get('status')} in {float(env.get('seconds') or 0):.2f} s, key {env.get('key')}"
+    )
 
 
 @verb(
@@ -304,6 +315,63 @@ def _nodes_drain(client: DlaasClient, args, out: Printer) -> int:
     out.say(f"Draining node '{args.name}': it takes no new run; its running run finishes.")
     out.say("OK")
     return 0
+
+
+@verb("frameworks", "list the frameworks a manifest may name, and where each is built")
+def _frameworks(client: DlaasClient, args, out: Printer) -> int:
+    """List the frameworks a manifest may name: each version's Python and packages (per
+    accelerator where they differ), and the live nodes that hold its environment built, or
+    why the service does not build it."""
+    answer = client.frameworks()
+    out.data(answer)
+    accelerators = {n["name"]: n.get("accelerator") for n in answer.get("live_nodes", [])}
+    rows, notes, available = [], [], 0
+    for framework in answer["frameworks"]:
+        if framework.get("note"):
+            notes.append(f"{framework['name']}: {framework['note']}")
+        for version in framework["versions"]:
+            if version.get("note"):
+                notes.append(f"{framework['name']} {version['version']}: {version['note']}")
+            if not version["available"]:
+                where = f"unavailable: {version['unavailable']}"
+            else:
+                available += 1
+                where = ", ".join(_node_label(n, accelerators) for n in version["nodes"]) or "-"
+            rows.append(
+                (
+                    framework["name"],
+                    version["version"],
+                    version["python"],
+                    _packages(version),
+                    where,
+                )
+            )
+    header = ("framework", "version", "python", "packages", "built on")
+    widths = [max(len(row[i]) for row in [header, *rows]) + 2 for i in range(len(header) - 1)]
+    for *cells, last in [header, *rows]:
+        out.say("".join(f"{cell:<{w}}" for cell, w in zip(cells, widths, strict=True)) + last)
+    if notes:
+        out.say()
+        out.say("Notes")
+        for note in notes:
+            out.say(f"  {note}")
+    out.say()
+    out.say(f"{len(rows)} framework versions, {available} available.")
+    out.say("OK")
+    return 0
+
+
+def _packages(version: dict) -> str:
+    """What a version installs: one list, or the cpu and the gpu node's where they differ."""
+    variants = version.get("variants") or {}
+    cpu = ", ".join([*version["packages"], *variants.get("cpu", [])]) or "-"
+    gpu = ", ".join([*version["packages"], *variants.get("gpu", [])]) or "-"
+    return cpu if cpu == gpu else f"{cpu} (cpu) / {gpu} (gpu)"
+
+
+def _node_label(name: str, accelerators: dict[str, str | None]) -> str:
+    accelerator = accelerators.get(name)
+    return f"{name} ({accelerator})" if accelerator else name
 
 
 group("admin", "tokens, key rotation and the audit log (admins)")

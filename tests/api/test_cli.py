@@ -22,6 +22,7 @@ CONTRACT = {
     ("monitor",): ["monitor", "training-runs", "training-abc"],
     ("nodes", "list"): ["nodes"],
     ("nodes", "drain"): ["nodes", "drain", "worker-1"],
+    ("frameworks",): ["frameworks"],
     ("admin", "tokens", "create"): ["admin", "tokens", "create", "gina", "--note", "ci"],
     ("admin", "tokens", "list"): ["admin", "tokens", "list"],
     ("admin", "tokens", "revoke"): ["admin", "tokens", "revoke", "tok-1"],
@@ -103,7 +104,11 @@ class _Unreachable:
         ),
         (["admin"], "dlaas admin: expected tokens, rotate-key, or audit"),
         (["nodes", "reboot"], "dlaas nodes: expected list or drain NAME, got 'reboot'"),
-        (["fly"], "dlaas: expected train, list, show, delete, cancel, logs, monitor, nodes, or"),
+        (
+            ["fly"],
+            "dlaas: expected train, list, show, delete, cancel, logs, monitor, nodes, "
+            "frameworks, or admin, got 'fly'",
+        ),
         ([], "dlaas: expected train, list,"),
         (["show", "trained-models"], "dlaas show: the following arguments are required: ID"),
         (["nodes", "drain"], "dlaas nodes drain: the following arguments are required: NAME"),
