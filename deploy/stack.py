@@ -10,7 +10,11 @@ once, naming the port, its holder when it can be seen, and the setting that move
 failed `up` stops what it started.
 
 State lives in `.dlaas/` (DLAAS_HOME): config.env (generated key and passwords, mode 600),
-tokens.json, pids/, logs/, redis/, artifacts/, work/, store/.
+tokens.json, pids/, logs/, redis/, artifacts/, work/, store/, environments/ (the run
+environments the worker builds with uv), uv-cache/.
+
+The worker builds run environments from this machine's package sources as pip is configured
+(`python -m deploy.pipsources`), unless DLAAS_PACKAGE_* variables say otherwise.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from common.settings import Settings, SettingsError, variables
 from common.tokens import write_tokens_file
-from deploy import keystone, ports, runuser, swift
+from deploy import keystone, pipsources, ports, runuser, swift
 from deploy.processes import (
     StartError,
     alive,
@@ -126,21 +131,50 @@ def _service_env(config: dict[str, str], redis_port: int) -> dict[str, str]:
     return env
 
 
-def _run_user() -> None:
+PACKAGE_SETTINGS = (
+    "package_index_url",
+    "package_extra_index_urls",
+    "package_find_links",
+    "package_constraints",
+)
+
+
+def _package_env() -> dict[str, str]:
+    """The worker's package sources: none added when the user set any DLAAS_PACKAGE_* (theirs
+    stand as given), else this machine's pip configuration (so builds use its local indexes
+    and wheels, and nothing is fetched from PyPI when pip names only local ones)."""
+    names = [variable for name in PACKAGE_SETTINGS for variable in variables(name)]
+    own = {name: os.environ[name] for name in names if os.environ.get(name)}
+    if own:
+        print(f"  {'packages':<11}sources as set: {', '.join(sorted(own))}")
+        return {}
+    found = pipsources.package_settings()
+    shown = ", ".join(f"{k.removeprefix('DLAAS_PACKAGE_').lower()} {v}" for k, v in found.items())
+    print(f"  {'packages':<11}sources from pip's configuration: {shown or 'none (PyPI)'}")
+    return found
+
+
+def _run_user(env: dict[str, str]) -> None:
     """As root, the worker runs runs as DLAAS_RUN_AS: make sure it exists and can reach the
-    work directory and the service's Python, and that it can list nothing else of HOME."""
+    work directory, the environment cache (the runs' Pythons) and the service's Python, and
+    that it can list nothing else of HOME."""
     if os.geteuid() != 0:
         print(f"  {'run user':<11}not root: runs will run as {os.environ.get('USER', 'you')}")
         return
     name = os.environ.get("DLAAS_RUN_AS", "dlaas-run")
-    work = Path(os.environ.get("DLAAS_WORK_DIR", HOME / "work"))
+    try:
+        settings = Settings.from_env(env)
+    except SettingsError as exc:
+        raise StartError(f"settings: {exc}") from None
+    work, environments = settings.work_dir, settings.environment_dir
     work.mkdir(parents=True, exist_ok=True)
+    environments.mkdir(parents=True, exist_ok=True)
     HOME.chmod(0o711)
     for private in ("redis", "logs", "pids", "artifacts", "store"):
         (HOME / private).mkdir(exist_ok=True)
         (HOME / private).chmod(0o700)
     try:
-        done = runuser.ensure(name, [work, *runuser.python_paths()])
+        done = runuser.ensure(name, [work, environments, *runuser.python_paths()])
     except runuser.RunUserSetupError as exc:
         raise StartError(f"run user: {exc}") from None
     for line in done:
@@ -238,12 +272,12 @@ def _start(own: dict[str, int], chosen: dict[str, dict[str, int]], started: list
         f"{ks['project_id']}, domain Default, region RegionOne)"
     )
     config = _config()
-    _run_user()
+    env = _service_env(config, own["redis"])
+    _run_user(env)
     # Only the token's hash is kept on the server side; the demo user administers its stack.
     write_tokens_file(
         HOME / "tokens.json", {config["DLAAS_DEMO_TOKEN"]: "demo"}, {"demo": {"role": "admin"}}
     )
-    env = _service_env(config, own["redis"])
     host = socket.gethostname()
     commands = {
         "redis": redis_argv(
@@ -262,11 +296,12 @@ def _start(own: dict[str, int], chosen: dict[str, dict[str, int]], started: list
         ],
     }
     own_env = {
+        "worker": _package_env() if not _running("worker") else {},
         "flower": {
             "CELERY_BROKER_URL": env["DLAAS_REDIS_URL"],
             "CELERY_RESULT_BACKEND": env["DLAAS_REDIS_URL"],
             "FLOWER_BASIC_AUTH": f"{config['DLAAS_FLOWER_USER']}:{config['DLAAS_FLOWER_PASSWORD']}",
-        }
+        },
     }
     flower_url = f"http://127.0.0.1:{own['flower']}/healthcheck"
     # Each server is ready once it holds its own port (not when another answers there).
