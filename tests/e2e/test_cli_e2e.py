@@ -81,6 +81,8 @@ def test_example_training_run_completes_with_results_in_the_bucket(
     model = tmp_path / "digits.zip"
     with zipfile.ZipFile(model, "w") as archive:
         archive.write(EXAMPLE / "model" / "train.py", "train.py")
+        # numpy: the run's environment has it from here, not from the worker's Python.
+        archive.write(EXAMPLE / "model" / "requirements.txt", "requirements.txt")
     manifest = tmp_path / "manifest.yml"
     manifest.write_text(
         manifest_yaml("python3 train.py --data ${DATA_DIR} --epochs 5", name="numpy-digits")
@@ -96,7 +98,7 @@ def test_example_training_run_completes_with_results_in_the_bucket(
     assert metrics["epochs"] == 5 and metrics["test_accuracy"] > 0.5
     assert (out / "model.npz").stat().st_size > 1000
     with zipfile.ZipFile(out / "_submitted_code" / "model.zip") as archive:
-        assert archive.namelist() == ["train.py"]
+        assert archive.namelist() == ["train.py", "requirements.txt"]
 
     shown = dlaas(stack, "show", "trained-models", run_id)
     assert shown.returncode == 0

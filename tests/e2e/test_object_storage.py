@@ -46,7 +46,7 @@ def s3_manifest(
     return f"""
 model_definition:
   name: s3-run
-  framework: {{name: tensorflow, version: 1.2-py3}}
+  framework: {{name: python, version: "3.11"}}
   execution: {{command: "{command}", resource: small}}
 training_data:
 - connection:
@@ -67,7 +67,7 @@ def swift_manifest(swift, data: str, results: str, command: str = TRAIN, passwor
     return f"""
 model_definition:
   name: swift-run
-  framework: {{name: tensorflow, version: 1.2-py3}}
+  framework: {{name: python, version: "3.11"}}
   execution: {{command: "{command}", resource: small}}
 training_data_reference:
 - connection:
@@ -362,7 +362,7 @@ def keystone_manifest(keystone, password=None) -> str:
     return f"""
 model_definition:
   name: keystone-run
-  framework: {{name: tensorflow, version: 1.2-py3}}
+  framework: {{name: python, version: "3.11"}}
   execution: {{command: "{TRAIN}", resource: small}}
 training_data_reference:
 - connection:
