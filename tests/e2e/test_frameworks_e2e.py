@@ -1,0 +1,142 @@
+"""Frameworks end to end: a run's manifest framework and its zip's requirements.txt become a
+Python environment built with uv on the worker (real API, Redis, Celery workers, local store,
+this machine's local package sources). The PyTorch environment is built once per session in
+the shared cache (tests/conftest.py `environment_env`)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from common.layout import ENVIRONMENT_LOG, TRAINING_LOG_KEY
+from tests.conftest import ROOT, make_zip, manifest_yaml, unstamped
+
+pytestmark = pytest.mark.integration
+
+PYTORCH = ROOT / "examples" / "pytorch-mlp"
+SEED = ROOT / "tests" / "fixtures" / "seed-s3-manifest.yml"
+EPOCH = re.compile(r"^epoch (\d+)/(\d+) loss (\d+\.\d+)", re.M)
+
+
+def post(stack, files: dict[str, str | bytes], manifest: str) -> requests.Response:
+    return requests.post(
+        f"{stack.api_url}/v3/models",
+        files={
+            "model_definition": ("model.zip", make_zip(files)),
+            "manifest": ("manifest.yml", manifest),
+        },
+        headers=stack.headers(),
+        timeout=30,
+    )
+
+
+def submitted(stack, files: dict[str, str | bytes], manifest: str) -> str:
+    answer = post(stack, files, manifest)
+    assert answer.status_code == 201, answer.text
+    return answer.json()["model_id"]
+
+
+def example_files(example) -> dict[str, bytes]:
+    """What `make demo` zips of an example's model folder: its *.py and its requirements.txt."""
+    folder = example / "model"
+    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*.py")}
+    if (folder / "requirements.txt").is_file():
+        files["requirements.txt"] = (folder / "requirements.txt").read_bytes()
+    return files
+
+
+@pytest.fixture(scope="module")
+def buckets(stack):
+    return stack.bucket("fw-data"), stack.bucket("fw-results")
+
+
+def test_pytorch_example_trains_with_torch_and_its_loss_falls(stack, workers, buckets):
+    data, results = buckets
+    subprocess.run(
+        [sys.executable, str(PYTORCH / "make_data.py"), str(data), "--train", "3000"],
+        check=True,
+        capture_output=True,
+    )
+    manifest = manifest_yaml(
+        "python3 train.py --data ${DATA_DIR} --epochs 4 --threads 2",
+        data_bucket="fw-data",
+        results_bucket="fw-results",
+        name="pytorch-mlp",
+        framework=("pytorch", "2.13"),
+    )
+    run_id = submitted(stack, example_files(PYTORCH), manifest)
+    # The first run of a session builds the torch environment (local wheels: tens of seconds).
+    done = stack.wait_ended(run_id, timeout=600)
+    out = results / run_id
+    log = (
+        unstamped((out / TRAINING_LOG_KEY).read_text()) if (out / TRAINING_LOG_KEY).exists() else ""
+    )
+    assert done["state"] == "COMPLETED", (done["status_message"], log[-2000:])
+
+    model = out / "model.pt"
+    assert model.stat().st_size > 1000
+    assert model.read_bytes().startswith(b"PK")  # torch.save's zip format
+    assert re.search(r"^torch 2\.13\.0\+cpu, \d+ threads", log, re.M), log
+    epochs = [(int(n), int(of), float(loss)) for n, of, loss in EPOCH.findall(log)]
+    assert [n for n, _, _ in epochs] == [1, 2, 3, 4] and all(of == 4 for _, of, _ in epochs), log
+    first, last = epochs[0][2], epochs[-1][2]
+    assert last < first * 0.9, f"loss did not fall: {first} -> {last}"
+
+    shown = requests.get(
+        f"{stack.api_url}/v3/models/{run_id}", headers=stack.headers(), timeout=10
+    ).json()
+    environment = shown["environment"]
+    assert environment["framework"] == "pytorch 2.13"
+    assert environment["status"] in ("built", "reused")
+    assert environment["accelerator"] == "cpu"
+    assert environment["python"].startswith("3.11.")
+    assert shown["framework"] == {"name": "pytorch", "version": "2.13"}
+
+
+def test_seed_era_tensorflow_manifest_is_accepted_and_fails_for_its_python(stack, workers, buckets):
+    # The seed's model_definition as written (`version: 1.2-py3`, unquoted), its data and
+    # results moved to the test stack's local buckets.
+    seed = SEED.read_text()
+    model_definition = seed[: seed.index("training_data:")]
+    assert "name: tensorflow\n    version: 1.2-py3\n" in model_definition
+    manifest = model_definition + (
+        "training_data_reference:\n"
+        "- connection: {path: tests}\n"
+        "  source: {bucket: fw-data, type: local}\n"
+        "training_results_reference:\n"
+        "  connection: {path: tests}\n"
+        "  target: {bucket: fw-results, type: local}\n"
+    )
+    answer = post(stack, {"convolutional_network.py": "print('never runs')\n"}, manifest)
+    assert answer.status_code == 201, answer.text
+    done = stack.wait_ended(answer.json()["model_id"], timeout=120)
+    assert done["state"] == "FAILED"
+    assert done["error_code"] == "C104", done
+    message = done["status_message"]
+    assert "needs Python 3.6" in message and "does not have" in message, message
+
+
+def test_requirement_that_does_not_exist_fails_naming_it_with_uvs_output_stored(
+    stack, workers, buckets
+):
+    _, results = buckets
+    missing = "dlaas-no-such-package-7f3a9c"
+    run_id = submitted(
+        stack,
+        {"train.sh": "echo never\n", "requirements.txt": f"{missing}==1.0\n"},
+        manifest_yaml(
+            "bash train.sh", data_bucket="fw-data", results_bucket="fw-results", name="no-such"
+        ),
+    )
+    done = stack.wait_ended(run_id, timeout=120)
+    assert done["state"] == "FAILED"
+    assert done["error_code"] == "C104", done
+    assert missing in done["status_message"], done["status_message"]
+    assert f"learner-1/{ENVIRONMENT_LOG}" in done["status_message"]
+    build_log = (results / run_id / "learner-1" / ENVIRONMENT_LOG).read_text()
+    assert "uv pip install" in build_log  # the command, then uv's whole output
+    assert missing in build_log and "No solution found" in build_log, build_log
