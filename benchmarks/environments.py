@@ -94,16 +94,12 @@ class Bench:
         self.venv_seconds: list[float] = []
 
     def settings(self, environment_dir: Path, uv_cache_dir: Path) -> Settings:
-        constraints = self.sources.get("DLAAS_PACKAGE_CONSTRAINTS")
-        return Settings(
+        return Settings.from_env(
+            self.sources,  # DLAAS_PACKAGE_* as pipsources gives them, read as the worker does
             home=self.root / "home",
             secret_key="x" * 44,
             environment_dir=environment_dir,
             uv_cache_dir=uv_cache_dir,
-            package_index_url=self.index,
-            package_extra_index_urls=_names(self.sources.get("DLAAS_PACKAGE_EXTRA_INDEX_URLS")),
-            package_find_links=_names(self.sources.get("DLAAS_PACKAGE_FIND_LINKS")),
-            package_constraints=Path(constraints) if constraints else None,
         )
 
     def fresh(self, name: str) -> Path:
@@ -311,10 +307,6 @@ def main() -> int:
 
 def _ratio(value: float) -> str:
     return f"{value:7.0f}x" if value >= 100 else f"{value:7.1f}x"
-
-
-def _names(text: str | None) -> tuple[str, ...]:
-    return tuple(part for part in (text or "").split(",") if part)
 
 
 def _call(argv: list[str], env: dict[str, str], cwd: Path) -> None:

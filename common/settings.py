@@ -198,6 +198,13 @@ class Settings(BaseSettings):
     package_find_links: Names = Field(
         (), description="folders (or pages) of wheels to install from, comma-separated"
     )
+    package_index_strategy: Annotated[
+        str, _one_of("first-index", "unsafe-best-match", "unsafe-first-match")
+    ] = Field(
+        "first-index",
+        description="uv's `--index-strategy`: `first-index` takes a package from the first index "
+        "that has it (extra indexes before the index); `unsafe-best-match` pools them as pip does",
+    )
     package_constraints: Path | None = Field(
         None, description="a pip constraints file every environment build obeys"
     )

@@ -3,7 +3,10 @@ the DLAAS_PACKAGE_* settings that environment builds read: uv reads no pip confi
 the stack and the tests pass pip's sources on explicitly.
 
 When pip names only local indexes (`file://` extra indexes and no index of its own), the first
-local index becomes the index: nothing is then fetched from PyPI (an air-gapped node)."""
+local index becomes the index: nothing is then fetched from PyPI (an air-gapped node). pip pools
+all its indexes and takes the best version of a package from any of them; uv by default takes
+a package from the first index that lists it (extra indexes first), so pip's sources are
+passed with uv's `unsafe-best-match`, which is pip's behaviour."""
 
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ def package_settings(config: dict[str, str] | None = None) -> dict[str, str]:
         "DLAAS_PACKAGE_EXTRA_INDEX_URLS": ",".join(extras),
         "DLAAS_PACKAGE_FIND_LINKS": ",".join(config.get("find-links", "").split()),
         "DLAAS_PACKAGE_CONSTRAINTS": config.get("constraint", ""),
+        "DLAAS_PACKAGE_INDEX_STRATEGY": "unsafe-best-match" if extras else "",
     }
     return {name: value for name, value in settings.items() if value}
 

@@ -274,17 +274,17 @@ class _SharedEnvironments:
 
                 for name in RUN_USERS:
                     runuser.ensure(name, [cls.root / "environments"])
+        from common.settings import Settings
+
+        # The sources read as a worker reads its DLAAS_PACKAGE_* variables.
+        read = Settings.from_env(cls.sources, home=cls.root, secret_key="unused")
+        sources = {
+            name: getattr(read, name) for name in Settings.model_fields if "package_" in name
+        }
         return {
             "environment_dir": cls.root / "environments",
             "uv_cache_dir": cls.root / "uv-cache",
-            "package_index_url": cls.sources.get("DLAAS_PACKAGE_INDEX_URL", ""),
-            "package_extra_index_urls": tuple(
-                filter(None, cls.sources.get("DLAAS_PACKAGE_EXTRA_INDEX_URLS", "").split(","))
-            ),
-            "package_find_links": tuple(
-                filter(None, cls.sources.get("DLAAS_PACKAGE_FIND_LINKS", "").split(","))
-            ),
-            "package_constraints": cls.sources.get("DLAAS_PACKAGE_CONSTRAINTS") or None,
+            **sources,
         }
 
 

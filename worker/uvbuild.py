@@ -72,6 +72,7 @@ class PackageSources:
     extra_index_urls: tuple[str, ...] = ()
     find_links: tuple[str, ...] = ()
     constraints: Path | None = None
+    index_strategy: str = "first-index"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PackageSources:
@@ -80,6 +81,7 @@ class PackageSources:
             settings.package_extra_index_urls,
             settings.package_find_links,
             settings.package_constraints,
+            settings.package_index_strategy,
         )
 
     def uv_args(self) -> list[str]:
@@ -90,7 +92,7 @@ class PackageSources:
             args += ["--find-links", place]
         if self.constraints:
             args += ["--constraint", str(self.constraints)]
-        return args
+        return [*args, "--index-strategy", self.index_strategy]
 
     def fingerprint(self) -> dict:
         constraints = ""
@@ -104,6 +106,7 @@ class PackageSources:
             "extra_index_urls": list(self.extra_index_urls),
             "find_links": list(self.find_links),
             "constraints": constraints,
+            "index_strategy": self.index_strategy,
         }
 
     def describe(self) -> str:
@@ -112,7 +115,7 @@ class PackageSources:
         parts += [f"wheels {place}" for place in self.find_links]
         if self.constraints:
             parts.append(f"constraints {self.constraints}")
-        return ", ".join(parts)
+        return ", ".join([*parts, f"index strategy {self.index_strategy}"])
 
 
 @dataclass(frozen=True)

@@ -324,3 +324,13 @@ def test_a_cancel_while_the_environment_builds_ends_the_build_and_halts_the_run(
     assert not list((tmp_path / "own-envs" / ".building").glob("*"))  # nothing half-built
     out = ctx.settings.local_store_root / "tests" / "results" / run.id
     assert not (out / "ran").exists()
+
+
+def test_pips_indexes_are_pooled_as_pip_pools_them(ctx):
+    # setuptools 84.0.0 is only on the index, 80.9.0 only on the extra index: uv's default
+    # (first index that lists it, extra first) would find no 84.0.0; pip finds it, and so do we.
+    show = "python -c 'import setuptools; print(setuptools.__version__)' > $RESULT_DIR/v.txt"
+    state, run, out = _run(ctx, show, "setuptools==84.0.0\n")
+    assert ctx.settings.package_index_strategy == "unsafe-best-match"
+    assert state == "COMPLETED", run.status_message
+    assert (out / "v.txt").read_text().strip() == "84.0.0"
