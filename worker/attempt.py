@@ -77,6 +77,11 @@ class Attempt:
         return self.run.id
 
     @property
+    def run_framework(self) -> str:
+        """The framework as the manifest names it: `pytorch 2.13`."""
+        return f"{self.run.framework_name} {self.run.framework_version}"
+
+    @property
     def settings(self) -> Settings:
         return self.ctx.settings
 

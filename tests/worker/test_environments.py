@@ -312,6 +312,11 @@ def test_a_cancel_while_the_environment_builds_ends_the_build_and_halts_the_run(
         ):
             time.sleep(0.05)
         assert list((tmp_path / "own-envs" / ".building").glob("*")), "the build did not start"
+        while time.monotonic() < deadline and "building" not in ctx.runs.get(run.id).status_message:
+            time.sleep(0.05)  # the (empty) data is staged long before the environment
+        shown = ctx.runs.get(run.id)
+        assert shown.state is RunState.DOWNLOADING
+        assert shown.status_message == "data staged; building the environment (python 3.11)"
         began = time.monotonic()
         ctx.runs.request_cancel(run.id, "alice")
         worker.join(60)

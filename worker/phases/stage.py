@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 
 from common.artifacts import ArtifactStore
-from common.layout import LOAD_LOG
+from common.layout import ENVIRONMENT_LOG, LOAD_LOG
 from common.modelzip import ModelZipError, ZipLimits, ZipSummary, extract_zip
 from common.settings import Settings
 from common.states import ErrorCode, RunState
@@ -67,8 +67,10 @@ class Stage(Phase):
                 attempt.note(f"model staging failed: {exc}", LOAD_LOG)
                 raise RunFailed(ErrorCode.MODEL_STAGING, f"model staging: {exc}") from None
             if data_error is None and not env_job.done():
-                attempt.note("data staged; waiting for the environment build", LOAD_LOG)
+                waiting = f"data staged; building the environment ({attempt.run_framework})"
+                attempt.note(f"{waiting}: see {ENVIRONMENT_LOG}", LOAD_LOG)
                 attempt.tell(run_state=RunState.DOWNLOADING.value, environment="building")
+                attempt.update(status_message=waiting)  # what `show` says meanwhile
             env_job.exception()  # waits; its outcome is read below, after the data's
         attempt.note(
             f"model: {unzipped.files} files, {unzipped.uncompressed_bytes} bytes into MODEL_DIR",
