@@ -24,6 +24,7 @@ import requests
 from deploy import swift
 from deploy.ports import free_port
 from deploy.processes import (
+    StartError,
     recorded_state,
     server_venv,
     spawn,
@@ -243,15 +244,19 @@ def main() -> int:
     parser.add_argument("--home", type=Path, default=ROOT / ".dlaas" / "keystone")
     parser.add_argument("--swift-home", type=Path, default=ROOT / ".dlaas" / "swift")
     args = parser.parse_args()
-    if args.verb == "up":
-        state = up(args.home.resolve(), args.swift_home.resolve())
-        print(
-            f"keystone up: {state['auth_url']} (project {state['project_id']}); "
-            f"swift with keystone auth: {state['swift_url']}"
-        )
-    else:
-        down(args.home.resolve())
-        print("keystone down")
+    try:
+        if args.verb == "up":
+            state = up(args.home.resolve(), args.swift_home.resolve())
+            print(
+                f"keystone up: {state['auth_url']} (project {state['project_id']}); "
+                f"swift with keystone auth: {state['swift_url']}"
+            )
+        else:
+            down(args.home.resolve())
+            print("keystone down")
+    except StartError as exc:  # one line naming what is missing, as swift.py says it
+        print(f"keystone: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

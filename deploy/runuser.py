@@ -1,8 +1,8 @@
 """Create the unprivileged users runs run as (DLAAS_RUN_AS), one per worker on a node, and
 let them reach the folders runs need (the work directory, the service's Python).
 
-    python deploy/runuser.py dlaas-run                      # the default run user
-    python deploy/runuser.py dlaas-run-0-1 dlaas-run-2 --reach /var/lib/dlaas/work
+    python -m deploy.runuser dlaas-run                      # the default run user
+    python -m deploy.runuser dlaas-run-0-1 dlaas-run-2 --reach /var/lib/dlaas/work
 
 Run as root. A user that exists is left as it is. `--reach PATH` grants search (x, never
 read) on each directory above PATH that the user cannot pass: by ACL for that user when
@@ -88,7 +88,9 @@ def ensure(name: str, reach: list[Path] = ()) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="runuser.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.runuser", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("names", nargs="+", help="run users to create (DLAAS_RUN_AS values)")
     parser.add_argument(
         "--reach", action="append", default=[], type=Path, help="a folder they must reach"

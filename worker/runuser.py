@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 USERADD = ("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin")
 CREATE_COMMAND = " ".join(USERADD) + " {name}"
-HELPER_COMMAND = "python deploy/runuser.py {name} --reach {path}"
+HELPER_COMMAND = "python -m deploy.runuser {name} --reach {path}"
 
 
 class RunUserError(Exception):
@@ -75,7 +75,7 @@ def run_user(name: str) -> RunUser | None:
     except KeyError:
         raise RunUserError(
             f"DLAAS_RUN_AS: user {name!r} does not exist; create it with "
-            f"`{CREATE_COMMAND.format(name=name)}` (or `python deploy/runuser.py {name}`)"
+            f"`{CREATE_COMMAND.format(name=name)}` (or `python -m deploy.runuser {name}`)"
         ) from None
     if user.uid == 0:
         raise RunUserError(f"DLAAS_RUN_AS: {name!r} is root; name an unprivileged user")

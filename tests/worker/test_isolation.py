@@ -371,7 +371,11 @@ def test_worker_refuses_a_work_dir_its_run_user_cannot_reach(monkeypatch, capsys
     monkeypatch.setenv("DLAAS_SECRET_KEY", SERVICE_KEY)
     assert worker_main.main(["--gpus", "none"]) == 2
     error = capsys.readouterr().err
-    assert "DLAAS_WORK_DIR" in error and "cannot reach" in error and "deploy/runuser.py" in error
+    assert (
+        "DLAAS_WORK_DIR" in error
+        and "cannot reach" in error
+        and "python -m deploy.runuser" in error
+    )
 
 
 def test_unreachable_home_is_detected_for_the_path_given(tmp_path):
