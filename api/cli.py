@@ -127,6 +127,33 @@ def _show(client: DlaasClient, args, out: Printer) -> int:
         rows.append(("Error_code", run["error_code"]))
     if run.get("status_message"):
         rows.append(("Status", run["status_message"].splitlines()[0]))
+    rows += _activity_rows(run)
+    loc = run.get("results_location") or {}
+    rows.append(("Results", f"{loc.get('type')} {loc.get('bucket')}/{loc.get('prefix')}"))
+    for label, value in rows:
+        out.say(f"{label:<15}{value}")
+    out.say("History")
+    for entry in run.get("history", []):
+        code = f" [{entry['error_code']}]" if entry.get("error_code") else ""
+        first = (entry.get("message") or "").splitlines()[:1]
+        out.say(
+            f"  {iso_seconds(entry['at'])}  {cli_name(entry['state']):<12}{code} "
+            f"{first[0] if first else ''}".rstrip()
+        )
+    message = run.get("status_message") or ""
+    if run["state"] == RunState.FAILED and "\n" in message:
+        out.say("Last lines of the log")
+        for line in message.split("\n", 1)[1].splitlines():
+            out.say(f"  {line}")
+    out.say("OK")
+    out.say("Show trained-models details successful")
+    return 0
+
+
+def _activity_rows(run: dict) -> list[tuple[str, str]]:
+    """What `show` says of a run's work: the transfer going on, what it used and staged, its
+    environment."""
+    rows = []
     progress = run.get("progress") or {}
     if progress and run["state"] in (RunState.DOWNLOADING, RunState.STORING):
         rows.append(
@@ -162,26 +189,7 @@ def _show(client: DlaasClient, args, out: Printer) -> int:
     environment = run.get("environment")
     if environment:
         rows.append(("Environment", _environment(environment)))
-    loc = run.get("results_location") or {}
-    rows.append(("Results", f"{loc.get('type')} {loc.get('bucket')}/{loc.get('prefix')}"))
-    for label, value in rows:
-        out.say(f"{label:<15}{value}")
-    out.say("History")
-    for entry in run.get("history", []):
-        code = f" [{entry['error_code']}]" if entry.get("error_code") else ""
-        first = (entry.get("message") or "").splitlines()[:1]
-        out.say(
-            f"  {iso_seconds(entry['at'])}  {cli_name(entry['state']):<12}{code} "
-            f"{first[0] if first else ''}".rstrip()
-        )
-    message = run.get("status_message") or ""
-    if run["state"] == RunState.FAILED and "\n" in message:
-        out.say("Last lines of the log")
-        for line in message.split("\n", 1)[1].splitlines():
-            out.say(f"  {line}")
-    out.say("OK")
-    out.say("Show trained-models details successful")
-    return 0
+    return rows
 
 
 def _environment(env: dict) -> str:
