@@ -131,12 +131,8 @@ def _service_env(config: dict[str, str], redis_port: int) -> dict[str, str]:
     return env
 
 
-PACKAGE_SETTINGS = (
-    "package_index_url",
-    "package_extra_index_urls",
-    "package_find_links",
-    "package_constraints",
-)
+# Where environment builds take packages from: every DLAAS_PACKAGE_* setting.
+PACKAGE_SETTINGS = tuple(name for name in Settings.model_fields if name.startswith("package_"))
 
 
 def _package_env() -> dict[str, str]:
