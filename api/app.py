@@ -53,12 +53,14 @@ def create_app(
     from api.models import bp as models_bp
     from api.nodes import bp as nodes_bp
     from api.openapi import bp as openapi_bp
+    from api.runmetrics import bp as runmetrics_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(models_bp)
     app.register_blueprint(nodes_bp)
     app.register_blueprint(frameworks_bp)
     app.register_blueprint(logs_bp)
+    app.register_blueprint(runmetrics_bp)
     app.register_blueprint(metrics_bp)
     app.register_blueprint(openapi_bp)
     app.register_blueprint(admin_bp)

@@ -128,6 +128,7 @@ def _show(client: DlaasClient, args, out: Printer) -> int:
     if run.get("status_message"):
         rows.append(("Status", run["status_message"].splitlines()[0]))
     rows += _activity_rows(run)
+    rows += [("Metric", _metric_text(n, m)) for n, m in sorted((run.get("metrics") or {}).items())]
     loc = run.get("results_location") or {}
     rows.append(("Results", f"{loc.get('type')} {loc.get('bucket')}/{loc.get('prefix')}"))
     for label, value in rows:
@@ -198,6 +199,48 @@ def _environment(env: dict) -> str:
         f"{env.get('framework')}, Python {env.get('python')} ({env.get('accelerator')}): "
         f"{env.get('status')} in {float(env.get('seconds') or 0):.2f} s, key {env.get('key')}"
     )
+
+
+def _metric_text(name: str, summary: dict) -> str:
+    """`loss: last 0.1234 (step 12), best 0.1100 (step 10, lowest)`."""
+    last, best = summary.get("last") or {}, summary.get("best") or {}
+    way = "lowest" if summary.get("goal") == "minimize" else "highest"
+    return (
+        f"{name}: last {last.get('value', '-'):.6g} (step {last.get('step')}), "
+        f"best {best.get('value', '-'):.6g} (step {best.get('step')}, {way})"
+    )
+
+
+@verb(
+    "metrics",
+    "a run's training metrics: last, best and step of each (from its log and files)",
+    RUN_ID,
+    arg("--name", help="only this metric, with its points"),
+    arg("--since", type=int, default=0, help="points from this step on (with --name)"),
+)
+def _metrics(client: DlaasClient, args, out: Printer) -> int:
+    """A table of the run's metrics (each one's last and best value, and their steps), live
+    while it runs; with --name, that metric's points too. --json gives the points of all."""
+    answer = client.metrics(args.run_id, args.name, args.since)
+    out.data(answer)
+    series = answer["metrics"]
+    if not series:
+        out.say(f"No metrics for {args.run_id} yet ({cli_name(answer['state'])}).")
+        return 0
+    width = max(len(n) for n in series) + 2
+    out.say(f"{'metric':<{width}}{'last':>12}{'step':>8}{'best':>12}{'step':>8}  {'goal':<9}points")
+    for name, s in sorted(series.items()):
+        last, best = s.get("last") or {}, s.get("best") or {}
+        out.say(
+            f"{name:<{width}}{last.get('value', 0):>12.6g}{last.get('step', 0):>8}"
+            f"{best.get('value', 0):>12.6g}{best.get('step', 0):>8}  {s['goal']:<9}{s['count']}"
+        )
+    if args.name:
+        out.say()
+        out.say(f"{'step':>8}  {'value':>12}  seen at")
+        for point in series[args.name]["points"]:
+            out.say(f"{point['step']:>8}  {point['value']:>12.6g}  {iso_seconds(point['time'])}")
+    return 0
 
 
 @verb(

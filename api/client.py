@@ -126,6 +126,10 @@ class DlaasClient:
     def delete(self, run_id: str) -> dict:
         return self._call("DELETE", f"/v3/models/{run_id}")
 
+    def metrics(self, run_id: str, name: str | None = None, since: int = 0) -> dict:
+        params = {"since": since, **({"name": name} if name else {})}
+        return self._call("GET", f"/v3/models/{run_id}/metrics", params=params)
+
     def logs(self, run_id: str, since: int = 0) -> tuple[str, int]:
         """The log from line `since`: (text, the next line number)."""
         response = self._request("GET", f"/v3/models/{run_id}/logs", params={"since": since})

@@ -21,9 +21,9 @@ from api.params import IntArg
 from api.services import current_services
 from common.layout import LOG_CHUNKS_PREFIX, TRAINING_LOG_KEY, run_key
 from common.livelog import LiveLog, LogPiece
-from common.manifest import Manifest
+from common.manifest import DataStore, Manifest
 from common.run import Run
-from common.storage import StorageError, open_store
+from common.storage import ObjectStore, StorageError, open_store
 
 bp = Blueprint("logs", __name__, url_prefix="/v3/models")
 
@@ -45,14 +45,19 @@ LOG_HEADERS = {
 }
 
 
+def results_store(run: Run) -> tuple[ObjectStore, DataStore]:
+    """The run's results bucket, opened with its sealed credentials."""
+    services = current_services()
+    connections = services.box.open(run.credentials)
+    results = Manifest.from_dict(run.manifest).with_connections(connections).training_results
+    return open_store(results, services.settings.local_store_root), results
+
+
 def _durable_lines(run: Run, since: int, upto: int | None = None) -> Iterator[str]:
     """Lines `since`..`upto` of the stored log: the whole log of an ended run, else the chunk
     objects copied while it runs. Nothing when the bucket cannot be read."""
-    services = current_services()
     try:
-        connections = services.box.open(run.credentials)
-        results = Manifest.from_dict(run.manifest).with_connections(connections).training_results
-        store = open_store(results, services.settings.local_store_root)
+        store, results = results_store(run)
         with tempfile.TemporaryDirectory() as tmp:
             if run.state.terminal:
                 keys = [(0, run_key(run.id, TRAINING_LOG_KEY))]

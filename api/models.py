@@ -15,7 +15,7 @@ from api.openapi import contract, json_body, json_response, obj, path_param, que
 from api.params import IntArg
 from api.services import current_services
 from api.upload import read_form
-from api.views import run_detail, run_location, run_summary
+from api.views import live_summaries, run_detail, run_location, run_summary
 from common.clock import iso, utcnow
 from common.crypto import CredentialsError
 from common.ids import is_run_id, new_run_id
@@ -284,7 +284,8 @@ def own_run(run_id: str) -> Run:
 def show(run_id: str):
     services = current_services()
     run = own_run(run_id)
-    detail = run_detail(run, services.runs.history(run_id))
+    metrics = live_summaries(services.redis, run)
+    detail = run_detail(run, services.runs.history(run_id), metrics)
     if run.state is RunState.PENDING and not services.nodes.serving(run.resource.value):
         detail["status_message"] = f"no worker serves {run.resource.value}"
     return jsonify(detail)

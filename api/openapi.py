@@ -294,6 +294,11 @@ SCHEMAS: dict[str, Schema] = {
                     "history": {"type": "array", "items": ref("HistoryEntry")},
                     # A $ref takes no siblings (OpenAPI 3.0): the null goes beside an allOf.
                     "environment": {"allOf": [ref("RunEnvironment")], "nullable": True},
+                    "metrics": {
+                        "type": "object",
+                        "additionalProperties": ref("MetricSummary"),
+                        "description": "Each metric's last and best point, live while it runs",
+                    },
                     "manifest": {
                         "type": "object",
                         "description": "The manifest as submitted, secrets redacted",
@@ -317,6 +322,52 @@ SCHEMAS: dict[str, Schema] = {
             "seconds": {"type": "number", "description": "Spent building or finding it"},
         },
         description="The run's Python environment, once it is ready (null before)",
+    ),
+    "MetricPoint": obj(
+        {
+            "step": {"type": "integer"},
+            "value": {"type": "number"},
+            "time": TIMESTAMP,
+        },
+        required=["step", "value", "time"],
+    ),
+    "MetricSummary": obj(
+        {
+            "goal": {"type": "string", "enum": ["minimize", "maximize"]},
+            "count": {"type": "integer", "minimum": 0, "description": "Points seen"},
+            "last": {"allOf": [ref("MetricPoint")], "nullable": True},
+            "best": {"allOf": [ref("MetricPoint")], "nullable": True},
+        },
+        required=["goal", "count", "last", "best"],
+    ),
+    "MetricSeries": {
+        "allOf": [
+            ref("MetricSummary"),
+            obj(
+                {
+                    "points": {
+                        "type": "array",
+                        "items": ref("MetricPoint"),
+                        "description": "The points kept, from `since` on (thinned evenly "
+                        "past the service's cap; every point is in learner-1/metrics.jsonl)",
+                    }
+                }
+            ),
+        ]
+    },
+    "RunMetrics": obj(
+        {
+            "model_id": {"type": "string"},
+            "state": ref("RunState"),
+            "source": {
+                "type": "string",
+                "enum": ["live", "stored", "summary"],
+                "description": "Where they came from: Redis, the stored metrics.jsonl, or "
+                "the run's record (summaries without points)",
+            },
+            "metrics": {"type": "object", "additionalProperties": ref("MetricSeries")},
+        },
+        required=["model_id", "state", "source", "metrics"],
     ),
     "HaltRequest": obj(
         {"status": {"type": "string", "enum": ["halt"]}}, additionalProperties=False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from common.metrics import RunMetrics
 from common.run import HistoryEntry, Run
 
 
@@ -22,7 +23,20 @@ def run_summary(run: Run) -> dict:
     }
 
 
-def run_detail(run: Run, history: list[HistoryEntry]) -> dict:
+def live_summaries(connection, run: Run) -> dict[str, dict]:
+    """Each metric's summary (goal, count, last, best): from Redis while it has them (live
+    while the run goes on), else as kept on the run's record."""
+    summaries = RunMetrics(connection, run.id).summaries()
+    if not summaries:
+        return run.metrics
+    return {name: public_summary(s) for name, s in summaries.items()}
+
+
+def public_summary(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k != "index"}
+
+
+def run_detail(run: Run, history: list[HistoryEntry], metrics: dict | None = None) -> dict:
     results = run.manifest.get("training_results", {})
     return {
         **run_summary(run),
@@ -45,6 +59,7 @@ def run_detail(run: Run, history: list[HistoryEntry]) -> dict:
         "history": [entry.to_dict() for entry in history],
         # Set by the worker once the run's Python environment is ready.
         "environment": run.environment or None,
+        "metrics": run.metrics if metrics is None else metrics,
         # Stored redacted at submission: passwords and secret keys never come back.
         "manifest": run.manifest,
     }

@@ -23,6 +23,12 @@ dlaas:run:<run-id>:log            stream  capped (DLAAS_LIVE_LOG_MAX_ENTRIES, tr
                                           {line: first line number, data: stamped lines}
 dlaas:worker:<name>:run           string  heartbeat TTL; the run the worker executes now
 dlaas:stats                       hash    none; counters and gauges behind /metrics (stats.py)
+dlaas:run:<run-id>:metrics        hash    as the live log; metric name -> JSON summary {index,
+                                          goal, count, last, best} (common/metrics.py)
+dlaas:run:<run-id>:metric:<n>     list    same; the points of the metric whose index is n, JSON
+                                          {step, value, time}, thinned to DLAAS_METRICS_MAX_POINTS
+dlaas:experiment:<id>:study:      prefix  none; Optuna's journal of the experiment's study
+                                          (optuna.storages.journal.JournalRedisBackend keys)
 
 Celery owns its own keys on the same Redis: the queues `dlaas.small`, `dlaas.medium`,
 `dlaas.large` (lists, see common/sizes.py), `unacked*`, `_kombu.*` and
@@ -100,3 +106,16 @@ def rate(token_id: str, minute: int) -> str:
 
 def audit() -> str:
     return f"{PREFIX}:audit"
+
+
+def run_metrics(run_id: str) -> str:
+    return f"{PREFIX}:run:{run_id}:metrics"
+
+
+def run_metric_points(run_id: str, index: int) -> str:
+    return f"{PREFIX}:run:{run_id}:metric:{index}"
+
+
+def experiment_study_prefix(experiment_id: str) -> str:
+    """The prefix Optuna's Redis journal puts before its own keys for this study."""
+    return f"{PREFIX}:experiment:{experiment_id}:study:"

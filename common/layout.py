@@ -6,6 +6,8 @@
     <run-id>/learner-1/load-data.log           what staging did
     <run-id>/learner-1/store-results.log       what storing did
     <run-id>/learner-1/environment-build.log   the environment build's full output (uv's)
+    <run-id>/learner-1/metrics.jsonl           every metric point seen (JSON lines)
+    <run-id>/learner-1/evaluation-metrics.txt  the program's own metrics file, if it wrote one
     <run-id>/learner-1/log-chunks/<n>          copies of the log while it runs (removed at the end)
 
 The worker writes these, the API reads the logs back, the demo and benchmarks look at them.
@@ -18,8 +20,13 @@ TRAINING_LOG = "training-log.txt"
 LOAD_LOG = "load-data.log"
 STORE_LOG = "store-results.log"
 ENVIRONMENT_LOG = "environment-build.log"
+METRICS_FILE = "metrics.jsonl"
 # The service's own logs of a run, kept in its LOG_DIR on the worker and stored under learner-1/.
-RUN_LOGS = (TRAINING_LOG, LOAD_LOG, STORE_LOG, ENVIRONMENT_LOG)
+RUN_LOGS = (TRAINING_LOG, LOAD_LOG, STORE_LOG, ENVIRONMENT_LOG, METRICS_FILE)
+# What the program may write to LOG_DIR for the service to read (worker/metrics.py); stored
+# beside the service's own logs when it is there.
+EMETRICS_FILE = "evaluation-metrics.txt"
+METRICS_KEY = f"{LEARNER}/{METRICS_FILE}"
 
 SUBMITTED_CODE_KEY = "_submitted_code/model.zip"
 TRAINING_LOG_KEY = f"{LEARNER}/{TRAINING_LOG}"

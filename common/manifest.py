@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from common.frameworks import Registry, default_registry
+from common.metricspec import LogPattern, MetricSpecError, read_log_patterns
 from common.sizes import ResourceSize
 
 MAX_ALIASES = 50
@@ -87,6 +88,8 @@ class Manifest:
     # execution.expose_credentials: the data store's credentials in the command's
     # environment (AWS_* / OS_*). Off: they are used for staging and storing only.
     expose_credentials: bool = False
+    # metric_definitions / evaluation_metrics: the regexes that read metrics from the log.
+    log_patterns: tuple[LogPattern, ...] = ()
 
     def to_dict(self, redact: bool = False) -> dict[str, Any]:
         return {
@@ -102,6 +105,7 @@ class Manifest:
             },
             "training_data": self.training_data.to_dict(redact),
             "training_results": self.training_results.to_dict(redact),
+            **({"metrics": [p.to_dict() for p in self.log_patterns]} if self.log_patterns else {}),
         }
 
     @classmethod
@@ -119,6 +123,7 @@ class Manifest:
             expose_credentials=bool(data["execution"].get("expose_credentials", False)),
             training_data=DataStore.from_dict(data["training_data"]),
             training_results=DataStore.from_dict(data["training_results"]),
+            log_patterns=tuple(LogPattern.from_dict(p) for p in data.get("metrics", ())),
         )
 
     def secrets(self) -> dict[str, dict[str, str]]:
@@ -274,6 +279,9 @@ class _Reader:
                 "training_data_reference",
                 "training_results",
                 "training_results_reference",
+                "metric_definitions",
+                "MetricDefinitions",
+                "evaluation_metrics",
             ),
         )
         if "model_definition" not in top:
@@ -293,6 +301,10 @@ class _Reader:
         fw_name, fw_version = self.framework(md)
         command, resource, timeout, expose = self.execution(md)
         data, results = self.stores(top)
+        try:
+            patterns = read_log_patterns(top)
+        except MetricSpecError as exc:
+            raise ManifestError(exc.field, exc.problem) from None
         return Manifest(
             name=name,
             description=description,
@@ -306,6 +318,7 @@ class _Reader:
             training_results=results,
             timeout_seconds=timeout,
             expose_credentials=expose,
+            log_patterns=patterns,
         )
 
     def framework(self, md: dict) -> tuple[str, str]:

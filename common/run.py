@@ -51,6 +51,8 @@ class Run:
     progress: dict[str, Any] = field(default_factory=dict)
     # Its Python environment: key, framework, python, built or reused, seconds.
     environment: dict[str, Any] = field(default_factory=dict)
+    # Its metrics' summaries once its command ended: name -> {goal, count, last, best}.
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, str]:
         """Flat string fields for one Redis HSET; empty values are left out."""
@@ -65,7 +67,7 @@ class Run:
         values["gpu_count"] = int(values["gpu_count"])
         if "gpus" in values:
             values["gpus"] = json.loads(values["gpus"])
-        for name in ("manifest", "usage", "progress", "environment"):
+        for name in ("manifest", "usage", "progress", "environment", "metrics"):
             if name in values:
                 values[name] = json.loads(values[name])
         if "exit_code" in values:

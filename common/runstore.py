@@ -11,6 +11,7 @@ import redis
 
 from common import keys, stats
 from common.clock import iso, parse_iso, utcnow
+from common.metrics import RunMetrics
 from common.run import HistoryEntry, Run, encode_fields
 from common.states import ACTIVE, ErrorCode, RunState, can_transition
 
@@ -422,6 +423,7 @@ def _enter(run: Run, state: RunState, message: str, code: ErrorCode | None = Non
 def _forget(pipe, run_id: str, user: str) -> None:
     """Every key and index entry of the run, in `pipe`."""
     pipe.delete(keys.run(run_id), keys.history(run_id), keys.lease(run_id))
+    pipe.delete(*RunMetrics(pipe, run_id).all_keys())
     pipe.zrem(keys.user_runs(user), run_id)
     pipe.srem(keys.active_runs(), run_id)
     pipe.srem(keys.user_queued(user), run_id)

@@ -294,6 +294,18 @@ class Settings(BaseSettings):
     log_chunk_bytes: int = Field(
         256 * 1024, description="or sooner, once this much of the log is new"
     )
+    metrics_poll_seconds: float = Field(
+        1.0, description="how often a run's metrics are read from its log and files"
+    )
+    metrics_max_points: Count = Field(
+        1000, description="points of each metric series kept in Redis (thinned evenly past it)"
+    )
+    metrics_max_stored_points: Count = Field(
+        1_000_000, description="points of a run written to its stored metrics.jsonl"
+    )
+    metrics_regex_seconds: float = Field(
+        2.0, description="time limit of one metric regex match (a slower one is skipped)"
+    )
     admin_users: Names = Field(
         (),
         description='users with the admin role (as `"role": "admin"` in the tokens file): they '

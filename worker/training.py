@@ -20,6 +20,7 @@ from worker.context import WorkerContext
 from worker.hooks.environment import HoldEnvironment
 from worker.hooks.livelog import KeepLiveLogTail, StreamLiveLog
 from worker.hooks.logchunks import UploadLogChunks
+from worker.hooks.metrics import CollectMetrics
 from worker.hooks.node import MarkNodeBusy
 from worker.hooks.progress import ReportTransfer
 from worker.hooks.supervision import Supervise
@@ -40,7 +41,7 @@ PHASES = (
     Prepare(),
     OpenStores(),
     Stage(hooks=(ReportTransfer.named("downloading"),)),
-    Execute(hooks=(StreamLiveLog, UploadLogChunks, SampleUsage)),
+    Execute(hooks=(StreamLiveLog, UploadLogChunks, CollectMetrics, SampleUsage)),
     Store(hooks=(ReportTransfer.named("storing"),)),
 )
 

@@ -10,7 +10,14 @@ import time
 from pathlib import Path
 
 from common import stats
-from common.layout import RUN_LOGS, STORE_LOG, SUBMITTED_CODE_KEY, learner_key, run_key
+from common.layout import (
+    EMETRICS_FILE,
+    RUN_LOGS,
+    STORE_LOG,
+    SUBMITTED_CODE_KEY,
+    learner_key,
+    run_key,
+)
 from common.states import ErrorCode, RunState
 from common.storage import ObjectStore, StorageError, TransferStats
 from common.storage.base import TransferProgress
@@ -123,7 +130,7 @@ def store_results(
     """RESULT_DIR under `<run-id>/`, the zip and the run's logs where common/layout.py says."""
     stats = store.upload_dir(result_dir, bucket, run_id, progress)
     files = [(model_zip, SUBMITTED_CODE_KEY)]
-    files += [(log_dir / name, learner_key(name)) for name in RUN_LOGS]
+    files += [(log_dir / name, learner_key(name)) for name in (*RUN_LOGS, EMETRICS_FILE)]
     for src, key in files:
         if src.exists():
             store.put_file(src, bucket, run_key(run_id, key))

@@ -1,7 +1,9 @@
 """A small real training program: a one-hidden-layer MLP in NumPy on the digits data.
 
 Reads train.npz and test.npz from --data, prints loss and accuracy per epoch, and writes
-the trained weights (model.npz) and its metrics (metrics.json) to $RESULT_DIR.
+the trained weights (model.npz) and its metrics (metrics.json) to $RESULT_DIR. Each epoch's
+metrics also go where the service reads them besides the log: one JSON line appended to
+$LOG_DIR/evaluation-metrics.txt, and the whole list so far in $RESULT_DIR/val_dict_list.json.
 """
 
 import argparse
@@ -56,6 +58,10 @@ def main() -> None:
         f"training on {len(y_train)} images, testing on {len(y_test)}; "
         f"GPUs visible: {os.environ.get('CUDA_VISIBLE_DEVICES') or 'none'}"
     )
+    result_dir = Path(os.environ.get("RESULT_DIR", "."))
+    result_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(os.environ.get("LOG_DIR", "."))
+    history = []
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(len(y_train))
         for start in range(0, len(order), args.batch_size):
@@ -76,9 +82,15 @@ def main() -> None:
             f"epoch {epoch:2d}  loss {train_loss:.4f}  accuracy {train_acc:.4f}  "
             f"test_loss {test_loss:.4f}  test_accuracy {test_acc:.4f}"
         )
+        record = {"epoch": epoch, "loss": round(train_loss, 4), "accuracy": round(train_acc, 4)}
+        record.update(test_loss=round(test_loss, 4), test_accuracy=round(test_acc, 4))
+        with open(log_dir / "evaluation-metrics.txt", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        history.append({"steps": epoch, "val_accuracy": record["test_accuracy"]})
+        partial = result_dir / "val_dict_list.json.partial"
+        partial.write_text(json.dumps(history))
+        partial.replace(result_dir / "val_dict_list.json")
 
-    result_dir = Path(os.environ.get("RESULT_DIR", "."))
-    result_dir.mkdir(parents=True, exist_ok=True)
     np.savez(result_dir / "model.npz", **params)
     metrics = {"test_loss": test_loss, "test_accuracy": test_acc, "epochs": args.epochs}
     (result_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
