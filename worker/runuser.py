@@ -143,23 +143,29 @@ def hand_over(dirs: RunDirs, log_names: tuple[str, ...], user: RunUser) -> None:
 LOCK_DIR = Path("/run/dlaas")
 
 
-def hold_alone(user: RunUser) -> int | None:
-    """An exclusive lock on the run user for this run (an open fd), or None when another
-    worker on the node is running a run as the same user right now: then its leftovers are
-    not ended by uid (that would end the other run too) and the sharing is logged."""
+def hold_user(user: RunUser) -> int:
+    """A shared lock on the run user (an open fd), held while this run's command runs: every
+    run as that user on this node holds one, so none ends the others' processes by uid."""
     LOCK_DIR.mkdir(mode=0o755, exist_ok=True)
     fd = os.open(LOCK_DIR / f"{user.name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def alone_as(user: RunUser, fd: int) -> bool:
+    """Whether no other run's command runs as the user on this node now (the shared lock
+    made exclusive): only then are this run's leftovers ended by uid. (A conversion that
+    fails drops the shared lock: harmless, this run's command has ended.)"""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
     except BlockingIOError:
-        os.close(fd)
         log.warning(
-            "run user %s is running another worker's run on this node: give each worker its "
-            "own DLAAS_RUN_AS (see deploy/README.md)",
+            "run user %s is running another run on this node too: its leftovers are not "
+            "ended by uid; give each worker its own DLAAS_RUN_AS (see deploy/README.md)",
             user.name,
         )
-        return None
-    return fd
+        return False
 
 
 def end_processes(user: RunUser, grace: float = 2.0) -> list[int]:

@@ -16,7 +16,15 @@ from worker.limits import run_limits
 from worker.pipeline import Phase
 from worker.process import credential_environment, execute, expand_command, run_environment
 from worker.reaper import gpus_released
-from worker.runuser import RunUserError, check_reachable, hand_over, hold_alone, reclaim, run_user
+from worker.runuser import (
+    RunUserError,
+    alone_as,
+    check_reachable,
+    hand_over,
+    hold_user,
+    reclaim,
+    run_user,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +51,9 @@ class Execute(Phase):
         who = f"user {user.name!r}" if user else "the worker's own user (not root)"
         limit_text = ", ".join(f"{limit.what} {limit.shown()}" for limit in attempt.limits)
         attempt.note(f"command runs as {who}; limits: {limit_text}", LOAD_LOG)
-        alone = None
+        held = None
         if user is not None:
-            alone = hold_alone(user)
+            held = hold_user(user)
             hand_over(attempt.dirs, RUN_LOGS, user)
         try:
             attempt.write(
@@ -58,10 +66,12 @@ class Execute(Phase):
             attempt.execution = _run_command(attempt, env)
         finally:
             # Root's again, the run user's leftovers ended, before anything is read back.
-            # Its leftovers are ended by uid only when no other run uses the same user.
-            removed = reclaim(attempt.dirs, user if alone is not None else None)
-            if alone is not None:
-                os.close(alone)
+            # Its leftovers are ended by uid only when no other run's command runs as the
+            # same user now.
+            alone = held is not None and alone_as(user, held)
+            removed = reclaim(attempt.dirs, user if alone else None)
+            if held is not None:
+                os.close(held)
             if removed:
                 attempt.note(
                     f"removed links and pipes the run left: {', '.join(removed)}", STORE_LOG
