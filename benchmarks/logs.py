@@ -10,7 +10,9 @@
    (one write per line, as under PYTHONUNBUFFERED=1 or a program that flushes every line) and
    `64k` (64 KB writes). The /dev/null and bare-pipe runs get the run's Python settings too.
    Prints the times, their ratios, and checks the stored training-log.txt holds exactly N
-   lines, in order.
+   lines, in order. In print mode, also the same command through the service with three
+   metric regexes declared (every 100th line a metric line, matched by all three), in the
+   same rounds: the metrics' cost on the command, and every metric point counted.
 2. A command printing a line every 20 ms (plain print, no flush), each carrying its print
    time, is followed with
    `logs --follow` (server-sent events); prints the median and 95th percentile of the delay
@@ -47,9 +49,14 @@ elif mode == "64k":
     out = open(1, "w", buffering=65536, closefd=False)
 else:
     out = sys.stdout
+metrics = len(sys.argv) > 3  # every 100th line a metric line (same length, same prefix)
 start = time.perf_counter()
 for i in range(n):
-    out.write("line %09d " % i + "x" * 64 + "\\n")
+    if metrics and i % 100 == 99:
+        out.write("line %09d step=%07d loss=%.6f acc=%.6f lr=%.4e" % (i, i, 1 / i, i / n, 0.1 / i)
+                  + "\\n")
+    else:
+        out.write("line %09d " % i + "x" * 64 + "\\n")
 out.flush()
 took = time.perf_counter() - start
 with open(os.path.join(os.environ.get("RESULT_DIR", "."), "elapsed.txt"), "w") as f:
@@ -68,7 +75,7 @@ model_definition:
   name: bench-logs
   framework: {{name: python, version: "3.11"}}
   execution: {{command: "{command}", resource: small}}
-training_data_reference:
+{metrics}training_data_reference:
 - connection: {{path: bench}}
   source: {{bucket: data, type: local}}
 training_results_reference:
@@ -76,6 +83,13 @@ training_results_reference:
   target: {{bucket: results, type: local}}
 """
 
+
+# Three regexes, each matching every metric line of EMIT's metrics variant.
+METRIC_DEFINITIONS = """metric_definitions:
+- {name: loss, regex: "step=(?P<step>\\\\d+) loss=(\\\\S+)"}
+- {name: acc, regex: " acc=(?P<value>[0-9.]+)"}
+- {name: lr, regex: " lr=(\\\\S+)$"}
+"""
 
 MODE: list[str] = ["print"]  # the printing command's way of writing (see EMIT)
 
@@ -112,22 +126,19 @@ def wait_done(client: DlaasClient, run_id: str, timeout: float = 900) -> dict:
     raise RuntimeError(f"{run_id} did not end")
 
 
-def measure_overhead(home: Path, client: DlaasClient, submit, args) -> dict:
-    services, baselines, pipes = [], [], []
-    for _ in range(args.repeat):
-        run_id = submit(" ".join(["python3 emit.py", str(args.lines), *MODE]))
-        run = wait_done(client, run_id)
-        if run["state"] != "COMPLETED":
-            raise RuntimeError(f"{run_id}: {run['status_message']}")
-        results = home / "store" / "bench" / "results" / run_id
-        services.append(float((results / "elapsed.txt").read_text()))
-        baselines.append(devnull_run(home, args.lines))
-        pipes.append(bare_pipe_run(home, args.lines))
-    service, baseline = statistics.median(services), statistics.median(baselines)
-    pipe = statistics.median(pipes)
-    stored = results / TRAINING_LOG_KEY
+def _service_run(client: DlaasClient, submit, home: Path, args, metrics: bool):
+    run_id = submit(" ".join(["python3 emit.py", str(args.lines), *MODE]), metrics)
+    run = wait_done(client, run_id)
+    if run["state"] != "COMPLETED":
+        raise RuntimeError(f"{run_id}: {run['status_message']}")
+    results = home / "store" / "bench" / "results" / run_id
+    return run_id, results, float((results / "elapsed.txt").read_text())
+
+
+def _stored_in_order(stored: Path) -> tuple[int, bool]:
+    """Lines of the stored log, and whether they are every printed line in order."""
     count, in_order = 0, True
-    pattern = re.compile(rb"^\S+Z line (\d{9}) x{64}$")
+    pattern = re.compile(rb"^\S+Z line (\d{9}) (?:x{64}|step=)")
     with open(stored, "rb") as f:
         for expected, raw in enumerate(f):
             found = pattern.match(raw.rstrip(b"\n"))
@@ -135,19 +146,39 @@ def measure_overhead(home: Path, client: DlaasClient, submit, args) -> dict:
                 in_order = False
                 break
             count += 1
-    size = stored.stat().st_size
+    return count, in_order
 
-    return {
-        "services": services,
-        "baselines": baselines,
-        "pipes": pipes,
-        "service": service,
-        "baseline": baseline,
-        "pipe": pipe,
-        "count": count,
-        "in_order": in_order,
-        "size": size,
-    }
+
+def measure_overhead(home: Path, client: DlaasClient, submit, args) -> dict:
+    """Rounds of: through the service, (in print mode) through the service with three
+    regexes, to /dev/null, into a bare pipe; interleaved, so each round shares the noise."""
+    with_regexes = MODE == ["print"]
+    if with_regexes:
+        MODE.append("metrics")  # every run of this mode prints the metric lines
+    times: dict[str, list[float]] = {"service": [], "regexes": [], "baseline": [], "pipe": []}
+    points: list[int] = []
+    for _ in range(args.repeat):
+        _, results, took = _service_run(client, submit, home, args, metrics=False)
+        times["service"].append(took)
+        if with_regexes:
+            run_id, regex_results, took = _service_run(client, submit, home, args, metrics=True)
+            times["regexes"].append(took)
+            found = client.metrics(run_id)["metrics"]
+            points.append(min((found.get(n) or {}).get("count", 0) for n in ("loss", "acc", "lr")))
+        times["baseline"].append(devnull_run(home, args.lines))
+        times["pipe"].append(bare_pipe_run(home, args.lines))
+    out = {key + "s": values for key, values in times.items()}
+    out.update({key: statistics.median(v) for key, v in times.items() if v})
+    stored = results / TRAINING_LOG_KEY
+    out["count"], out["in_order"] = _stored_in_order(stored)
+    out["size"] = stored.stat().st_size
+    if with_regexes:
+        out["regex_count"], out["regex_in_order"] = _stored_in_order(
+            regex_results / TRAINING_LOG_KEY
+        )
+        out["points"] = points
+        MODE.remove("metrics")
+    return out
 
 
 def main() -> int:
@@ -173,9 +204,10 @@ def main() -> int:
             archive.writestr("emit.py", EMIT)
             archive.writestr("tick.py", TICK)
 
-        def submit(command: str) -> str:
+        def submit(command: str, metrics: bool = False) -> str:
             manifest = home / "manifest.yml"
-            manifest.write_text(MANIFEST.format(command=command))
+            declared = METRIC_DEFINITIONS if metrics else ""
+            manifest.write_text(MANIFEST.format(command=command, metrics=declared))
             return client.submit(model, manifest)["model_id"]
 
         # 1. Overhead, per way of printing (service, /dev/null and bare-pipe runs interleaved,
@@ -223,8 +255,28 @@ def main() -> int:
                 f"  {label:30s} median {o[key]:6.2f} s  "
                 f"({', '.join(f'{s:.2f}' for s in o[key + 's'])})"
             )
+        if "regexes" in o:
+            print(
+                f"  {'through the service, 3 regexes:':30s} median {o['regexes']:6.2f} s  "
+                f"({', '.join(f'{s:.2f}' for s in o['regexess'])})"
+            )
         ratio = o["service"] / o["baseline"]
         print(f"  ratio service / devnull:       {ratio:6.2f} (overhead {100 * (ratio - 1):.0f}%)")
+        if "regexes" in o:
+            with_regexes = o["regexes"] / o["baseline"]
+            print(
+                f"  ratio service+regexes / devnull: {with_regexes:4.2f} "
+                f"(overhead {100 * (with_regexes - 1):.0f}%; "
+                f"vs without regexes {o['regexes'] / o['service']:.2f})"
+            )
+            expected = args.lines // 100
+            ok = o["regex_in_order"] and o["regex_count"] == args.lines
+            ok = ok and all(p == expected for p in o["points"])
+            complete = complete and ok
+            print(
+                f"  with regexes: stored log {o['regex_count']} lines, metric points per "
+                f"series {o['points']} of {expected}: {'all kept' if ok else 'NOT all kept'}"
+            )
         print(
             f"  ratio service / bare pipe:     {o['service'] / o['pipe']:6.2f} "
             f"(the pump's own share of the overhead)"
