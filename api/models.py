@@ -7,6 +7,7 @@ import logging
 import zipfile
 from pathlib import PurePosixPath
 
+import redis
 from flask import Blueprint, jsonify, request
 
 from api.auth import audit, authenticated, caller, ensure_admin
@@ -16,7 +17,6 @@ from api.params import IntArg
 from api.services import current_services
 from api.upload import read_form
 from api.views import live_summaries, run_detail, run_location, run_summary
-from common.clock import iso, utcnow
 from common.crypto import CredentialsError
 from common.ids import is_run_id, new_run_id
 from common.manifest import Manifest, ManifestError, StoreType, parse_manifest
@@ -26,7 +26,7 @@ from common.run import Run
 from common.runstore import InvalidTransition, Quota, QuotaExceeded, RunNotFound
 from common.states import RunState
 from common.storage import StorageError, resolve_local_root
-from common.taskqueue import enqueue_run
+from common.submission import new_run, queue_run
 
 log = logging.getLogger(__name__)
 bp = Blueprint("models", __name__, url_prefix="/v3/models")
@@ -40,7 +40,7 @@ RUN_ID = path_param(
 )
 
 
-def _field(form: dict[str, bytes], field: str) -> bytes:
+def form_field(form: dict[str, bytes], field: str) -> bytes:
     """One field of the upload (a file part, or for the manifest a plain form field too)."""
     if field not in form:
         raise ApiError(400, f"{field}: required (multipart field)", field=field)
@@ -109,6 +109,28 @@ def _check_requirements(zip_bytes: bytes) -> None:
     parse_requirements(text)
 
 
+def checked_upload(form: dict[str, bytes]) -> tuple[Manifest, bytes]:
+    """The manifest and the model zip of an upload, each checked (4xx naming the field)."""
+    manifest = _check_manifest(form_field(form, "manifest"))
+    zip_bytes = form_field(form, "model_definition")
+    limits = ZipLimits.from_settings(current_services().settings)
+    try:
+        check_zip(zip_bytes, limits)
+        _check_requirements(zip_bytes)
+    except (ModelZipError, RequirementsError) as exc:
+        raise ApiError(
+            400, f"model_definition: {exc}", field="model_definition", code="C102"
+        ) from None
+    return manifest, zip_bytes
+
+
+def sealed(manifest: Manifest) -> str:
+    try:
+        return current_services().box.seal(manifest.secrets())
+    except CredentialsError as exc:
+        raise ApiError(503, f"service misconfigured: {exc}") from None
+
+
 @bp.post("")
 @authenticated
 @contract(
@@ -156,64 +178,27 @@ def submit():
     form = read_form(
         {"manifest": settings.max_manifest_bytes, "model_definition": settings.max_zip_bytes}
     )
-    manifest = _check_manifest(_field(form, "manifest"))
-    zip_bytes = _field(form, "model_definition")
-    limits = ZipLimits.from_settings(settings)
-    try:
-        check_zip(zip_bytes, limits)
-        _check_requirements(zip_bytes)
-    except (ModelZipError, RequirementsError) as exc:
-        raise ApiError(
-            400, f"model_definition: {exc}", field="model_definition", code="C102"
-        ) from None
+    manifest, zip_bytes = checked_upload(form)
 
     run_id = new_run_id()
     while services.runs.exists(run_id):
         run_id = new_run_id()
-    try:
-        sealed = services.box.seal(manifest.secrets())
-    except CredentialsError as exc:
-        raise ApiError(503, f"service misconfigured: {exc}") from None
-    run = Run(
-        id=run_id,
-        user=user,
-        name=manifest.name,
-        state=RunState.PENDING,
-        framework_name=manifest.framework_name,
-        framework_version=manifest.framework_version,
-        resource=manifest.resource,
-        gpu_count=settings.size_gpus[manifest.resource],
-        command=manifest.command,
-        submitted_at=iso(utcnow()),
-        manifest=manifest.to_dict(redact=True),
-        credentials=sealed,
-        timeout_seconds=manifest.timeout_seconds,
-    )
-    try:
-        run.artifact = services.artifacts.put(run_id, zip_bytes)
-    except StorageError as exc:
-        raise ApiError(503, f"the artifact store is unavailable: {exc}") from None
+    run = new_run(settings, user, manifest, sealed(manifest), run_id)
     quota = Quota(
         services.tokens.policy(user, "max_queued", settings.max_queued_per_user),
         services.tokens.policy(user, "max_active", settings.max_active_per_user),
     )
     try:
-        services.runs.create(run, quota=quota)
+        queue_run(services.runs, services.artifacts, services.celery, run, zip_bytes, quota)
+    except StorageError as exc:
+        raise ApiError(503, f"the artifact store is unavailable: {exc}") from None
     except QuotaExceeded as exc:
-        services.artifacts.delete(run.artifact)
         raise ApiError(
             429, str(exc), code="quota", retry_after=settings.quota_retry_after_seconds
         ) from None
-    except Exception:
-        services.artifacts.delete(run.artifact)
+    except redis.RedisError:
         raise
-    try:
-        enqueue_run(services.celery, run_id, manifest.resource)
     except Exception as exc:
-        # Leave nothing behind: no half-created run, no stored zip.
-        log.exception("submission of %s failed", run_id)
-        services.runs.delete(run_id, user)
-        services.artifacts.delete(run.artifact)
         raise ApiError(503, f"could not queue the run: {type(exc).__name__}") from None
     audit("run.submit", run_id, resource=manifest.resource.value)
     response = jsonify({"model_id": run_id, "location": run_location(run_id)})
