@@ -24,18 +24,9 @@ from common.runstore import InvalidTransition, RunNotFound, RunStore
 from common.settings import Settings, SettingsError
 from common.states import ACTIVE, ErrorCode, RunState
 from common.taskqueue import enqueue_run, make_celery
+from worker.activelock import ActiveLock
 
 log = logging.getLogger("dlaas.reconciler")
-
-# Take the lock if free; keep it if ours. Returns 1 while we are the active reconciler.
-_HOLD_LOCK = """
-local current = redis.call('GET', KEYS[1])
-if current == false or current == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
 
 
 class Reconciler:
@@ -48,13 +39,13 @@ class Reconciler:
         self.requeue = requeue
         self.artifacts = ArtifactStore.from_settings(settings)
         self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._hold = connection.register_script(_HOLD_LOCK)
+        ttl = 3 * settings.reconcile_interval_seconds
+        self.lock = ActiveLock(connection, keys.reconciler_lock(), self.identity, ttl)
         # run id -> (attempt, monotonic time its lapsed lease was first seen)
         self._lapsed: dict[str, tuple[int, float]] = {}
 
     def hold_lock(self) -> bool:
-        ttl_ms = int(3 * self.settings.reconcile_interval_seconds * 1000)
-        return bool(self._hold(keys=[keys.reconciler_lock()], args=[self.identity, ttl_ms]))
+        return self.lock.hold()
 
     def pass_once(self) -> list[tuple[str, str]]:
         """One look at every active run; returns what was done, as (run id, outcome)."""
