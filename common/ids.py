@@ -1,4 +1,5 @@
-"""Run ids shaped like the original service's: `training-` and nine letters or digits."""
+"""Run ids shaped like the original service's: `training-` and nine letters or digits; and
+experiment ids likewise, `experiment-` and nine."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import string
 
 _ALPHABET = string.ascii_letters + string.digits
 RUN_ID_PATTERN = re.compile(r"^training-[A-Za-z0-9]{9}$")
+EXPERIMENT_ID_PATTERN = re.compile(r"^experiment-[A-Za-z0-9]{9}$")
 
 
 def new_run_id() -> str:
@@ -16,3 +18,11 @@ def new_run_id() -> str:
 
 def is_run_id(text: str) -> bool:
     return bool(RUN_ID_PATTERN.match(text))
+
+
+def new_experiment_id() -> str:
+    return "experiment-" + "".join(secrets.choice(_ALPHABET) for _ in range(9))
+
+
+def is_experiment_id(text: str) -> bool:
+    return bool(EXPERIMENT_ID_PATTERN.match(text))

@@ -27,8 +27,17 @@ dlaas:run:<run-id>:metrics        hash    as the live log; metric name -> JSON s
                                           goal, count, last, best} (common/metrics.py)
 dlaas:run:<run-id>:metric:<n>     list    same; the points of the metric whose index is n, JSON
                                           {step, value, time}, thinned to DLAAS_METRICS_MAX_POINTS
-dlaas:experiment:<id>:study:      prefix  none; Optuna's journal of the experiment's study
+dlaas:experiment:<id>              hash    none while running; retention after it ends; the
+                                          experiment's record (common/experimentstore.py)
+dlaas:experiment:<id>:trials       hash    same; trial number -> JSON of the trial (its run id,
+                                          values, state, objective)
+dlaas:experiment:<id>:study:      prefix  same; Optuna's journal of the experiment's study
                                           (optuna.storages.journal.JournalRedisBackend keys)
+dlaas:user:<user>:experiments     zset    none; experiment id, score creation epoch seconds
+dlaas:experiments:active          set     none; ids of RUNNING experiments
+dlaas:experiments:events          list    none; experiment ids with news (a trial run ended, a
+                                          cancel, a new experiment): the controller BLPOPs it
+dlaas:controller                  string  lock TTL; the id of the one active experiment controller
 
 Celery owns its own keys on the same Redis: the queues `dlaas.small`, `dlaas.medium`,
 `dlaas.large` (lists, see common/sizes.py), `unacked*`, `_kombu.*` and
@@ -119,3 +128,27 @@ def run_metric_points(run_id: str, index: int) -> str:
 def experiment_study_prefix(experiment_id: str) -> str:
     """The prefix Optuna's Redis journal puts before its own keys for this study."""
     return f"{PREFIX}:experiment:{experiment_id}:study:"
+
+
+def experiment(experiment_id: str) -> str:
+    return f"{PREFIX}:experiment:{experiment_id}"
+
+
+def experiment_trials(experiment_id: str) -> str:
+    return f"{PREFIX}:experiment:{experiment_id}:trials"
+
+
+def user_experiments(user: str) -> str:
+    return f"{PREFIX}:user:{user}:experiments"
+
+
+def active_experiments() -> str:
+    return f"{PREFIX}:experiments:active"
+
+
+def experiment_events() -> str:
+    return f"{PREFIX}:experiments:events"
+
+
+def controller_lock() -> str:
+    return f"{PREFIX}:controller"

@@ -40,6 +40,8 @@ class Run:
     # Set when a user cancels an active run (their name), or deletes one (then also delete).
     cancel_requested: str = ""
     delete_requested: bool = False
+    # Why, when the canceller said (an experiment's pruner: "stopped early: ...").
+    cancel_reason: str = ""
     # The run's own time limit (manifest execution.timeout), seconds; 0 = none.
     timeout_seconds: float = 0.0
     # The pid of the run's `bash -c` on its worker's node, while it runs.
@@ -53,6 +55,8 @@ class Run:
     environment: dict[str, Any] = field(default_factory=dict)
     # Its metrics' summaries once its command ended: name -> {goal, count, last, best}.
     metrics: dict[str, Any] = field(default_factory=dict)
+    # A trial of an experiment: {"id": experiment id, "trial": number, "values": {...}}.
+    experiment: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, str]:
         """Flat string fields for one Redis HSET; empty values are left out."""
@@ -67,7 +71,7 @@ class Run:
         values["gpu_count"] = int(values["gpu_count"])
         if "gpus" in values:
             values["gpus"] = json.loads(values["gpus"])
-        for name in ("manifest", "usage", "progress", "environment", "metrics"):
+        for name in ("manifest", "usage", "progress", "environment", "metrics", "experiment"):
             if name in values:
                 values[name] = json.loads(values[name])
         if "exit_code" in values:

@@ -270,6 +270,8 @@ class RunStore:
                 seconds = (parse_iso(run.ended_at) - parse_iso(run.submitted_at)).total_seconds()
             stats.count_state_change(pipe, run, old, seconds)
             _track_user_state(pipe, run)
+            if run.state.terminal and run.experiment:
+                pipe.rpush(keys.experiment_events(), run.experiment["id"])  # its controller's news
             if run.state.terminal and run.delete_requested:
                 _forget(pipe, run.id, run.user)
                 return
@@ -334,9 +336,6 @@ class RunStore:
             )
         )
 
-    def cancel_requested(self, run_id: str) -> str | None:
-        return self.redis.hget(keys.run(run_id), "cancel_requested")
-
     def lease_holder(self, run_id: str) -> str | None:
         return self.redis.get(keys.lease(run_id))
 
@@ -362,10 +361,16 @@ class RunStore:
 
         return self._atomically(body, key)
 
-    def request_cancel(self, run_id: str, by: str, delete: bool = False) -> Run:
+    def cancel_detail(self, run_id: str) -> str | None:
+        """What a stop by cancel says (`cancelled by alice`, or the canceller's reason); None
+        while no cancel is asked."""
+        by, reason = self.redis.hmget(keys.run(run_id), "cancel_requested", "cancel_reason")
+        return (reason or f"cancelled by {by}") if by else None
+
+    def request_cancel(self, run_id: str, by: str, delete: bool = False, reason: str = "") -> Run:
         """Cancel a run: a PENDING run ends HALTED at once (and is deleted, with `delete`);
         an active one is flagged for its worker, which stops it. Raises InvalidTransition
-        when the run has already ended."""
+        when the run has already ended. `reason` replaces `cancelled by <by>` in its end."""
 
         def change(run: Run) -> HistoryEntry | None:
             if run.state.terminal:
@@ -376,10 +381,11 @@ class RunStore:
                     f"{run_id} has already ended ({run.state.value})",
                 )
             run.cancel_requested = by
+            run.cancel_reason = reason
             run.delete_requested = run.delete_requested or delete
             if run.state is not RunState.PENDING:
                 return None  # flagged: its worker stops it
-            run.status_message = f"cancelled by {by} before it started"
+            run.status_message = reason or f"cancelled by {by} before it started"
             return _enter(run, RunState.HALTED, run.status_message)
 
         return self._rewrite(run_id, change)

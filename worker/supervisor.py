@@ -98,9 +98,9 @@ class RunSupervisor(threading.Thread):
                     if not self.runs.refresh_lease(self.run_id, self.worker, self.attempt):
                         self.stop.set(StopReason.LOST, "this worker's claim on the run was lost")
                     next_refresh = now + self.refresh_every
-                by = self.runs.cancel_requested(self.run_id)
-                if by:
-                    self.stop.set(StopReason.CANCEL, f"cancelled by {by}")
+                cancelled = self.runs.cancel_detail(self.run_id)
+                if cancelled:
+                    self.stop.set(StopReason.CANCEL, cancelled)
                 deadline = self.nodes.drain_deadline(self.worker)
                 if deadline is not None and time.time() >= deadline:
                     self.stop.set(StopReason.DRAIN, "worker shut down")

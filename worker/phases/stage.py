@@ -121,7 +121,7 @@ def _notice_cancel(attempt: Attempt) -> None:
     """A cancel flagged while staging stops the run here, before its command ever starts,
     even if the supervisor has not polled it yet."""
     try:
-        if not attempt.stop.is_set() and (by := attempt.ctx.runs.cancel_requested(attempt.id)):
-            attempt.stop.set(StopReason.CANCEL, f"cancelled by {by}")
+        if not attempt.stop.is_set() and (detail := attempt.ctx.runs.cancel_detail(attempt.id)):
+            attempt.stop.set(StopReason.CANCEL, detail)
     except redis.RedisError:
         pass  # the supervisor keeps polling for it
