@@ -1,6 +1,6 @@
 """A private embedded stack for a benchmark: `python -m deploy.stack` in a temporary DLAAS_HOME
-on free ports (Redis, API, worker, reconciler, Flower, Swift, Keystone), always stopped at the
-end."""
+on free ports (Redis, API, worker, reconciler, controller, Flower, Swift, Keystone), always
+stopped at the end."""
 
 from __future__ import annotations
 

@@ -260,6 +260,14 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = Field(
         10.0, description="how often the reconciler looks for lapsed leases"
     )
+    controller_interval_seconds: float = Field(
+        1.0,
+        description="how often the experiment controller looks at every running experiment "
+        "(it also wakes at once when a trial ends)",
+    )
+    experiment_max_grid_trials: Count = Field(
+        1000, description="the most trials a grid experiment may have"
+    )
     # Default 0: a restart from scratch can waste days, so the run ends FAILED instead.
     run_retries: int = Field(
         0,

@@ -66,7 +66,7 @@ def _setting_port(name: str) -> int:
     return int(raw)
 
 
-ORDER = ("redis", "api", "worker", "reconciler", "flower")
+ORDER = ("redis", "api", "worker", "reconciler", "controller", "flower")
 
 
 def _pid_file(name: str) -> Path:
@@ -282,6 +282,7 @@ def _start(own: dict[str, int], chosen: dict[str, dict[str, int]], started: list
         "api": api_argv(BIN, own["api"], workers=2, access_log=True),
         "worker": [str(BIN / "dlaas-worker"), "--name", f"dlaas-worker-1@{host}"],
         "reconciler": [str(BIN / "dlaas-reconciler")],
+        "controller": [str(BIN / "dlaas-controller")],
         # Its password and the broker URL go in its environment, not on its command line
         # (which every local user, a run included, can read in /proc).
         "flower": [
@@ -308,13 +309,14 @@ def _start(own: dict[str, int], chosen: dict[str, dict[str, int]], started: list
         ),
         "worker": lambda pid: log_says(_log("worker"), "ready."),
         "reconciler": lambda pid: log_says(_log("reconciler"), "reconciler active"),
+        "controller": lambda pid: log_says(_log("controller"), "controller active"),
         "flower": lambda pid: ports.listening(pid, own["flower"]) and http_ok(flower_url),
     }
     for name in ORDER:
         if _running(name):
             print(f"  {name:<11}already running (pid {_running(name)})")
             continue
-        if name in ("worker", "reconciler") and _log(name).exists():
+        if name in ("worker", "reconciler", "controller") and _log(name).exists():
             _log(name).unlink()  # their readiness is read from their fresh log
         pid = spawn(commands[name], _log(name), env={**env, **own_env.get(name, {})}, cwd=ROOT)
         _pid_file(name).parent.mkdir(parents=True, exist_ok=True)

@@ -148,6 +148,8 @@ class Stack:
                 "DLAAS_CANCEL_GRACE_SECONDS": "3",
                 "DLAAS_WORKER_HEARTBEAT_SECONDS": "1",
                 "DLAAS_LOG_CHUNK_SECONDS": "0.5",
+                "DLAAS_CONTROLLER_INTERVAL_SECONDS": "0.5",
+                "DLAAS_METRICS_POLL_SECONDS": "0.3",
             }
         )
         if self.work_dir:
@@ -197,6 +199,12 @@ class Stack:
         return self.start(
             [str(BIN / "dlaas-reconciler")], name, lambda: log_says(log, "reconciler active"), **env
         )
+
+    def start_controller(self, name: str = "controller", standby: bool = False, **env) -> int:
+        """The experiment controller; `standby`: one started while another is active."""
+        log = self.home / "logs" / f"{name}.log"
+        says = "standing by" if standby else "controller active"
+        return self.start([str(BIN / "dlaas-controller")], name, lambda: log_says(log, says), **env)
 
     def headers(self, user: str = "alice") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[user]}"}

@@ -48,7 +48,7 @@ def test_up_demo_down(tmp_path):
         up = stack("-m", "deploy.stack", "up")
         pids = {int(p.read_text()) for p in (tmp_path / "home" / "pids").glob("*.pid")}
         assert up.returncode == 0, up.stdout + up.stderr
-        assert len(pids) == 5 and all(psutil.pid_exists(p) for p in pids)
+        assert len(pids) == 6 and all(psutil.pid_exists(p) for p in pids)
         saved = (tmp_path / "home" / "env").read_text()
         assert re.fullmatch(
             r"export DLAAS_URL=http://127\.0\.0\.1:\d+\n"
@@ -57,7 +57,7 @@ def test_up_demo_down(tmp_path):
             saved,
         )
         again = stack("-m", "deploy.stack", "up")
-        assert again.stdout.count("already running") == 5
+        assert again.stdout.count("already running") == 6
 
         demo = stack("-m", "deploy.demo")
         assert demo.returncode == 0, demo.stdout + demo.stderr
@@ -65,10 +65,14 @@ def test_up_demo_down(tmp_path):
         assert "Final state: completed" in demo.stdout
         assert "learner-1/training-log.txt" in demo.stdout and "model.npz" in demo.stdout
         assert re.search(r"epoch 12  loss \d\.\d+  accuracy", demo.stdout)
+        # Its metrics, read from its log and its files: the last test_loss is epoch 12's.
+        row = re.search(r"^test_loss\s+(\S+)\s+12\s+\S+\s+\d+\s+minimize\s+12$", demo.stdout, re.M)
+        last = re.findall(r"^  epoch 12 .*test_loss (\S+)", demo.stdout, re.M)
+        assert row and last and float(row.group(1)) == float(last[-1]), demo.stdout
     finally:
         down = stack("-m", "deploy.stack", "down")
     assert down.returncode == 0, down.stderr
-    assert down.stdout.count("stopped") == 7  # and Keystone, and Swift
+    assert down.stdout.count("stopped") == 8  # and Keystone, and Swift
     gone = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     assert gone == []
     # Up again in the same home (what `make demo` after `make down` does): Keystone's and

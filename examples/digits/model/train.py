@@ -4,11 +4,14 @@ Reads train.npz and test.npz from --data, prints loss and accuracy per epoch, an
 the trained weights (model.npz) and its metrics (metrics.json) to $RESULT_DIR. Each epoch's
 metrics also go where the service reads them besides the log: one JSON line appended to
 $LOG_DIR/evaluation-metrics.txt, and the whole list so far in $RESULT_DIR/val_dict_list.json.
+As a trial of an experiment, it reads its values from config.json in MODEL_DIR (its working
+folder) when the command does not give them as flags.
 """
 
 import argparse
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,12 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=0.3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pause", type=float, default=0.0, help="seconds to wait each epoch")
+    # An experiment's trial: its values (learning_rate, hidden, ...) are the defaults.
+    config = Path("config.json")
+    if config.exists():
+        values = json.loads(config.read_text())
+        parser.set_defaults(**{k: v for k, v in values.items() if k in vars(parser.parse_args([]))})
     args = parser.parse_args()
 
     x_train, y_train = load(args.data / "train.npz")
@@ -90,6 +99,7 @@ def main() -> None:
         partial = result_dir / "val_dict_list.json.partial"
         partial.write_text(json.dumps(history))
         partial.replace(result_dir / "val_dict_list.json")
+        time.sleep(args.pause)
 
     np.savez(result_dir / "model.npz", **params)
     metrics = {"test_loss": test_loss, "test_accuracy": test_acc, "epochs": args.epochs}
