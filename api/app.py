@@ -13,6 +13,7 @@ from api.services import EXTENSION, Services
 from common.artifacts import ArtifactStore
 from common.audit import AuditLog
 from common.crypto import CredentialBox
+from common.experimentstore import ExperimentStore
 from common.frameworks import Registry
 from common.nodes import NodeStore
 from common.runstore import RunStore
@@ -44,8 +45,10 @@ def create_app(
         nodes=NodeStore(redis_client),
         audit=AuditLog(redis_client, settings.audit_max_entries),
         frameworks=frameworks,
+        experiments=ExperimentStore(redis_client, settings.retention_seconds),
     )
     from api.admin import bp as admin_bp
+    from api.experiments import bp as experiments_bp
     from api.frameworks import bp as frameworks_bp
     from api.health import bp as health_bp
     from api.logs import bp as logs_bp
@@ -61,6 +64,7 @@ def create_app(
     app.register_blueprint(frameworks_bp)
     app.register_blueprint(logs_bp)
     app.register_blueprint(runmetrics_bp)
+    app.register_blueprint(experiments_bp)
     app.register_blueprint(metrics_bp)
     app.register_blueprint(openapi_bp)
     app.register_blueprint(admin_bp)

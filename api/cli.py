@@ -86,12 +86,18 @@ def _list(client: DlaasClient, args, out: Printer) -> int:
     out.data({"models": models, "total": len(models)})
     width = max([len(m["name"]) for m in models] + [24]) + 3
     owner = f"{'user':<12}" if args.all else ""
-    out.say(f"{'SI No':<8}{'Name':<{width}}{'guid':<21}{'status':<12}{owner}submitted-at")
+    # Trials say their experiment and number, when any run listed is one.
+    trials = [_trial_of(m["experiment"]) for m in models if m.get("experiment")]
+    across = max(map(len, trials), default=0) + 3
+    of = f"{'experiment':<{across}}" if trials else ""
+    out.say(f"{'SI No':<8}{'Name':<{width}}{'guid':<21}{'status':<12}{owner}{of}submitted-at")
     for i, m in enumerate(models, 1):
         user = f"{m.get('user', '-'):<12}" if args.all else ""
+        trial = m.get("experiment") or {}
+        of = f"{_trial_of(trial) if trial else '-':<{across}}" if trials else ""
         out.say(
             f"{i:<8}{m['name']:<{width}}{m['model_id']:<21}{cli_name(m['state']):<12}"
-            f"{user}{iso_seconds(m['submitted_at'])}"
+            f"{user}{of}{iso_seconds(m['submitted_at'])}"
         )
     out.say()
     out.say(f"{len(models)} records found.")
@@ -127,6 +133,9 @@ def _show(client: DlaasClient, args, out: Printer) -> int:
         rows.append(("Error_code", run["error_code"]))
     if run.get("status_message"):
         rows.append(("Status", run["status_message"].splitlines()[0]))
+    if run.get("experiment"):
+        values = " ".join(f"{k}={v}" for k, v in sorted(run["experiment"]["values"].items()))
+        rows.append(("Experiment", f"{_trial_of(run['experiment'])}: {values}"))
     rows += _activity_rows(run)
     rows += [("Metric", _metric_text(n, m)) for n, m in sorted((run.get("metrics") or {}).items())]
     loc = run.get("results_location") or {}
@@ -149,6 +158,11 @@ def _show(client: DlaasClient, args, out: Printer) -> int:
     out.say("OK")
     out.say("Show trained-models details successful")
     return 0
+
+
+def _trial_of(trial: dict) -> str:
+    """`experiment-a1B2c3D4e trial 3`."""
+    return f"{trial['id']} trial {trial['trial']}"
 
 
 def _activity_rows(run: dict) -> list[tuple[str, str]]:
@@ -515,8 +529,13 @@ def _audit(client: DlaasClient, args, out: Printer) -> int:
     return 0
 
 
+# The `experiments` verbs, declared after the others so that usage lists them last.
+from api import experimentcli  # noqa: E402, F401
+
+
 def main(argv: Sequence[str] | None = None, client: DlaasClient | None = None) -> int:
-    """`dlaas`: every verb above is declared; parse the command line and run it."""
+    """`dlaas`: every verb above (and in api/experimentcli.py) is declared; parse the command
+    line and run it."""
     return run(argv, client)
 
 

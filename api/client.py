@@ -105,6 +105,34 @@ class DlaasClient:
         except OSError as exc:
             raise ClientError(f"{exc.filename}: {exc.strerror}") from None
 
+    def submit_experiment(self, model_zip: Path, manifest: Path, experiment: Path) -> dict:
+        try:
+            with (
+                open(model_zip, "rb") as zf,
+                open(manifest, "rb") as mf,
+                open(experiment, "rb") as ef,
+            ):
+                files = {
+                    "model_definition": (Path(model_zip).name, zf, "application/zip"),
+                    "manifest": (Path(manifest).name, mf, "application/x-yaml"),
+                    "experiment": (Path(experiment).name, ef, "application/x-yaml"),
+                }
+                return self._call("POST", "/v3/experiments", files=files)
+        except OSError as exc:
+            raise ClientError(f"{exc.filename}: {exc.strerror}") from None
+
+    def experiments(self) -> dict:
+        return self._call("GET", "/v3/experiments")
+
+    def experiment(self, experiment_id: str) -> dict:
+        return self._call("GET", f"/v3/experiments/{experiment_id}")
+
+    def cancel_experiment(self, experiment_id: str) -> dict:
+        return self._call("PATCH", f"/v3/experiments/{experiment_id}", json={"status": "halt"})
+
+    def delete_experiment(self, experiment_id: str) -> dict:
+        return self._call("DELETE", f"/v3/experiments/{experiment_id}")
+
     def list(self, offset: int = 0, limit: int = 200, every_user: bool = False) -> dict:
         params = {"offset": offset, "limit": limit}
         if every_user:

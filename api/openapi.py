@@ -205,7 +205,16 @@ SCHEMAS: dict[str, Schema] = {
             "submitted_at": TIMESTAMP,
             "resource": ref("ResourceSize"),
             "error_code": ref("ErrorCode"),
+            "experiment": {"allOf": [ref("TrialOf")], "nullable": True},
         }
+    ),
+    "TrialOf": obj(
+        {
+            "id": {"type": "string", "description": "The experiment's id"},
+            "trial": {"type": "integer", "minimum": 0},
+            "values": {"type": "object", "description": "The trial's hyperparameter values"},
+        },
+        description="The experiment the run is a trial of (null for a plain run)",
     ),
     "TokenRecord": obj(
         {
@@ -243,6 +252,9 @@ SCHEMAS: dict[str, Schema] = {
                     "token.revoke",
                     "key.rotate",
                     "node.drain",
+                    "experiment.submit",
+                    "experiment.cancel",
+                    "experiment.delete",
                 ],
             },
             "target": {"type": "string"},
@@ -368,6 +380,89 @@ SCHEMAS: dict[str, Schema] = {
             "metrics": {"type": "object", "additionalProperties": ref("MetricSeries")},
         },
         required=["model_id", "state", "source", "metrics"],
+    ),
+    "ExperimentNew": obj(
+        {
+            "experiment_id": {"type": "string"},
+            "location": {"type": "string", "description": "The experiment's URL path"},
+        }
+    ),
+    "ExperimentState": {"type": "string", "enum": ["RUNNING", "COMPLETED", "FAILED", "HALTED"]},
+    "ExperimentBest": obj(
+        {
+            "trial": {"type": "integer"},
+            "run_id": {"type": "string"},
+            "objective": {"type": "number"},
+            "objective_step": nullable({"type": "integer"}),
+            "values": {"type": "object"},
+        }
+    ),
+    "ExperimentSummary": obj(
+        {
+            "experiment_id": {"type": "string"},
+            "url": {"type": "string"},
+            "name": {"type": "string"},
+            "user": {"type": "string"},
+            "state": ref("ExperimentState"),
+            "created_at": TIMESTAMP,
+            "method": {"type": "string", "description": "As the experiment file named it"},
+            "sampler": {"type": "string", "description": "The Optuna sampler that ran"},
+            "objective": {"type": "string"},
+            "direction": {"type": "string", "enum": ["maximize", "minimize"]},
+            "trials": {
+                "type": "object",
+                "description": "planned, started, and how many are in each trial state",
+                "additionalProperties": {"type": "integer", "minimum": 0},
+            },
+            "best": {"allOf": [ref("ExperimentBest")], "nullable": True},
+        }
+    ),
+    "ExperimentList": obj(
+        {
+            "experiments": {"type": "array", "items": ref("ExperimentSummary")},
+            "total": {"type": "integer", "minimum": 0},
+        }
+    ),
+    "TrialEntry": obj(
+        {
+            "trial": {"type": "integer"},
+            "run_id": {"type": "string"},
+            "state": {
+                "type": "string",
+                "enum": ["creating", "active", "completed", "pruned", "failed", "cancelled"],
+            },
+            "run_state": {"allOf": [ref("RunState")], "nullable": True},
+            "values": {"type": "object"},
+            "objective": nullable({"type": "number"}),
+            "objective_step": nullable({"type": "integer"}),
+            "message": {"type": "string"},
+            "best": {"type": "boolean"},
+        }
+    ),
+    "ExperimentDetail": {
+        "allOf": [
+            ref("ExperimentSummary"),
+            obj(
+                {
+                    "status_message": {"type": "string"},
+                    "ended_at": nullable(TIMESTAMP),
+                    "cancel_requested": nullable({"type": "string"}),
+                    "spec": {"type": "object", "description": "The search, as the service read it"},
+                    "leaderboard": {"type": "array", "items": ref("TrialEntry")},
+                }
+            ),
+        ]
+    },
+    "ExperimentHalted": obj(
+        {"experiment_id": {"type": "string"}, "message": {"type": "string", "enum": ["halting"]}}
+    ),
+    "ExperimentDeleted": obj(
+        {
+            "experiment_id": {"type": "string"},
+            "deleted": {"type": "boolean"},
+            "message": {"type": "string"},
+        },
+        required=["experiment_id", "deleted"],
     ),
     "HaltRequest": obj(
         {"status": {"type": "string", "enum": ["halt"]}}, additionalProperties=False

@@ -12,6 +12,7 @@ from flask import current_app
 from common.artifacts import ArtifactStore
 from common.audit import AuditLog
 from common.crypto import CredentialBox
+from common.experimentstore import ExperimentStore
 from common.frameworks import Registry
 from common.nodes import NodeStore
 from common.runstore import RunStore
@@ -33,6 +34,7 @@ class Services:
     nodes: NodeStore
     audit: AuditLog
     frameworks: Registry  # what a manifest may name (settings.frameworks_file)
+    experiments: ExperimentStore
 
 
 def current_services() -> Services:

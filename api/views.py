@@ -20,6 +20,8 @@ def run_summary(run: Run) -> dict:
         "submitted_at": run.submitted_at,
         "resource": run.resource.value,
         "error_code": run.error_code.value if run.error_code else None,
+        # A trial of an experiment: its id, trial number and values.
+        "experiment": run.experiment or None,
     }
 
 

@@ -158,6 +158,15 @@ def show_run(run_id: str, env: dict[str, str]) -> None:
     print(f" ({run['error_code']}: {run.get('status_message')})" if run.get("error_code") else "")
 
 
+def show_metrics(run_id: str, env: dict[str, str]) -> None:
+    """The run's training metrics as `dlaas metrics` gives them (last, best, step of each)."""
+    print(f"\n$ dlaas metrics {run_id}")
+    table = subprocess.run(
+        [str(BIN / "dlaas"), "metrics", run_id], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    print(table.stdout or table.stderr, end="")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.splitlines()[0])
     choices = sorted(p.name for p in EXAMPLES.iterdir() if (p / "manifest.yml").is_file())
@@ -205,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         show_results(run_id, f"the local store ({folder})", _local_results(folder))
     if run_id:
         show_run(run_id, env)
+        show_metrics(run_id, env)
     print("\nThe stack is still up: `dlaas list trained-models`, `make down` to stop it.")
     return cli.returncode
 

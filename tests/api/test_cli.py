@@ -16,6 +16,7 @@ CONTRACT = {
     ("train",): ["train", "model.zip", "manifest.yml", "--wait"],
     ("list",): ["list", "trained-models"],
     ("show",): ["show", "trained-models", "training-abc"],
+    ("metrics",): ["metrics", "training-abc", "--name", "loss", "--since", "10"],
     ("delete",): ["delete", "trained-models", "training-abc"],
     ("cancel",): ["cancel", "training-runs", "training-abc"],
     ("logs",): ["logs", "training-abc", "--follow", "--since", "3"],
@@ -28,6 +29,11 @@ CONTRACT = {
     ("admin", "tokens", "revoke"): ["admin", "tokens", "revoke", "tok-1"],
     ("admin", "rotate-key"): ["admin", "rotate-key"],
     ("admin", "audit"): ["admin", "audit", "alice", "--limit", "5"],
+    ("experiments", "run"): ["experiments", "run", "m.zip", "manifest.yml", "exp.yml", "--wait"],
+    ("experiments", "list"): ["experiments", "list"],
+    ("experiments", "show"): ["experiments", "show", "experiment-abc"],
+    ("experiments", "cancel"): ["experiments", "cancel", "experiment-abc"],
+    ("experiments", "delete"): ["experiments", "delete", "experiment-abc"],
 }
 
 
@@ -106,8 +112,8 @@ class _Unreachable:
         (["nodes", "reboot"], "dlaas nodes: expected list or drain NAME, got 'reboot'"),
         (
             ["fly"],
-            "dlaas: expected train, list, show, delete, cancel, logs, monitor, nodes, "
-            "frameworks, or admin, got 'fly'",
+            "dlaas: expected train, list, show, metrics, delete, cancel, logs, monitor, nodes, "
+            "frameworks, admin, or experiments, got 'fly'",
         ),
         ([], "dlaas: expected train, list,"),
         (["show", "trained-models"], "dlaas show: the following arguments are required: ID"),
@@ -116,6 +122,15 @@ class _Unreachable:
         (["admin", "rotate-key", "now"], "dlaas admin rotate-key: unexpected 'now'"),
         (["admin", "audit", "a", "b"], "dlaas admin audit: unexpected 'b'"),
         (["logs", "training-abc", "--since", "x"], "dlaas logs: argument --since: invalid int"),
+        (
+            ["experiments", "frob"],
+            "dlaas experiments: expected run MODEL_ZIP MANIFEST EXPERIMENT, list, show ID, "
+            "cancel ID, or delete ID, got 'frob'",
+        ),
+        (
+            ["experiments", "run", "a.zip"],
+            "dlaas experiments run: the following arguments are required: MANIFEST, EXPERIMENT",
+        ),
     ],
 )
 def test_a_refused_command_line_fails_with_one_line(argv, message, capsys):
