@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 
 # `make demo-pytorch`: the PyTorch example (framework pytorch 2.13, its environment built by uv).
-.PHONY: setup demo demo-s3 demo-pytorch up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-stores bench-ratelimit bench-environments clean
+.PHONY: setup demo demo-s3 demo-pytorch up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-stores bench-ratelimit bench-environments bench-experiments clean
 
 setup: $(VENV)/.installed
 	@bash deploy/ensure-redis.sh $(VENV)
@@ -63,6 +63,9 @@ bench-ratelimit: setup
 
 bench-environments: setup
 	$(PY) -m benchmarks.environments
+
+bench-experiments: setup
+	$(PY) -m benchmarks.experiments
 
 clean: down
 	rm -rf .dlaas
