@@ -131,6 +131,17 @@ class HyperParameter:
             ctx.prec = 800
             return cast(_decimal(self.low) + (self.count() - 1) * _decimal(self.step))
 
+    def snap(self, value: float) -> float:
+        """A stepped double range's value as its user would write it: Optuna gives
+        0.35000000000000003 for 0.05 + 6 * 0.05; this is 0.35 (the point k steps from min)."""
+        if self.kind != "double_range" or self.step is None:
+            return value
+        with localcontext() as ctx:
+            ctx.prec = 800
+            low, step = _decimal(self.low), _decimal(self.step)
+            k = round((_decimal(value) - low) / step)
+            return float(low + k * step)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

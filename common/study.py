@@ -137,7 +137,7 @@ def _plain(hp: HyperParameter, value: Any) -> int | float | str:
     if hp.kind in ("int_range", "int_values"):
         return int(value)
     if hp.kind in ("double_range", "double_values"):
-        return float(value)
+        return hp.snap(float(value))
     return str(value)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from pathlib import Path
 
 import pytest
 import yaml
@@ -485,3 +486,16 @@ def test_step_ranges_stay_inside_and_step_evenly(low, width, step):
     assert values[0] == low and len(values) == hp.count()
     assert all(v <= high for v in values)
     assert values[-1] + step > high or math.isclose(values[-1] + step, high)
+
+
+def test_the_example_experiment_file_parses_and_searches_what_train_py_takes():
+    example = Path(__file__).parents[2] / "examples" / "digits"
+    spec = parse_experiment((example / "experiment.yml").read_text())
+    assert (spec.sampler, spec.objective, spec.direction) == (
+        "TPESampler",
+        "test_accuracy",
+        "maximize",
+    )
+    train = (example / "model" / "train.py").read_text()
+    for hp in spec.hyper_parameters:
+        assert f'"--{hp.name.replace("_", "-")}"' in train, hp.name

@@ -144,6 +144,8 @@ def _inside(spec: ExperimentSpec, values: dict) -> None:
         if hp.step:
             k = (value - hp.low) / hp.step
             assert abs(k - round(k)) < 1e-8, (hp, value)
+            # ... and exactly the point as the user would write it (0.7, not 0.7000000000000001)
+            assert value in hp.values(), (hp, value)
 
 
 @pytest.mark.parametrize("method", ["random", "tpe", "rbfopt"])
@@ -258,3 +260,21 @@ def test_tell_refuses_what_it_cannot_record(redis_url):
     with pytest.raises(ValueError, match="needs its objective"):
         tell(study, number)
     assert report(study, number, 0, 0.5) is False  # the NopPruner never stops a trial
+
+
+@pytest.mark.parametrize("method", ["random", "tpe"])
+def test_stepped_values_come_back_as_written(redis_url, method):
+    # Optuna gives min + k * step in floats (0.35000000000000003 for 0.05 + 6 * 0.05); a trial's
+    # values, its command and its config.json carry the point as its user would write it.
+    rates = [{"name": "lr", "double_range": {"min_value": 0.05, "max_value": 0.5, "step": 0.05}}]
+    spec = _spec(method, rates, seed=3, trials=30)
+    study = open_study(redis_url, f"exp-stepped-{method}", spec)
+    points = spec.hyper_parameters[0].values()
+    assert 0.35 in points
+    seen = set()
+    for _ in range(spec.trials):
+        number, values = ask(study, spec)
+        assert values["lr"] in points, values
+        seen.add(values["lr"])
+        tell(study, number, values["lr"])
+    assert len(seen) >= 5
