@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any
 
+from common.fields import FieldReader
+from common.fields import join as _join
+from common.fields import kind as _kind
 from common.manifest import ManifestError, load_yaml
 
 MAX_HYPER_PARAMETERS = 20
@@ -289,8 +292,10 @@ def parse_experiment(
     return _Reader(max_grid_trials).experiment(doc)
 
 
-class _Reader:
+class _Reader(FieldReader):
     """Walks the parsed document once, raising an ExperimentError at the first bad field."""
+
+    error = ExperimentError
 
     def __init__(self, max_grid_trials: int):
         self.max_grid_trials = max_grid_trials
@@ -623,29 +628,6 @@ class _Reader:
 
     # -- values ---------------------------------------------------------------------------
 
-    def mapping(self, value: Any, path: str, known: tuple[str, ...]) -> dict:
-        if not isinstance(value, dict):
-            raise ExperimentError(path, f"expected a mapping, got {_kind(value)}")
-        for key in value:
-            if not isinstance(key, str):
-                raise ExperimentError(path, f"keys must be text, got {key!r}")
-            if key not in known:
-                raise ExperimentError(
-                    _join(path, key or '""'), f"unknown field (known here: {', '.join(known)})"
-                )
-        return value
-
-    def text(self, parent: dict, key: str, path: str, required: bool = True) -> str:
-        where = _join(path, key)
-        value = parent.get(key)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            if required:
-                raise ExperimentError(where, "required")
-            return ""
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise ExperimentError(where, f"expected text, got {_kind(value)}")
-        return str(value).strip()
-
     def integer(
         self,
         parent: dict,
@@ -682,15 +664,3 @@ class _Reader:
 def _decimal(number: int | float) -> Decimal:
     # repr: the shortest text that reads back as this float, i.e. what the user wrote.
     return Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
-
-
-def _join(*parts: str) -> str:
-    return ".".join(p for p in parts if p)
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false"}.get(
-        type(value), type(value).__name__
-    )

@@ -12,6 +12,9 @@ from typing import Any
 
 import yaml
 
+from common.fields import FieldReader
+from common.fields import join as _join
+from common.fields import kind as _kind
 from common.frameworks import Registry, default_registry
 from common.metricspec import LogPattern, MetricSpecError, read_log_patterns
 from common.sizes import ResourceSize
@@ -238,34 +241,13 @@ def parse_manifest(text: str | bytes, frameworks: Registry | None = None) -> Man
     return _Reader(frameworks or default_registry()).manifest(load_yaml(text))
 
 
-class _Reader:
+class _Reader(FieldReader):
     """Walks the parsed document once, raising a ManifestError at the first bad field."""
+
+    error = ManifestError
 
     def __init__(self, frameworks: Registry):
         self.frameworks = frameworks
-
-    def mapping(self, value: Any, path: str, known: tuple[str, ...]) -> dict:
-        if not isinstance(value, dict):
-            raise ManifestError(path, f"expected a mapping, got {_kind(value)}")
-        for key in value:
-            if not isinstance(key, str):
-                raise ManifestError(path, f"keys must be text, got {key!r}")
-            if key not in known:
-                raise ManifestError(
-                    _join(path, key or '""'), f"unknown field (known here: {', '.join(known)})"
-                )
-        return value
-
-    def text(self, parent: dict, key: str, path: str, required: bool = True) -> str:
-        where = _join(path, key)
-        value = parent.get(key)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            if required:
-                raise ManifestError(where, "required")
-            return ""
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise ManifestError(where, f"expected text, got {_kind(value)}")
-        return str(value).strip()
 
     def manifest(self, doc: Any) -> Manifest:
         if doc is None:
@@ -449,15 +431,3 @@ class _Reader:
             if ".." in parts:
                 raise ManifestError(_join(conn_path, "path"), "must not contain '..'")
         return DataStore(store_type, bucket, connection)
-
-
-def _join(*parts: str) -> str:
-    return ".".join(p for p in parts if p)
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false"}.get(
-        type(value), type(value).__name__
-    )
