@@ -170,7 +170,10 @@ class ExperimentStore:
         return answer[1] if answer else None
 
     def end(self, experiment_id: str, state: ExperimentState, message: str) -> None:
+        """The experiment ended: its record, trials and study journal kept for the retention
+        (nothing writes to the journal once the experiment has ended)."""
         now = iso(utcnow())
+        study_keys = self._study_keys(experiment_id)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 keys.experiment(experiment_id),
@@ -182,14 +185,18 @@ class ExperimentStore:
                 },
             )
             pipe.srem(keys.active_experiments(), experiment_id)
-            for key in (keys.experiment(experiment_id), keys.experiment_trials(experiment_id)):
+            kept = (keys.experiment(experiment_id), keys.experiment_trials(experiment_id))
+            for key in (*kept, *study_keys):
                 pipe.expire(key, self.retention_seconds)
             pipe.execute()
 
+    def _study_keys(self, experiment_id: str) -> list[str]:
+        prefix = keys.experiment_study_prefix(experiment_id)
+        return list(self.redis.scan_iter(match=f"{prefix}*", count=500))
+
     def delete(self, experiment: Experiment) -> None:
         """The record, its trials and its study's journal (the trial runs are the caller's)."""
-        prefix = keys.experiment_study_prefix(experiment.id)
-        study_keys = list(self.redis.scan_iter(match=f"{prefix}*", count=500))
+        study_keys = self._study_keys(experiment.id)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.experiment(experiment.id), keys.experiment_trials(experiment.id))
             if study_keys:

@@ -13,7 +13,8 @@ joins to its own names with another `:`:
     <prefix>:snapshot     string  Optuna's pickled replay of the journal, rewritten every 100th
                                   trial, read when a storage opens (so: Redis must stay trusted)
 
-No TTLs: the keys stay until the experiment's own cleanup deletes them.
+No TTLs while the experiment runs; when it ends they get the retention of its record
+(common/experimentstore.py), and its delete takes them at once.
 """
 
 from __future__ import annotations

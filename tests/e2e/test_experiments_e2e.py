@@ -20,6 +20,7 @@ import pytest
 import requests
 import yaml
 
+from common import keys
 from common import study as studies
 from common.experiment import parse_experiment
 from tests.conftest import ROOT, manifest_yaml
@@ -474,6 +475,12 @@ def test_reaching_the_target_ends_the_experiment_early(sweep_stack):
     )
     assert best["objective"] >= 0.5
     assert final["trials"]["started"] == 1 < final["trials"]["planned"] == 6
+    # Ended: its record, trials and Optuna journal are kept for the retention, then go.
+    client = stack.redis.client(0)
+    prefix = keys.experiment_study_prefix(final["experiment_id"])
+    kept = [keys.experiment(final["experiment_id"]), keys.experiment_trials(final["experiment_id"])]
+    kept += list(client.scan_iter(match=f"{prefix}*"))
+    assert len(kept) > 3 and all(client.ttl(key) > 0 for key in kept), kept
 
 
 def test_too_many_failed_trials_fail_the_experiment_and_delete_takes_it_all(sweep_stack):
