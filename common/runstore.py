@@ -428,7 +428,7 @@ def _enter(run: Run, state: RunState, message: str, code: ErrorCode | None = Non
 
 def _forget(pipe, run_id: str, user: str) -> None:
     """Every key and index entry of the run, in `pipe`."""
-    pipe.delete(keys.run(run_id), keys.history(run_id), keys.lease(run_id))
+    pipe.delete(keys.run(run_id), keys.history(run_id), keys.lease(run_id), keys.live_log(run_id))
     pipe.delete(*RunMetrics(pipe, run_id).all_keys())
     pipe.zrem(keys.user_runs(user), run_id)
     pipe.srem(keys.active_runs(), run_id)

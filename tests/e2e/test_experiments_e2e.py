@@ -510,6 +510,10 @@ def test_too_many_failed_trials_fail_the_experiment_and_delete_takes_it_all(swee
         )
     listed = requests.get(f"{stack.api_url}/v3/experiments", headers=stack.headers(), timeout=10)
     assert experiment_id not in {e["experiment_id"] for e in listed.json()["experiments"]}
+    # Nothing of it is left in Redis: not the experiment's keys, not its runs' (their logs too).
+    client = stack.redis.client(0)
+    for name in (experiment_id, *runs):
+        assert list(client.scan_iter(match=f"dlaas:*{name}*")) == [], name
 
 
 def test_deleting_a_running_experiment_cancels_then_removes_it(sweep_stack):
