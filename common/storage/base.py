@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+STREAM_CHUNK = 1 << 20  # what stream() yields at a time
 
 
 class StorageError(RuntimeError):
@@ -101,6 +103,11 @@ class ObjectStore(Protocol):
     def put_file(self, src: Path, bucket: str, key: str) -> None: ...
 
     def get_file(self, bucket: str, key: str, dest: Path) -> None: ...
+
+    def stream(self, bucket: str, key: str) -> tuple[int, Iterator[bytes]]:
+        """One object's size and its bytes, in chunks of STREAM_CHUNK as they are read. A
+        missing object raises StorageError (user_fault) here, before the first chunk."""
+        ...
 
     def delete(self, bucket: str, key: str) -> None:
         """Remove one object; a missing one is not an error."""

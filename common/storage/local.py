@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 from common.storage.base import (
+    STREAM_CHUNK,
     ObjectInfo,
     StorageError,
     TransferProgress,
@@ -141,6 +142,27 @@ class LocalStore:
                 f"{self.description}: {bucket}/{key} does not exist", user_fault=True
             )
         self._copy(source, dest)
+
+    def stream(self, bucket: str, key: str) -> tuple[int, Iterator[bytes]]:
+        source = self._object(bucket, key)
+        try:
+            f = open(source, "rb")  # noqa: SIM115  (closed by the generator)
+            size = os.fstat(f.fileno()).st_size
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise StorageError(
+                f"{self.description}: {bucket}/{key} does not exist", user_fault=True
+            ) from None
+        except OSError as exc:
+            raise StorageError(
+                f"{self.description}: cannot read {bucket}/{key}: {exc.strerror or exc}"
+            ) from None
+
+        def chunks() -> Iterator[bytes]:
+            with f:
+                while chunk := f.read(STREAM_CHUNK):
+                    yield chunk
+
+        return size, chunks()
 
     def delete(self, bucket: str, key: str) -> None:
         target = self._object(bucket, key)

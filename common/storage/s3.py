@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +27,7 @@ from s3transfer.exceptions import (
 from s3transfer.subscribers import BaseSubscriber
 
 from common.storage.base import (
+    STREAM_CHUNK,
     ObjectInfo,
     StorageError,
     TransferProgress,
@@ -38,6 +39,7 @@ from common.storage.base import (
 
 USER_FAULTS = {
     "NoSuchBucket": "bucket does not exist",
+    "NoSuchKey": "object does not exist",
     "InvalidAccessKeyId": "credentials refused (access key unknown)",
     "SignatureDoesNotMatch": "credentials refused (wrong secret key)",
     "AccessDenied": "access denied",
@@ -252,6 +254,23 @@ class S3Store:
             self.client.download_file(bucket, key, str(dest), Config=TRANSFER)
         except Exception as exc:
             raise self._error(exc, bucket, f"cannot read {key}") from None
+
+    def stream(self, bucket: str, key: str) -> tuple[int, Iterator[bytes]]:
+        try:
+            answer = self.client.get_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            raise self._error(exc, bucket, f"cannot read {key}") from None
+        body = answer["Body"]
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from body.iter_chunks(STREAM_CHUNK)
+            except Exception as exc:
+                raise self._error(exc, bucket, f"cannot read {key}") from None
+            finally:
+                body.close()
+
+        return int(answer["ContentLength"]), chunks()
 
     def delete(self, bucket: str, key: str) -> None:
         try:

@@ -4,13 +4,15 @@ an auth_url ending in /auth/v1.0) or Keystone v3 (user, password, project, domai
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from swiftclient.client import Connection
 from swiftclient.exceptions import ClientException
 from swiftclient.service import SwiftError, SwiftService, SwiftUploadObject
 
 from common.storage.base import (
+    STREAM_CHUNK,
     ObjectInfo,
     StorageError,
     TransferProgress,
@@ -55,6 +57,24 @@ class SwiftStore:
                 os_region_name=connection.get("region"),
             )
         self.options = options
+        # The same credentials for swiftclient's Connection, which streams one object's GET.
+        self.connection_options = {
+            "authurl": auth_url,
+            "user": connection["user_name"],
+            "key": connection["password"],
+            "retries": 3,
+        }
+        if options["auth_version"] == "3":
+            self.connection_options.update(
+                auth_version="3",
+                os_options={
+                    "project_id": options["os_project_id"],
+                    "project_name": options["os_project_name"],
+                    "user_domain_name": options["os_user_domain_name"],
+                    "project_domain_name": options["os_project_domain_name"],
+                    "region_name": options["os_region_name"],
+                },
+            )
 
     def _service(self) -> SwiftService:
         return SwiftService(options=self.options)
@@ -184,6 +204,24 @@ class SwiftStore:
                     self._check(result, bucket, f"cannot read {key}")
             except (SwiftError, ClientException) as exc:
                 raise self._error(exc, bucket, f"cannot read {key}") from None
+
+    def stream(self, bucket: str, key: str) -> tuple[int, Iterator[bytes]]:
+        connection = Connection(**self.connection_options)
+        try:
+            headers, body = connection.get_object(bucket, key, resp_chunk_size=STREAM_CHUNK)
+        except (ClientException, SwiftError, OSError) as exc:
+            connection.close()
+            raise self._error(exc, bucket, f"cannot read {key}") from None
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from body
+            except (ClientException, OSError) as exc:
+                raise self._error(exc, bucket, f"cannot read {key}") from None
+            finally:
+                connection.close()
+
+        return int(headers["content-length"]), chunks()
 
     def delete(self, bucket: str, key: str) -> None:
         with self._service() as service:

@@ -300,6 +300,25 @@ def test_a_missing_object_is_a_storage_error_naming_it(swift, buckets, tmp_path)
 
 
 @pytest.mark.parametrize("kind", ["s3", "swift"])
+def test_stream_gives_an_objects_bytes_in_chunks_and_refuses_a_missing_one(swift, buckets, kind):
+    if kind == "s3":
+        store = S3Store(swift["s3_endpoint"], "test:tester", "testing")
+    else:
+        store = SwiftStore(
+            {"auth_url": swift["auth_v1"], "user_name": "test:tester", "password": "testing"}
+        )
+    body = os.urandom(2_500_000)  # three chunks of the stream's 1 MiB
+    buckets.put_object(Bucket="sw-results", Key=f"stream/{kind}.bin", Body=body)
+    size, chunks = store.stream("sw-results", f"stream/{kind}.bin")
+    pieces = list(chunks)
+    assert size == len(body) and b"".join(pieces) == body and len(pieces) >= 3
+    with pytest.raises(StorageError) as caught:
+        store.stream("sw-results", "no/such/object")
+    assert caught.value.user_fault
+    assert "bucket 'sw-results': cannot read no/such/object" in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["s3", "swift"])
 def test_the_artifact_store_can_be_a_bucket_shared_by_api_and_workers(
     stack, workers, swift, buckets, tmp_path, kind
 ):
@@ -407,6 +426,12 @@ def test_run_with_keystone_v3_credentials(stack, workers, keystone, keystone_buc
         assert f"{run_id}/{expected}" in keys
     keystone_buckets.get_file("ks-results", f"{run_id}/seen.txt", tmp_path / "seen.txt")
     assert (tmp_path / "seen.txt").read_text() == "a.csv\nnested\n"
+    # Its results stream back through the service with the same Keystone credentials.
+    url = f"{stack.api_url}/v3/models/{run_id}/results"
+    listed = requests.get(url, headers=stack.headers(), timeout=10).json()["files"]
+    assert {"seen.txt", "model.bin"} <= {f["path"] for f in listed}
+    got = requests.get(f"{url}/seen.txt", headers=stack.headers(), timeout=10)
+    assert got.status_code == 200 and got.content == b"a.csv\nnested\n"
 
 
 def test_keystone_wrong_password_is_c103(stack, workers, keystone, keystone_buckets):
