@@ -56,6 +56,7 @@ def create_app(
     from api.models import bp as models_bp
     from api.nodes import bp as nodes_bp
     from api.openapi import bp as openapi_bp
+    from api.results import bp as results_bp
     from api.runmetrics import bp as runmetrics_bp
 
     app.register_blueprint(health_bp)
@@ -64,6 +65,7 @@ def create_app(
     app.register_blueprint(frameworks_bp)
     app.register_blueprint(logs_bp)
     app.register_blueprint(runmetrics_bp)
+    app.register_blueprint(results_bp)
     app.register_blueprint(experiments_bp)
     app.register_blueprint(metrics_bp)
     app.register_blueprint(openapi_bp)

@@ -11,11 +11,16 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
 
 from api.client import ClientError, DlaasClient
 from api.commands import COMMANDS, GROUPS, Printer, arg, group, parse, run, verb
 from common.clock import iso_seconds
 from common.states import RunState, cli_name, is_terminal
+from common.storage import StorageError
+from common.storage.base import target_inside
 
 # The nouns of the classic `bx ml` verbs, which had both `show trained-models` and `show
 # training-runs` for the two views of one run. Here the run and its trained model are one
@@ -26,6 +31,7 @@ TRAINING_RUNS = "training-runs"
 EITHER = (TRAINED_MODELS, TRAINING_RUNS)
 TRAINING_FIRST = (TRAINING_RUNS, TRAINED_MODELS)
 
+PROGRESS_FROM = 8 << 20  # files from this size on get a progress bar on stderr
 RUN_ID = arg("run_id", metavar="ID", help="the run's Model-ID (training-…)")
 
 
@@ -255,6 +261,59 @@ def _metrics(client: DlaasClient, args, out: Printer) -> int:
         for point in series[args.name]["points"]:
             out.say(f"{point['step']:>8}  {point['value']:>12.6g}  {iso_seconds(point['time'])}")
     return 0
+
+
+@verb(
+    "download",
+    "download a run's results through the service: all, one file, or a folder",
+    RUN_ID,
+    arg("path", metavar="PATH", nargs="?", help="a file or folder of its results (default: all)"),
+    arg("--to", metavar="DIR", help="the folder they go in, as in the bucket (default: ./ID)"),
+)
+def _download(client: DlaasClient, args, out: Printer) -> int:
+    """Download the run's result files (what it wrote to RESULT_DIR, its logs under
+    learner-1/, its submitted code) from its results store, whatever its type; a progress bar
+    for each large file."""
+    listing = client.results(args.run_id)
+    chosen = _chosen(listing, args.path)
+    root = Path(args.to or args.run_id)
+    done = 0
+    for f in chosen:
+        try:
+            dest = target_inside(root, f["path"])
+        except StorageError as exc:
+            raise ClientError(f"{f['path']}: {exc}") from None
+        with tqdm(
+            total=f["size"],
+            unit="B",
+            unit_scale=True,
+            desc=f["path"],
+            file=sys.stderr,
+            disable=out.as_json or f["size"] < PROGRESS_FROM,
+            leave=True,
+        ) as bar:
+            done += client.download(args.run_id, f["path"], dest, bar.update)
+        out.say(f"  {f['path']}  {f['size']} bytes")
+    out.data({**listing, "files": chosen, "to": str(root)})
+    out.say(f"Downloaded {len(chosen)} files ({done} bytes) to {root}")
+    out.say("OK")
+    return 0
+
+
+def _chosen(listing: dict, path: str | None) -> list[dict]:
+    """The listed files that PATH names: itself, or those in the folder it names; all without."""
+    files = listing["files"]
+    if path is None:
+        return files
+    folder = path.strip("/") + "/"
+    chosen = [f for f in files if f["path"] == path.strip("/") or f["path"].startswith(folder)]
+    if not chosen:
+        known = ", ".join(f["path"] for f in files[:5]) + (", ..." if len(files) > 5 else "")
+        raise ClientError(
+            f"{listing['model_id']} has no result file or folder {path!r} "
+            f"(its files: {known or 'none yet'})"
+        )
+    return chosen
 
 
 @verb(

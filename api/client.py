@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from urllib.parse import quote
 
 import requests
 
 DEFAULT_URL = "http://127.0.0.1:18080"
 ENV_FILE = Path(".dlaas") / "env"
+DOWNLOAD_CHUNK = 1 << 20
 
 
 class ClientError(RuntimeError):
@@ -157,6 +159,41 @@ class DlaasClient:
     def metrics(self, run_id: str, name: str | None = None, since: int = 0) -> dict:
         params = {"since": since, **({"name": name} if name else {})}
         return self._call("GET", f"/v3/models/{run_id}/metrics", params=params)
+
+    def results(self, run_id: str) -> dict:
+        """The files in the run's results folder: {files: [{path, size}], ...}."""
+        return self._call("GET", f"/v3/models/{run_id}/results")
+
+    def download(
+        self, run_id: str, path: str, dest: Path, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """One result file streamed to `dest` (through `dest.part`, renamed once whole); its
+        size. `progress` hears each chunk's length."""
+        url = f"/v3/models/{run_id}/results/{quote(path, safe='/')}"
+        partial = dest.with_name(dest.name + ".part")
+        written = 0
+        try:
+            with self._request("GET", url, stream=True) as response:
+                expected = int(response.headers.get("Content-Length", -1))
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with open(partial, "wb") as out:
+                    for chunk in response.iter_content(DOWNLOAD_CHUNK):
+                        out.write(chunk)
+                        written += len(chunk)
+                        if progress:
+                            progress(len(chunk))
+            if expected >= 0 and written != expected:
+                raise ClientError(
+                    f"{path}: the transfer ended at {written} of {expected} bytes (try again)"
+                )
+            os.replace(partial, dest)
+        except OSError as exc:
+            raise ClientError(f"{exc.filename or dest}: {exc.strerror or exc}") from None
+        except requests.RequestException as exc:
+            raise ClientError(f"{path}: the transfer broke off: {exc}") from None
+        finally:
+            partial.unlink(missing_ok=True)
+        return written
 
     def logs(self, run_id: str, since: int = 0) -> tuple[str, int]:
         """The log from line `since`: (text, the next line number)."""

@@ -248,6 +248,7 @@ SCHEMAS: dict[str, Schema] = {
                     "run.submit",
                     "run.cancel",
                     "run.delete",
+                    "run.download",
                     "token.create",
                     "token.revoke",
                     "key.rotate",
@@ -380,6 +381,35 @@ SCHEMAS: dict[str, Schema] = {
             "metrics": {"type": "object", "additionalProperties": ref("MetricSeries")},
         },
         required=["model_id", "state", "source", "metrics"],
+    ),
+    "ResultList": obj(
+        {
+            "model_id": {"type": "string"},
+            "state": ref("RunState"),
+            "results_location": obj(
+                {
+                    "type": {
+                        "type": "string",
+                        "description": "The store type: local, s3 or bluemix_objectstore (Swift)",
+                    },
+                    "bucket": {"type": "string"},
+                    "prefix": {"type": "string", "description": "The run's folder: `<id>/`"},
+                }
+            ),
+            "files": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "path": {
+                            "type": "string",
+                            "description": "In the run's folder (GET results/<path>)",
+                        },
+                        "size": {"type": "integer", "description": "Bytes"},
+                    }
+                ),
+            },
+            "total_bytes": {"type": "integer"},
+        }
     ),
     "ExperimentNew": obj(
         {

@@ -17,6 +17,7 @@ CONTRACT = {
     ("list",): ["list", "trained-models"],
     ("show",): ["show", "trained-models", "training-abc"],
     ("metrics",): ["metrics", "training-abc", "--name", "loss", "--since", "10"],
+    ("download",): ["download", "training-abc", "learner-1/", "--to", "out"],
     ("delete",): ["delete", "trained-models", "training-abc"],
     ("cancel",): ["cancel", "training-runs", "training-abc"],
     ("logs",): ["logs", "training-abc", "--follow", "--since", "3"],
@@ -112,8 +113,8 @@ class _Unreachable:
         (["nodes", "reboot"], "dlaas nodes: expected list or drain NAME, got 'reboot'"),
         (
             ["fly"],
-            "dlaas: expected train, list, show, metrics, delete, cancel, logs, monitor, nodes, "
-            "frameworks, admin, or experiments, got 'fly'",
+            "dlaas: expected train, list, show, metrics, download, delete, cancel, logs, monitor, "
+            "nodes, frameworks, admin, or experiments, got 'fly'",
         ),
         ([], "dlaas: expected train, list,"),
         (["show", "trained-models"], "dlaas show: the following arguments are required: ID"),
@@ -122,6 +123,8 @@ class _Unreachable:
         (["admin", "rotate-key", "now"], "dlaas admin rotate-key: unexpected 'now'"),
         (["admin", "audit", "a", "b"], "dlaas admin audit: unexpected 'b'"),
         (["logs", "training-abc", "--since", "x"], "dlaas logs: argument --since: invalid int"),
+        (["download"], "dlaas download: the following arguments are required: ID"),
+        (["download", "training-abc", "a", "b"], "dlaas download: unexpected 'b'"),
         (
             ["experiments", "frob"],
             "dlaas experiments: expected run MODEL_ZIP MANIFEST EXPERIMENT, list, show ID, "
