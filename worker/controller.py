@@ -14,7 +14,6 @@ cancelled: `dlaas:experiments:events`) and looks at every running experiment eac
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -48,11 +47,11 @@ from common.manifest import Manifest
 from common.metrics import RunMetrics
 from common.run import Run
 from common.runstore import InvalidTransition, RunNotFound, RunStore
-from common.settings import Settings, SettingsError
+from common.settings import Settings
 from common.states import RunState
 from common.submission import new_run, queue_run
 from common.taskqueue import enqueue_run, make_celery
-from worker.activelock import ActiveLock
+from worker.activelock import ActiveLock, start_service
 
 log = logging.getLogger("dlaas.controller")
 
@@ -358,18 +357,10 @@ def reaches(spec: ExperimentSpec, value: float) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dlaas-controller", description=__doc__)
-    parser.add_argument("--loglevel", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"dlaas-controller: {exc}", file=sys.stderr)
+    started = start_service("dlaas-controller", __doc__, argv)
+    if started is None:
         return 2
-    connection = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    settings, connection = started
     controller = Controller(settings, connection, make_celery(settings, main="dlaas-controller"))
     print(
         f"dlaas-controller {controller.identity}: every "

@@ -8,7 +8,6 @@ DOWNLOADING, PROCESSING or STORING whose lease has lapsed is given one more leas
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import socket
@@ -21,10 +20,10 @@ import redis
 from common import keys
 from common.artifacts import ArtifactStore
 from common.runstore import InvalidTransition, RunNotFound, RunStore
-from common.settings import Settings, SettingsError
+from common.settings import Settings
 from common.states import ACTIVE, ErrorCode, RunState
 from common.taskqueue import enqueue_run, make_celery
-from worker.activelock import ActiveLock
+from worker.activelock import ActiveLock, start_service
 
 log = logging.getLogger("dlaas.reconciler")
 
@@ -117,18 +116,10 @@ class Reconciler:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dlaas-reconciler", description=__doc__)
-    parser.add_argument("--loglevel", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"dlaas-reconciler: {exc}", file=sys.stderr)
+    started = start_service("dlaas-reconciler", __doc__, argv)
+    if started is None:
         return 2
-    connection = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    settings, connection = started
     celery = make_celery(settings, main="dlaas-reconciler")
     reconciler = Reconciler(settings, connection, lambda rid, size: enqueue_run(celery, rid, size))
     print(
