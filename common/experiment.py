@@ -448,18 +448,10 @@ class _Reader(FieldReader):
                 _join(item, "name"),
                 f"unknown parameter {param_name!r} (known: {', '.join(METHOD_PARAMETERS)})",
             )
-        given = [k for k in VALUE_KEYS if k in fields]
-        if len(given) != 1:
-            raise ExperimentError(
-                item,
-                f"give exactly one of {', '.join(VALUE_KEYS)}, got "
-                + (", ".join(given) if given else "none"),
-            )
+        given = self.exactly_one(fields, VALUE_KEYS, item)
         expected = METHOD_PARAMETERS[param_name]
-        if given[0] != expected:
-            raise ExperimentError(
-                _join(item, given[0]), f"{param_name} takes {expected}, not {given[0]}"
-            )
+        if given != expected:
+            raise ExperimentError(_join(item, given), f"{param_name} takes {expected}, not {given}")
         return param_name, expected, fields[expected]
 
     def method_value(self, param_name: str, value_key: str, value: Any, item: str) -> Any:
@@ -519,14 +511,7 @@ class _Reader(FieldReader):
             )
         if len(name) > MAX_NAME_LENGTH:
             raise ExperimentError(_join(item, "name"), f"longer than {MAX_NAME_LENGTH} characters")
-        given = [k for k in kinds if k in fields]
-        if len(given) != 1:
-            raise ExperimentError(
-                item,
-                f"give exactly one of {', '.join(kinds)}, got "
-                + (", ".join(given) if given else "none"),
-            )
-        kind = given[0]
+        kind = self.exactly_one(fields, kinds, item)
         where = _join(item, kind)
         if kind in RANGE_KINDS:
             return self.range(name, kind, fields[kind], where)
@@ -627,6 +612,17 @@ class _Reader(FieldReader):
         )
 
     # -- values ---------------------------------------------------------------------------
+
+    def exactly_one(self, fields: dict, choices: tuple[str, ...], path: str) -> str:
+        """The one of `choices` that `fields` holds; an error when none or several."""
+        given = [k for k in choices if k in fields]
+        if len(given) != 1:
+            raise ExperimentError(
+                path,
+                f"give exactly one of {', '.join(choices)}, got "
+                + (", ".join(given) if given else "none"),
+            )
+        return given[0]
 
     def integer(
         self,

@@ -173,32 +173,19 @@ def test_grid_is_the_product_of_the_values():
 
 
 def test_grid_may_run_fewer_trials_than_points_but_not_more():
-    spec = parse_experiment(
-        _grid_text(
-            [{"name": "x", "int_values": [1, 2, 3]}],
-            method={
-                "name": "grid",
-                "parameters": [
-                    {"name": "objective", "string_value": "loss"},
-                    {"name": "num_optimizer_steps", "int_value": 2},
-                ],
-            },
-        )
-    )
-    assert spec.trials == 2
+    def steps(n: int) -> str:
+        method = {
+            "name": "grid",
+            "parameters": [
+                {"name": "objective", "string_value": "loss"},
+                {"name": "num_optimizer_steps", "int_value": n},
+            ],
+        }
+        return _grid_text([{"name": "x", "int_values": [1, 2, 3]}], method=method)
+
+    assert parse_experiment(steps(2)).trials == 2
     with pytest.raises(ExperimentError) as err:
-        parse_experiment(
-            _grid_text(
-                [{"name": "x", "int_values": [1, 2, 3]}],
-                method={
-                    "name": "grid",
-                    "parameters": [
-                        {"name": "objective", "string_value": "loss"},
-                        {"name": "num_optimizer_steps", "int_value": 4},
-                    ],
-                },
-            )
-        )
+        parse_experiment(steps(4))
     assert err.value.field == f"{HPO}.method.parameters"
     assert "3 points" in err.value.problem
 
