@@ -146,8 +146,9 @@ def show(experiment_id: str):
     spec = ExperimentSpec.from_dict(experiment.spec)
     leaderboard = []
     best = best_trial(spec.direction, trials)
+    runs = {run.id: run for run in services.runs.records([t.run_id for t in trials])}
     for trial in ranked(spec, trials):
-        run = services.runs.get(trial.run_id)
+        run = runs.get(trial.run_id)
         leaderboard.append(
             {
                 "trial": trial.number,

@@ -171,9 +171,10 @@ class RunStore:
                 pipe.hget(keys.run(run_id), "submitted_at")
             stamps = pipe.execute()
         ordered = [i for s, i in sorted(zip(stamps, ids, strict=True), reverse=True) if s]
-        return self._records(ordered[offset : offset + limit]), len(ordered)
+        return self.records(ordered[offset : offset + limit]), len(ordered)
 
-    def _records(self, ids: list[str]) -> list[Run]:
+    def records(self, ids: list[str]) -> list[Run]:
+        """The runs of these ids that exist, in their order, in one round trip."""
         with self.redis.pipeline(transaction=False) as pipe:
             for run_id in ids:
                 pipe.hgetall(keys.run(run_id))
@@ -195,7 +196,7 @@ class RunStore:
         if gone:
             self.redis.zrem(index, *gone)  # their records passed retention
         live = [run_id for run_id, ok in zip(ids, alive, strict=True) if ok]
-        return self._records(live[offset : offset + limit]), len(live)
+        return self.records(live[offset : offset + limit]), len(live)
 
     def transition(
         self,
