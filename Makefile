@@ -35,6 +35,7 @@ demo-pytorch: up
 	$(PY) -m deploy.demo --example pytorch-mlp
 
 test: setup
+	@bash deploy/ensure-chromium.sh
 	$(PY) -m pytest
 
 test-unit: setup

@@ -17,6 +17,7 @@ from common.experimentstore import ExperimentStore
 from common.frameworks import Registry
 from common.nodes import NodeStore
 from common.runstore import RunStore
+from common.sessions import SessionStore
 from common.settings import Settings
 from common.taskqueue import make_celery
 from common.tokens import TokenRegistry
@@ -46,6 +47,7 @@ def create_app(
         audit=AuditLog(redis_client, settings.audit_max_entries),
         frameworks=frameworks,
         experiments=ExperimentStore(redis_client, settings.retention_seconds),
+        sessions=SessionStore(redis_client, settings.session_hours),
     )
     from api.admin import bp as admin_bp
     from api.experiments import bp as experiments_bp
@@ -55,13 +57,17 @@ def create_app(
     from api.metrics import bp as metrics_bp
     from api.models import bp as models_bp
     from api.nodes import bp as nodes_bp
+    from api.nodes import queues_bp
     from api.openapi import bp as openapi_bp
     from api.results import bp as results_bp
     from api.runmetrics import bp as runmetrics_bp
+    from api.ui import bp as ui_bp
+    from api.ui import root_bp as ui_root_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(models_bp)
     app.register_blueprint(nodes_bp)
+    app.register_blueprint(queues_bp)
     app.register_blueprint(frameworks_bp)
     app.register_blueprint(logs_bp)
     app.register_blueprint(runmetrics_bp)
@@ -70,5 +76,7 @@ def create_app(
     app.register_blueprint(metrics_bp)
     app.register_blueprint(openapi_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(ui_bp)
+    app.register_blueprint(ui_root_bp)
     register_error_handlers(app)
     return app

@@ -33,6 +33,12 @@ from common.tokens import Principal, TokenRegistry, TokensFileError
 log = logging.getLogger(__name__)
 View = TypeVar("View", bound=Callable)
 
+# The dashboard's session cookie (HttpOnly, SameSite=Strict: api/ui.py sets it), and the
+# header its scripts send the session's CSRF token in.
+SESSION_COOKIE = "dlaas_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 class Access(str, Enum):
     """Who may call a view; views carry it as their `access` attribute."""
@@ -89,18 +95,42 @@ def _authenticate() -> Principal:
         return found
     services = current_services()
     header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)")
+    session_id = request.cookies.get(SESSION_COOKIE, "")
     try:
-        principal = services.tokens.resolve(token.strip())
+        if header or not session_id:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)")
+            principal = services.tokens.resolve(token.strip())
+            if principal is None:
+                raise ApiError(401, "invalid token")
+        else:
+            principal = _session_principal(session_id)
     except TokensFileError as exc:
         log.error("%s", exc)
         raise ApiError(503, "service misconfigured: the tokens file cannot be used") from None
-    if principal is None:
-        raise ApiError(401, "invalid token")
     _rate_limit(services.tokens, principal, services.settings.requests_per_minute)
     g.dlaas_principal = principal
+    return principal
+
+
+def _session_principal(session_id: str) -> Principal:
+    """The dashboard's caller, from its session cookie. A request that changes something must
+    also carry the session's CSRF token in `X-CSRF-Token` (a cross-site page cannot read it),
+    and come from this site if the browser says where it comes from (`Origin`)."""
+    services = current_services()
+    session = services.sessions.get(session_id)
+    if session is None:
+        raise ApiError(401, "signed out or session expired: sign in again", code="signed_out")
+    if request.method not in SAFE_METHODS:
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != request.host_url.rstrip("/"):
+            raise ApiError(403, f"cross-site request refused (Origin {origin})", code="csrf")
+        if not session.csrf_matches(request.headers.get(CSRF_HEADER, "")):
+            raise ApiError(403, f"missing or wrong {CSRF_HEADER} header", code="csrf")
+    principal = services.tokens.resolve_hash(session.token_hash)
+    if principal is None:
+        raise ApiError(401, "the token of this session was revoked: sign in again")
     return principal
 
 

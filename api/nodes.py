@@ -1,16 +1,18 @@
-"""`/v3/nodes`: the fleet's workers, and draining one (admins only)."""
+"""`/v3/nodes`: the fleet's workers, and draining one (admins only); `/v3/queues`: the runs
+waiting on each size's queue."""
 
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from api.auth import admin_only, audit, authenticated
+from api.auth import admin_only, audit, authenticated, caller
 from api.errors import ApiError
 from api.openapi import contract, json_response, path_param, ref
 from api.services import current_services
 from common.sizes import ResourceSize, queue_name
 
 bp = Blueprint("nodes", __name__, url_prefix="/v3/nodes")
+queues_bp = Blueprint("queues", __name__, url_prefix="/v3/queues")
 
 
 @bp.get("")
@@ -49,3 +51,32 @@ def drain(name: str):
         )
     audit("node.drain", name)
     return jsonify({"name": name, "status": "draining"}), 202
+
+
+@queues_bp.get("")
+@authenticated
+@contract(
+    "The runs waiting on each size's queue, in order: the caller's own named, other users' "
+    "counted (admins see every run's name and owner)",
+    tag="nodes",
+    ok={200: json_response("Each size's queue", ref("QueueList"))},
+)
+def list_queues():
+    principal = caller()
+    waiting: dict[str, list[dict]] = {size.value: [] for size in ResourceSize}
+    for run in current_services().runs.pending():
+        queue = waiting[run.resource.value]
+        shown = principal.admin or run.user == principal.user
+        queue.append(
+            {
+                "position": len(queue) + 1,
+                "model_id": run.id if shown else None,
+                "name": run.name if shown else None,
+                "user": run.user if shown else None,
+                "submitted_at": run.submitted_at,
+                "gpu_count": run.gpu_count,
+            }
+        )
+    return jsonify(
+        {"queues": [{"size": size, "pending": len(q), "runs": q} for size, q in waiting.items()]}
+    )

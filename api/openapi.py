@@ -205,6 +205,9 @@ SCHEMAS: dict[str, Schema] = {
             "submitted_at": TIMESTAMP,
             "resource": ref("ResourceSize"),
             "error_code": ref("ErrorCode"),
+            "ended_at": nullable(TIMESTAMP),
+            "worker": nullable({"type": "string", "description": "The node it runs or ran on"}),
+            "status_message": {"type": "string", "description": "Why it failed, in words"},
             "experiment": {"allOf": [ref("TrialOf")], "nullable": True},
         }
     ),
@@ -256,6 +259,9 @@ SCHEMAS: dict[str, Schema] = {
                     "experiment.submit",
                     "experiment.cancel",
                     "experiment.delete",
+                    "session.sign_in",
+                    "session.sign_out",
+                    "session.refused",
                 ],
             },
             "target": {"type": "string"},
@@ -287,14 +293,11 @@ SCHEMAS: dict[str, Schema] = {
             obj(
                 {
                     "updated_at": nullable(TIMESTAMP),
-                    "ended_at": nullable(TIMESTAMP),
                     "framework": obj({"name": {"type": "string"}, "version": {"type": "string"}}),
                     "gpu_count": {"type": "integer", "minimum": 0},
                     "command": {"type": "string"},
-                    "worker": nullable({"type": "string"}),
                     "gpus": {"type": "array", "items": {"type": "integer"}},
                     "exit_code": nullable({"type": "integer"}),
-                    "status_message": {"type": "string"},
                     "usage": {"type": "object", "description": "What the run used, so far"},
                     "progress": {"type": "object", "description": "The transfer going on"},
                     "results_location": obj(
@@ -552,6 +555,30 @@ SCHEMAS: dict[str, Schema] = {
         description="An environment the node's cache holds, built",
     ),
     "NodeList": obj({"nodes": {"type": "array", "items": ref("Node")}}),
+    "QueueList": obj(
+        {
+            "queues": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "size": ref("ResourceSize"),
+                        "pending": {"type": "integer", "minimum": 0},
+                        "runs": {"type": "array", "items": ref("QueuedRun")},
+                    }
+                ),
+            }
+        }
+    ),
+    "QueuedRun": obj(
+        {
+            "position": {"type": "integer", "minimum": 1},
+            "model_id": nullable({"type": "string", "description": "null: another user's"}),
+            "name": nullable({"type": "string"}),
+            "user": nullable({"type": "string"}),
+            "submitted_at": TIMESTAMP,
+            "gpu_count": {"type": "integer", "minimum": 0},
+        }
+    ),
     "Draining": obj(
         {"name": {"type": "string"}, "status": {"type": "string", "enum": ["draining"]}}
     ),

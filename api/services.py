@@ -16,6 +16,7 @@ from common.experimentstore import ExperimentStore
 from common.frameworks import Registry
 from common.nodes import NodeStore
 from common.runstore import RunStore
+from common.sessions import SessionStore
 from common.settings import Settings
 from common.tokens import TokenRegistry
 
@@ -35,6 +36,7 @@ class Services:
     audit: AuditLog
     frameworks: Registry  # what a manifest may name (settings.frameworks_file)
     experiments: ExperimentStore
+    sessions: SessionStore  # the dashboard's browser sessions
 
 
 def current_services() -> Services:

@@ -20,6 +20,9 @@ def run_summary(run: Run) -> dict:
         "submitted_at": run.submitted_at,
         "resource": run.resource.value,
         "error_code": run.error_code.value if run.error_code else None,
+        "ended_at": run.ended_at or None,
+        "worker": run.worker or None,  # the node it ran on (or runs on)
+        "status_message": run.status_message,  # why a failed run failed, in words
         # A trial of an experiment: its id, trial number and values.
         "experiment": run.experiment or None,
     }
@@ -43,14 +46,11 @@ def run_detail(run: Run, history: list[HistoryEntry], metrics: dict | None = Non
     return {
         **run_summary(run),
         "updated_at": run.updated_at or None,
-        "ended_at": run.ended_at or None,
         "framework": {"name": run.framework_name, "version": run.framework_version},
         "gpu_count": run.gpu_count,
         "command": run.command,
-        "worker": run.worker or None,
         "gpus": run.gpus,
         "exit_code": run.exit_code,
-        "status_message": run.status_message,
         "usage": run.usage,
         "progress": run.progress,
         "results_location": {

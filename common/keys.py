@@ -38,6 +38,8 @@ dlaas:experiments:active          set     none; ids of RUNNING experiments
 dlaas:experiments:events          list    none; experiment ids with news (a trial run ended, a
                                           cancel, a new experiment): the controller BLPOPs it
 dlaas:controller                  string  lock TTL; the id of the one active experiment controller
+dlaas:session:<sha256 of id>      string  DLAAS_SESSION_HOURS; a browser session: JSON {user,
+                                          token_hash, csrf, created_at} (common/sessions.py)
 
 Celery owns its own keys on the same Redis: the queues `dlaas.small`, `dlaas.medium`,
 `dlaas.large` (lists, see common/sizes.py), `unacked*`, `_kombu.*` and
@@ -152,3 +154,7 @@ def experiment_events() -> str:
 
 def controller_lock() -> str:
     return f"{PREFIX}:controller"
+
+
+def session(session_hash: str) -> str:
+    return f"{PREFIX}:session:{session_hash}"

@@ -412,6 +412,15 @@ class RunStore:
 
         return self._atomically(body, key)
 
+    def pending(self) -> list[Run]:
+        """Every user's PENDING runs, oldest submission first (the order the queues of each
+        size serve them in, but for a run handed back, which went to the back of its queue)."""
+        ids: set[str] = set()
+        for key in self.redis.scan_iter(match=keys.user_queued("*"), count=500):
+            ids |= self.redis.smembers(key)
+        runs = [r for r in self.records(sorted(ids)) if r.state is RunState.PENDING]
+        return sorted(runs, key=lambda r: (r.submitted_at, r.id))
+
 
 class _NotPending(Exception):
     """A claim found the run already claimed or ended."""

@@ -337,6 +337,12 @@ class Settings(BaseSettings):
         description="API requests per token per minute, counted in Redis across API processes "
         "(0: no limit)",
     )
+    session_hours: float = Field(
+        12,
+        gt=0,
+        description="how long a browser sign-in lasts (the dashboard's session cookie, kept "
+        "server-side in Redis)",
+    )
     audit_max_entries: int = Field(100_000, description="cap of the audit stream in Redis")
     result_expires_seconds: int = Field(
         7 * 24 * 3600,

@@ -156,7 +156,11 @@ class TokenRegistry:
         return int(self.file().users.get(user, {}).get(name, default))
 
     def resolve(self, token: str) -> Principal | None:
-        hashed = hash_token(token)
+        return self.resolve_hash(hash_token(token))
+
+    def resolve_hash(self, hashed: str) -> Principal | None:
+        """The principal of the token with this hash (a browser session keeps only the hash,
+        so a token revoked or removed from the file ends its sessions too)."""
         user = self.file().tokens.get(hashed)
         if user is None:
             record = self.redis.hget(keys.tokens(), hashed)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from api.client import read_env_file
 from common.layout import TRAINING_LOG_KEY
 from common.requirements import REQUIREMENTS_FILE
 from deploy.swift import s3_client
@@ -215,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     if run_id:
         show_run(run_id, env)
         show_metrics(run_id, env)
+    url = read_env_file(HOME / "env").get("DLAAS_URL", "")
+    if run_id and url:
+        print(f"\nIn a browser: {url}/ui/runs/{run_id} (sign in with DLAAS_TOKEN of .dlaas/env)")
     print("\nThe stack is still up: `dlaas list trained-models`, `make down` to stop it.")
     return cli.returncode
 

@@ -23,6 +23,10 @@ from api.openapi import IGNORED_METHODS, document
 from common.settings import Settings
 from tests.conftest import make_zip, manifest_yaml
 
+# The dashboard's pages (api/ui.py) are HTML for a browser, not the API: no @contract; the
+# browser tests (tests/e2e/test_dashboard.py) cover them.
+UI_ENDPOINTS = ("ui.", "ui_root.")
+
 # Examples per operation and generation phase: ~11 operations stay well under a minute.
 FUZZ_EXAMPLES = 100
 CHECKS = [
@@ -49,7 +53,7 @@ def _flask_operations(tmp_path) -> set[tuple[str, str]]:
     app = _app(tmp_path)
     found = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        if rule.endpoint == "static" or rule.endpoint.startswith(UI_ENDPOINTS):
             continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         found |= {(path, method) for method in rule.methods - IGNORED_METHODS}
@@ -95,7 +99,7 @@ def test_the_access_rule_above_a_view_is_the_one_documented(tmp_path):
     doc = document(app)
     for rule in app.url_map.iter_rules():
         view = app.view_functions[rule.endpoint]
-        if rule.endpoint == "static":
+        if rule.endpoint == "static" or rule.endpoint.startswith(UI_ENDPOINTS):
             continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         for method in rule.methods - IGNORED_METHODS:

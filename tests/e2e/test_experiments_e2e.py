@@ -19,6 +19,7 @@ import optuna
 import pytest
 import requests
 import yaml
+from playwright.sync_api import expect
 
 from common import keys
 from common import study as studies
@@ -224,7 +225,9 @@ def grid_order(hyper_parameters: list, seed: int) -> list[dict]:
     return order
 
 
-def test_a_hopeless_trial_is_stopped_early_by_the_median_rule(sweep_stack):
+@pytest.fixture(scope="module")
+def pruned_experiment(sweep_stack) -> dict:
+    """An experiment of three trials, one at a time, whose third is hopeless: its final view."""
     stack = sweep_stack
     # One trial at a time: two sound learning rates, then one that diverges. The seed is one
     # under which Optuna's GridSampler (as the service builds it) takes the bad one last.
@@ -237,7 +240,11 @@ def test_a_hopeless_trial_is_stopped_early_by_the_median_rule(sweep_stack):
     command = "python3 train.py --data ${DATA_DIR} --epochs 8 --pause 0.4"
     answer = submit(stack, experiment, command=command)
     assert answer.status_code == 201, answer.text
-    final = wait_experiment(stack, answer.json()["experiment_id"])
+    return wait_experiment(stack, answer.json()["experiment_id"])
+
+
+def test_a_hopeless_trial_is_stopped_early_by_the_median_rule(sweep_stack, pruned_experiment):
+    stack, final = sweep_stack, pruned_experiment
     assert final["state"] == "COMPLETED", final["status_message"]
     by_rate = {e["values"]["learning_rate"]: e for e in final["leaderboard"]}
     assert by_rate[0.3]["state"] == by_rate[0.35]["state"] == "completed"
@@ -263,6 +270,47 @@ def test_a_hopeless_trial_is_stopped_early_by_the_median_rule(sweep_stack):
         earlier.append(next(p["value"] for p in series if p["step"] == step))
     assert median == pytest.approx(statistics.median(earlier), rel=1e-5)
     assert value < median
+
+
+def test_the_experiment_page_shows_the_leaderboard_every_trials_curve_and_the_stopped_one(
+    sweep_stack, pruned_experiment, visit
+):
+    final = pruned_experiment
+    visitor = visit("alice")
+    page = visitor.page
+    page.goto(f"/ui/experiments/{final['experiment_id']}")
+    rows = page.locator("#leaderboard tbody tr")
+    expect(rows).to_have_count(3)
+    # The leaderboard's order and best are the service's; the hopeless trial is marked.
+    shown = rows.evaluate_all("rs => rs.map(r => Number(r.dataset.trial))")
+    assert shown == [e["trial"] for e in final["leaderboard"]]
+    best = final["best"]["trial"]
+    expect(page.locator(f'#leaderboard tr[data-trial="{best}"] .best-mark')).to_have_text("★ best")
+    (hopeless,) = [e for e in final["leaderboard"] if e["state"] == "pruned"]
+    stopped = page.locator(f'#leaderboard tr[data-trial="{hopeless["trial"]}"]')
+    expect(stopped).to_have_class("stopped-early")
+    expect(stopped).to_contain_text("stopped early: test_accuracy")
+    # One chart, a line per trial: each trial's objective points, as the service has them.
+    chart = page.locator("figure.chart")
+    expect(chart).to_have_count(1)
+    expect(chart.locator(".u-legend .u-series")).to_have_count(1 + 3)  # the step axis, 3 trials
+    expect(chart.locator(".u-legend")).to_contain_text(f"trial {best} (best)")
+    expect(chart.locator(".u-legend")).to_contain_text(f"trial {hopeless['trial']} (stopped early)")
+    steps = set()
+    for entry in final["leaderboard"]:
+        series = requests.get(
+            f"{sweep_stack.api_url}/v3/models/{entry['run_id']}/metrics",
+            params={"name": "test_accuracy"},
+            headers=sweep_stack.headers(),
+            timeout=10,
+        ).json()["metrics"]["test_accuracy"]["points"]
+        steps |= {p["step"] for p in series}
+    expect(chart).to_have_attribute("data-points", str(len(steps)))
+    visitor.shot("experiment")
+    page.goto("/ui/experiments/")
+    listed = page.locator(f'#experiments tr[data-experiment-id="{final["experiment_id"]}"]')
+    expect(listed).to_contain_text("completed")
+    visitor.shot("experiments")
 
 
 def test_the_standby_controller_carries_on_after_a_sigkill(sweep_stack):
