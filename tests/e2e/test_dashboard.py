@@ -115,6 +115,11 @@ def test_the_log_follows_live_and_cancel_from_the_page_halts_the_run(visit, stac
     stack.bucket("data"), stack.bucket("results")
     run_id = stack.submit(manifest_yaml(command=TICKS, name="ticking"))
     visitor = visit("alice")
+    # The runs list, open in a second tab, follows the run without a reload.
+    listing = visitor.context.new_page()
+    listing.goto("/ui/")
+    row = listing.locator(f'#runs tr[data-run-id="{run_id}"]')
+    expect(row).to_contain_text("processing", timeout=60_000)
     page = visitor.page
     page.goto(f"/ui/runs/{run_id}")
     expect(page.locator("#log")).to_contain_text("tick ", timeout=60_000)
@@ -140,6 +145,8 @@ def test_the_log_follows_live_and_cancel_from_the_page_halts_the_run(visit, stac
     done = stack.wait_ended(run_id, timeout=60)
     assert done["state"] == "HALTED"
     expect(page.locator("#run-state")).to_have_text("halted", timeout=15_000)
+    expect(row).to_contain_text("halted", timeout=15_000)
+    expect(row).to_contain_text(done["worker"])
     # What the CLI's cancel does: the same request, recorded as alice's in the audit.
     audit = api(stack, "GET", "/v3/admin/audit", params={"limit": 1000}).json()
     cancels = [e for e in audit["entries"] if e["action"] == "run.cancel"]
