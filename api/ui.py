@@ -78,13 +78,13 @@ def runs():
 
 @bp.get("/runs/<run_id>")
 def run(run_id: str):
-    found = _signed_in()
-    if found is not None:
-        principal = found[1]
-        record = current_services().runs.get(run_id) if is_run_id(run_id) else None
-        if record is None or (record.user != principal.user and not principal.admin):
-            return _missing(f"no training run {run_id!r}")
-    return _page("run.html", run_id=run_id)
+    services = current_services()
+    return _owned_page(
+        "run.html",
+        lambda: services.runs.get(run_id) if is_run_id(run_id) else None,
+        f"no training run {run_id!r}",
+        run_id=run_id,
+    )
 
 
 @bp.get("/experiments/")
@@ -94,17 +94,27 @@ def experiments():
 
 @bp.get("/experiments/<experiment_id>")
 def experiment(experiment_id: str):
+    services = current_services()
+    return _owned_page(
+        "experiment.html",
+        lambda: (
+            services.experiments.get(experiment_id) if is_experiment_id(experiment_id) else None
+        ),
+        f"no experiment {experiment_id!r}",
+        experiment_id=experiment_id,
+    )
+
+
+def _owned_page(template: str, find, missing: str, **context) -> Response:
+    """The page of a run or experiment (`find()` reads it) that the visitor may see; another
+    user's answers exactly like a missing one, as the API does."""
     found = _signed_in()
     if found is not None:
         principal = found[1]
-        record = (
-            current_services().experiments.get(experiment_id)
-            if is_experiment_id(experiment_id)
-            else None
-        )
+        record = find()
         if record is None or (record.user != principal.user and not principal.admin):
-            return _missing(f"no experiment {experiment_id!r}")
-    return _page("experiment.html", experiment_id=experiment_id)
+            return _missing(missing)
+    return _page(template, **context)
 
 
 @bp.get("/fleet")

@@ -107,6 +107,16 @@ def wait_experiment(stack, experiment_id: str, timeout: float = 300, until=None)
     raise AssertionError(f"{experiment_id}: {shown(stack, experiment_id)}")
 
 
+def objective_points(stack, run_id: str) -> list[dict]:
+    """The trial run's test_accuracy points, as the service has them."""
+    return requests.get(
+        f"{stack.api_url}/v3/models/{run_id}/metrics",
+        params={"name": "test_accuracy"},
+        headers=stack.headers(),
+        timeout=10,
+    ).json()["metrics"]["test_accuracy"]["points"]
+
+
 def run_of(stack, run_id: str) -> dict:
     return requests.get(
         f"{stack.api_url}/v3/models/{run_id}", headers=stack.headers(), timeout=10
@@ -261,12 +271,7 @@ def test_a_hopeless_trial_is_stopped_early_by_the_median_rule(sweep_stack, prune
     assert step < 8  # stopped before its last epoch
     earlier = []
     for rate in (0.3, 0.35):
-        series = requests.get(
-            f"{stack.api_url}/v3/models/{by_rate[rate]['run_id']}/metrics",
-            params={"name": "test_accuracy"},
-            headers=stack.headers(),
-            timeout=10,
-        ).json()["metrics"]["test_accuracy"]["points"]
+        series = objective_points(stack, by_rate[rate]["run_id"])
         earlier.append(next(p["value"] for p in series if p["step"] == step))
     assert median == pytest.approx(statistics.median(earlier), rel=1e-5)
     assert value < median
@@ -298,13 +303,7 @@ def test_the_experiment_page_shows_the_leaderboard_every_trials_curve_and_the_st
     expect(chart.locator(".u-legend")).to_contain_text(f"trial {hopeless['trial']} (stopped early)")
     steps = set()
     for entry in final["leaderboard"]:
-        series = requests.get(
-            f"{sweep_stack.api_url}/v3/models/{entry['run_id']}/metrics",
-            params={"name": "test_accuracy"},
-            headers=sweep_stack.headers(),
-            timeout=10,
-        ).json()["metrics"]["test_accuracy"]["points"]
-        steps |= {p["step"] for p in series}
+        steps |= {p["step"] for p in objective_points(sweep_stack, entry["run_id"])}
     expect(chart).to_have_attribute("data-points", str(len(steps)))
     visitor.shot("experiment")
     page.goto("/ui/experiments/")
