@@ -155,6 +155,10 @@ function runsPage() {
     }
     const page = await api("/v3/models?" + query);
     tbody.replaceChildren(...page.models.map(runRow));
+    // For benchmarks/browser.py: when the first rows were on the page (ms since navigation).
+    if (page.models.length && !performance.getEntriesByName("dlaas:first-rows").length) {
+      performance.mark("dlaas:first-rows");
+    }
     const shown = page.models.length;
     count.textContent = page.total
       ? `${offset + 1}–${offset + shown} of ${page.total} runs`
