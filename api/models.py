@@ -23,7 +23,7 @@ from common.manifest import Manifest, ManifestError, StoreType, parse_manifest
 from common.modelzip import ModelZipError, ZipLimits, check_zip
 from common.requirements import REQUIREMENTS_FILE, RequirementsError, parse_requirements
 from common.run import Run
-from common.runstore import InvalidTransition, Quota, QuotaExceeded, RunNotFound
+from common.runstore import InvalidTransition, Quota, QuotaExceeded, RunFilter, RunNotFound
 from common.states import RunState
 from common.storage import StorageError, resolve_local_root
 from common.submission import new_run, queue_run
@@ -212,18 +212,32 @@ def submit():
 @contract(
     "List the user's runs (or every user's, `all=true`), newest first",
     tag="models",
+    description="`state`, `name` and `experiment` keep only the runs that match each one given "
+    "(all of them); `total` and `next_offset` count those.",
     params=[
         LIMIT.parameter(),
         OFFSET.parameter(),
         query_param(
             "all", "Every user's runs (admins only)", {"type": "string", "enum": ["true", "false"]}
         ),
+        query_param(
+            "state",
+            "Only the runs in this state",
+            {"type": "string", "enum": [s.value for s in RunState]},
+        ),
+        query_param(
+            "name", "Only the runs whose name contains this, in any case", {"type": "string"}
+        ),
+        query_param(
+            "experiment", "Only the trials of this experiment (its id)", {"type": "string"}
+        ),
     ],
     ok={200: json_response("One page of runs", ref("RunList"))},
     errors=(400, 403),
 )
 def list_runs():
-    """The caller's runs; `?all=true` every user's (admins)."""
+    """The caller's runs; `?all=true` every user's (admins); filtered by `state`, `name`,
+    `experiment`."""
     services = current_services()
     principal = caller()
     limit = LIMIT.read()
@@ -231,11 +245,21 @@ def list_runs():
     every = request.args.get("all", "false")
     if every not in ("true", "false"):
         raise ApiError(400, "all: expected true or false", field="all")
+    state = request.args.get("state")
+    try:
+        where = RunFilter(
+            state=RunState(state) if state is not None else None,
+            name=request.args.get("name", ""),
+            experiment=request.args.get("experiment", ""),
+        )
+    except ValueError:
+        states = ", ".join(s.value for s in RunState)
+        raise ApiError(400, f"state: expected one of {states}", field="state") from None
     if every == "true":
         ensure_admin(principal, "listing every user's runs")
-        runs, total = services.runs.list_all(offset, limit)
+        runs, total = services.runs.list_all(offset, limit, where)
     else:
-        runs, total = services.runs.list_for_user(principal.user, offset, limit)
+        runs, total = services.runs.list_for_user(principal.user, offset, limit, where)
     return jsonify(
         {
             "models": [run_summary(r) for r in runs],

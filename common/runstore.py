@@ -4,7 +4,7 @@ fenced by attempt, leases, cancel requests, delete."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import redis
@@ -16,6 +16,9 @@ from common.run import HistoryEntry, Run, encode_fields
 from common.states import ACTIVE, ErrorCode, RunState, can_transition
 
 _MAX_WATCH_RETRIES = 100
+# Runs lists: the most ids a page reads at once past expired ones, or checks among the oldest.
+_MAX_PAGE_READ = 1000
+_FILTER_READ = 2000  # runs whose fields a filtered list reads in one command
 
 # Refresh the lease when this worker holds it, or take it back when it lapsed (after a Redis
 # outage, say) while the run is still active under the same attempt; otherwise 0: the claim
@@ -60,6 +63,49 @@ def lease_value(worker: str, attempt: int) -> str:
 class Quota:
     max_queued: int = 0  # 0: no limit
     max_active: int = 0
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a list keeps: each criterion given must hold (AND); none given, all."""
+
+    state: RunState | None = None
+    name: str = ""  # a part of the run's name, in any case
+    experiment: str = ""  # an experiment's id: its trials
+
+    def __post_init__(self):
+        # Worked out once, not once per run read.
+        object.__setattr__(self, "_name", self.name.casefold())
+        # The id as the record's JSON holds it (common/run.py encode_fields): a quick test
+        # that rules out most runs before their JSON is read.
+        object.__setattr__(self, "_quoted", json.dumps(self.experiment))
+
+    def __bool__(self) -> bool:
+        return self.state is not None or bool(self.name) or bool(self.experiment)
+
+    def fields(self) -> tuple[str, ...]:
+        """The stored fields keeps() reads: the state always (every record has one)."""
+        return ("state",) + tuple(name for name in ("name", "experiment") if getattr(self, name))
+
+    def keeps(self, stored: dict[str, str | None]) -> bool:
+        """Whether a run whose stored fields (those of fields()) are these is kept."""
+        if self.state is not None and stored["state"] != self.state.value:
+            return False
+        if self.name and self._name not in (stored["name"] or "").casefold():
+            return False
+        if self.experiment:
+            experiment = stored["experiment"]
+            if not experiment or self._quoted not in experiment:
+                return False
+            return json.loads(experiment).get("id") == self.experiment
+        return True
+
+
+def _batch(needed: int, met: int) -> int:
+    """How many ids a page reads next, having met `met` expired ones: what it still needs,
+    more past expired ones (ended runs expire in about the order they were submitted in, so
+    one often has more beside it)."""
+    return max(1, min(_MAX_PAGE_READ, max(needed, 2 * met)))
 
 
 class QuotaExceeded(Exception):
@@ -163,40 +209,200 @@ class RunStore:
                 unreadable.append(run_id)
         return done, unreadable
 
-    def list_all(self, offset: int = 0, limit: int = 50) -> tuple[list[Run], int]:
-        """Every user's runs, newest first (admins), and how many there are in all."""
-        ids = self.all_ids()
-        with self.redis.pipeline(transaction=False) as pipe:
-            for run_id in ids:
-                pipe.hget(keys.run(run_id), "submitted_at")
-            stamps = pipe.execute()
-        ordered = [i for s, i in sorted(zip(stamps, ids, strict=True), reverse=True) if s]
-        return self.records(ordered[offset : offset + limit]), len(ordered)
+    def list_all(
+        self, offset: int = 0, limit: int = 50, where: RunFilter | None = None
+    ) -> tuple[list[Run], int]:
+        """Every user's runs (admins), as list_for_user gives one user's: the users' indexes
+        (found by SCAN) merged newest first."""
+        indexes = sorted(
+            set(self.redis.scan_iter(match=keys.user_runs("*"), count=1000, _type="zset"))
+        )
+        return self._list(indexes, offset, limit, where)
 
     def records(self, ids: list[str]) -> list[Run]:
         """The runs of these ids that exist, in their order, in one round trip."""
+        return [run for run in self._fetch(ids) if run is not None]
+
+    def _fetch(self, ids: list[str]) -> list[Run | None]:
+        """The run of each id (None where there is no record), in one round trip."""
         with self.redis.pipeline(transaction=False) as pipe:
             for run_id in ids:
                 pipe.hgetall(keys.run(run_id))
             records = pipe.execute()
-        return [Run.from_dict(r) for r in records if r]
+        return [Run.from_dict(r) if r else None for r in records]
 
     def active_ids(self) -> list[str]:
         return sorted(self.redis.smembers(keys.active_runs()))
 
-    def list_for_user(self, user: str, offset: int = 0, limit: int = 50) -> tuple[list[Run], int]:
-        """The user's runs, newest first, and how many there are in all."""
-        index = keys.user_runs(user)
-        ids = self.redis.zrevrange(index, 0, -1)
+    def list_for_user(
+        self, user: str, offset: int = 0, limit: int = 50, where: RunFilter | None = None
+    ) -> tuple[list[Run], int]:
+        """The user's runs, newest first, those `where` keeps (all, without one), from
+        `offset`; and how many there are in all.
+
+        Unfiltered, only the page is read: its ids from the index (positions offset on), then
+        their records. An id whose record is gone (an ended run's expires after the
+        retention: `_write`) leaves the index when met, and the ids after it are read
+        instead, until the page is full or the index ends. The oldest ids, those submitted
+        longer ago than the retention (only they can have expired by it), are checked too.
+        So the total, the index's size less what was pruned, counts no expired record in the
+        usual case; but it can count one that expired and was not met yet (past the first
+        _MAX_PAGE_READ of those old ids, or expired early by a store with a shorter
+        retention than this one's, or evicted), until a list meets it; offsets are positions
+        among those too.
+
+        Filtered, every id is read, with only the fields the filter needs, and each expired
+        one met pruned: the total is exact."""
+        return self._list([keys.user_runs(user)], offset, limit, where)
+
+    def _list(
+        self, indexes: list[str], offset: int, limit: int, where: RunFilter | None
+    ) -> tuple[list[Run], int]:
+        """The page of the runs of these indexes (merged newest first), and their total."""
+        if where:
+            return self._filtered(indexes, where, offset, limit)
+        cutoff = f"({self._expiry_cutoff()}"
         with self.redis.pipeline(transaction=False) as pipe:
-            for run_id in ids:
+            for index in indexes:
+                pipe.zcard(index)
+                pipe.zrangebyscore(index, "-inf", cutoff, 0, _MAX_PAGE_READ)
+            answers = pipe.execute()
+        total = sum(answers[0::2])
+        old = dict(zip(indexes, answers[1::2], strict=True))
+        runs: list[Run] = []
+        pruned = met = 0
+        wanted = limit
+        while True:
+            # The pruned ones made room: the ids that follow start where the page got to.
+            window = self._window(indexes, offset + len(runs), wanted)
+            found = self._fetch([run_id for run_id, _ in window])
+            gone: dict[str, list[str]] = {}
+            for (run_id, index), run in zip(window, found, strict=True):
+                if run is None:
+                    gone.setdefault(index, []).append(run_id)
+                else:
+                    runs.append(run)
+            if not gone or len(runs) >= limit:
+                pruned += self._prune(gone)
+                break  # full, or the indexes ended (fewer came than asked, none gone)
+            met += sum(len(ids) for ids in gone.values())
+            pruned += self._prune(gone)
+            wanted = _batch(limit - len(runs), met)
+        pruned += self._prune_expired(old)
+        return runs[:limit], total - pruned
+
+    def _window(self, indexes: list[str], start: int, count: int) -> list[tuple[str, str]]:
+        """(run id, its index) at positions start to start + count - 1 of the indexes merged
+        newest first (by score; then by id, as ZREVRANGE orders equal scores)."""
+        if len(indexes) == 1:
+            ids = self.redis.zrevrange(indexes[0], start, start + count - 1)
+            return [(run_id, indexes[0]) for run_id in ids]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for index in indexes:  # each one's newest, as many as the window could take
+                pipe.zrevrange(index, 0, start + count - 1, withscores=True)
+            tops = pipe.execute()
+        merged = sorted(
+            (
+                (score, run_id, index)
+                for index, top in zip(indexes, tops, strict=True)
+                for run_id, score in top
+            ),
+            reverse=True,
+        )
+        return [(run_id, index) for _, run_id, index in merged[start : start + count]]
+
+    def _filtered(
+        self, indexes: list[str], where: RunFilter, offset: int, limit: int
+    ) -> tuple[list[Run], int]:
+        """The page of the runs `where` keeps in these indexes (merged newest first), and how
+        many it keeps: every run's fields that `where` reads (_stored), then the page's
+        records. Ids whose record is gone leave their index."""
+        fields = where.fields()
+        kept: dict[str, list[str]] = {}
+        gone: dict[str, list[str]] = {}
+        for index in indexes:
+            mine = kept[index] = []
+            for run_id, values in self._stored(index, fields):
+                if values[0] is None:  # no state: no record
+                    gone.setdefault(index, []).append(run_id)
+                elif where.keeps(dict(zip(fields, values, strict=True))):
+                    mine.append(run_id)
+        self._prune(gone)
+        if len(indexes) == 1:
+            ordered = kept[indexes[0]]
+        else:  # merged by the kept ones' scores
+            with self.redis.pipeline(transaction=False) as pipe:
+                for index, ids in kept.items():
+                    if ids:
+                        pipe.zmscore(index, ids)
+                scores = iter(pipe.execute())
+            ordered = [
+                run_id
+                for _, run_id in sorted(
+                    (
+                        (score or 0.0, run_id)
+                        for ids in kept.values()
+                        if ids
+                        for run_id, score in zip(ids, next(scores), strict=True)
+                    ),
+                    reverse=True,
+                )
+            ]
+        # A record whose retention ended (or that was deleted) in between is left out.
+        return self.records(ordered[offset : offset + limit]), len(ordered)
+
+    def _stored(self, index: str, fields: tuple[str, ...]) -> Iterator[tuple[str, list]]:
+        """(run id, the values of these fields of its record, None where there is none) for
+        each id of the index, newest first. Read by SORT BY nosort (which keeps the index's
+        order) with a GET per field, which Redis reads from the run hashes itself: one reply
+        of _FILTER_READ runs, rather than as many HMGET (whose packing and parsing here cost
+        three times as much), and no longer a command than that (Redis serves no one else
+        meanwhile). An id that a submission meanwhile pushed into the next read comes once."""
+        get = ["#", *(f"{keys.run('*')}->{name}" for name in fields)]
+        step = len(get)
+        seen: set[str] = set()
+        start = 0
+        while True:
+            flat = self.redis.sort(
+                index, start=start, num=_FILTER_READ, by="nosort", desc=True, get=get
+            )
+            for at in range(0, len(flat), step):
+                if flat[at] not in seen:
+                    seen.add(flat[at])
+                    yield flat[at], flat[at + 1 : at + step]
+            if len(flat) < _FILTER_READ * step:
+                return
+            start += _FILTER_READ
+
+    def _expiry_cutoff(self) -> float:
+        """The index score (submission epoch seconds) before which a run's record may have
+        expired: an ended run's expires `retention_seconds` after its end, which is after
+        its submission."""
+        return utcnow().timestamp() - self.retention_seconds
+
+    def _prune_expired(self, candidates: dict[str, list[str]]) -> int:
+        """Removes those of these ids (by index) whose record is gone; how many were."""
+        pairs = [(index, run_id) for index, ids in candidates.items() for run_id in ids]
+        if not pairs:
+            return 0
+        with self.redis.pipeline(transaction=False) as pipe:
+            for _, run_id in pairs:
                 pipe.exists(keys.run(run_id))
-            alive = pipe.execute()
-        gone = [run_id for run_id, ok in zip(ids, alive, strict=True) if not ok]
-        if gone:
-            self.redis.zrem(index, *gone)  # their records passed retention
-        live = [run_id for run_id, ok in zip(ids, alive, strict=True) if ok]
-        return self.records(live[offset : offset + limit]), len(live)
+            there = pipe.execute()
+        gone: dict[str, list[str]] = {}
+        for (index, run_id), ok in zip(pairs, there, strict=True):
+            if not ok:
+                gone.setdefault(index, []).append(run_id)
+        return self._prune(gone)
+
+    def _prune(self, gone: dict[str, list[str]]) -> int:
+        """Removes these ids (of records gone: expired) from their indexes; how many were."""
+        if not gone:
+            return 0
+        with self.redis.pipeline(transaction=False) as pipe:
+            for index, ids in gone.items():
+                pipe.zrem(index, *ids)
+            return sum(pipe.execute())
 
     def transition(
         self,
