@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 
 # `make demo-pytorch`: the PyTorch example (framework pytorch 2.13, its environment built by uv).
-.PHONY: setup demo demo-s3 demo-pytorch up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-stores bench-ratelimit bench-environments bench-experiments clean
+.PHONY: setup demo demo-s3 demo-pytorch up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-stores bench-ratelimit bench-environments bench-experiments bench-runslist clean
 
 setup: $(VENV)/.installed
 	@bash deploy/ensure-redis.sh $(VENV)
@@ -67,6 +67,9 @@ bench-environments: setup
 
 bench-experiments: setup
 	$(PY) -m benchmarks.experiments
+
+bench-runslist: setup
+	$(PY) -m benchmarks.runslist
 
 clean: down
 	rm -rf .dlaas
