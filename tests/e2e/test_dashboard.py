@@ -111,6 +111,34 @@ def test_the_demo_run_is_listed_and_its_page_shows_timeline_curves_usage_results
     assert not [url for url in visitor.visited if token in url]
 
 
+def test_the_runs_list_filters_by_state_and_name_and_shows_why_a_run_failed(
+    visit,
+    stack,
+    example_run,  # noqa: F811
+):
+    run_id = example_run[0]
+    failed = stack.submit(manifest_yaml(command="echo bad >&2; exit 3", name="Filtered-Fail"))
+    shown = stack.wait_ended(failed)
+    assert shown["state"] == "FAILED"
+    visitor = visit("alice")
+    page = visitor.page
+    example_row = page.locator(f'#runs tr[data-run-id="{run_id}"]')
+    failed_row = page.locator(f'#runs tr[data-run-id="{failed}"]')
+    expect(failed_row.locator("td.reason")).to_contain_text(shown["error_code"])
+    page.select_option("#filters select[name=state]", "FAILED")
+    expect(example_row).to_have_count(0)
+    expect(failed_row).to_be_visible()
+    states = page.locator("#runs tbody tr .state").all_inner_texts()
+    assert states and set(states) == {"failed"}
+    page.fill("#filters input[name=name]", "filtered-f")  # a part of the name, any case
+    expect(page.locator("#runs tbody tr")).to_have_count(1)
+    expect(page.locator("#count")).to_have_text("1–1 of 1 runs")
+    visitor.shot("runs-filtered")
+    page.select_option("#filters select[name=state]", "")
+    page.fill("#filters input[name=name]", "")
+    expect(example_row).to_be_visible()
+
+
 def test_the_log_follows_live_and_cancel_from_the_page_halts_the_run(visit, stack, workers):
     stack.bucket("data"), stack.bucket("results")
     run_id = stack.submit(manifest_yaml(command=TICKS, name="ticking"))
