@@ -18,6 +18,13 @@ from common.states import ErrorCode, RunState
 pytestmark = pytest.mark.integration
 
 
+def _created(store: RunStore, runs: list[Run]) -> list[str]:
+    """Stores the runs in their order (oldest first); their ids."""
+    for run in runs:
+        store.create(run)
+    return [run.id for run in runs]
+
+
 def _run(user: str = "alice", name: str = "r") -> Run:
     return Run(
         id=new_run_id(),
@@ -213,11 +220,14 @@ def _listed(store: RunStore, user: str | None = None, **criteria) -> tuple[list[
 
 def test_filters_keep_state_name_and_experiment_together_and_count_what_they_keep(store_redis):
     store = RunStore(store_redis, retention_seconds=3600)
-    made = []  # oldest first
-    for i, name in enumerate(["ResNet-a", "bert-1", "BERT-2", "resnet-b", "mlp", "Bert-3"]):
-        run = _trial("alice", name, "experiment-aaaaaaaaa", i) if i % 2 else _run("alice", name)
-        store.create(run)
-        made.append(run.id)
+    names = ["ResNet-a", "bert-1", "BERT-2", "resnet-b", "mlp", "Bert-3"]
+    made = _created(  # oldest first
+        store,
+        [
+            _trial("alice", name, "experiment-aaaaaaaaa", i) if i % 2 else _run("alice", name)
+            for i, name in enumerate(names)
+        ],
+    )
     store.create(_run("bob", "bert-bob"))
     store.transition(made[1], RunState.FAILED, "exit 1", ErrorCode.COMMAND_FAILED)
     store.transition(made[2], RunState.FAILED, "exit 1", ErrorCode.COMMAND_FAILED)
@@ -258,11 +268,7 @@ def test_filters_keep_state_name_and_experiment_together_and_count_what_they_kee
 
 def test_a_page_read_past_expired_records_prunes_them_and_fills_up(store_redis):
     store = RunStore(store_redis, retention_seconds=3600)
-    made = []
-    for i in range(12):
-        run = _run("alice", f"r{i}")
-        store.create(run)
-        made.append(run.id)
+    made = _created(store, [_run("alice", f"r{i}") for i in range(12)])
     newest = made[::-1]
     index = keys.user_runs("alice")
     # Records gone by retention: three inside the first page, one further down.
@@ -288,11 +294,7 @@ def test_a_page_read_past_expired_records_prunes_them_and_fills_up(store_redis):
 
 def test_a_long_stretch_of_expired_records_is_read_through(store_redis):
     store = RunStore(store_redis, retention_seconds=3600)
-    made = []
-    for i in range(60):
-        run = _run("alice", f"r{i}")
-        store.create(run)
-        made.append(run.id)
+    made = _created(store, [_run("alice", f"r{i}") for i in range(60)])
     for run_id in made[:55]:  # the oldest ones expire first
         store_redis.delete(keys.run(run_id))
     page, total = store.list_for_user("alice", limit=10)
@@ -356,11 +358,7 @@ def test_ids_older_than_the_retention_are_checked_so_the_total_counts_no_expired
     store_redis,
 ):
     store = RunStore(store_redis, retention_seconds=3600)
-    made = []
-    for i in range(10):
-        run = _run("alice" if i != 1 else "bob", f"r{i}")
-        store.create(run)
-        made.append(run.id)
+    made = _created(store, [_run("alice" if i != 1 else "bob", f"r{i}") for i in range(10)])
     # The oldest four were submitted longer ago than the retention; three of them expired.
     long_ago = utcnow().timestamp() - 7200
     for n, run_id in enumerate(made[:4]):
@@ -386,11 +384,7 @@ def test_ids_older_than_the_retention_are_checked_so_the_total_counts_no_expired
 def test_filtered_lists_read_long_indexes_in_parts(store_redis, monkeypatch):
     monkeypatch.setattr(runstore, "_FILTER_READ", 3)  # 3 runs a read: 8 runs take 3 reads
     store = RunStore(store_redis)
-    made = []
-    for i in range(8):
-        run = _run("alice", "even" if i % 2 == 0 else "odd")
-        store.create(run)
-        made.append(run.id)
+    made = _created(store, [_run("alice", "even" if i % 2 == 0 else "odd") for i in range(8)])
     store_redis.delete(keys.run(made[4]))
     newest = made[::-1]
     assert _listed(store, "alice", name="even") == ([newest[1], newest[5], newest[7]], 3)
