@@ -407,7 +407,7 @@ def _follow(client: DlaasClient, run_id: str, since: int, out: Printer, show_sta
     return 0 if final in (RunState.COMPLETED, None) or not show_status else 1
 
 
-group("nodes", "list the fleet's workers, or drain one (admins)", default="list")
+group("nodes", "list the fleet's workers, or drain or undrain one (admins)", default="list")
 
 
 @verb("nodes list", "list the fleet's workers (what `dlaas nodes` alone does)")
@@ -437,6 +437,19 @@ def _nodes_drain(client: DlaasClient, args, out: Printer) -> int:
     answer = client.drain(args.name)
     out.data(answer)
     out.say(f"Draining node '{args.name}': it takes no new run; its running run finishes.")
+    out.say("OK")
+    return 0
+
+
+@verb(
+    "nodes undrain",
+    "lift a worker's drain: it takes runs again (admins)",
+    arg("name", metavar="NAME", help="the node, as `dlaas nodes` names it"),
+)
+def _nodes_undrain(client: DlaasClient, args, out: Printer) -> int:
+    """Lift a drain (admins): the worker takes new runs again."""
+    out.data(client.undrain(args.name))
+    out.say(f"Node '{args.name}' takes runs again.")
     out.say("OK")
     return 0
 

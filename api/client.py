@@ -237,6 +237,9 @@ class DlaasClient:
     def drain(self, name: str) -> dict:
         return self._call("POST", f"/v3/nodes/{name}/drain")
 
+    def undrain(self, name: str) -> dict:
+        return self._call("POST", f"/v3/nodes/{name}/undrain")
+
     def create_token(self, user: str, note: str = "") -> dict:
         return self._call("POST", "/v3/admin/tokens", json={"user": user, "note": note})
 

@@ -3,6 +3,8 @@ waiting on each size's queue."""
 
 from __future__ import annotations
 
+import math
+
 from flask import Blueprint, jsonify
 
 from api.auth import admin_only, audit, authenticated, caller
@@ -36,8 +38,8 @@ def list_nodes():
     errors=(404,),
 )
 def drain(name: str):
-    """The worker takes no new run; its running run finishes. It stays up (undrain by
-    restarting it)."""
+    """The worker takes no new run; its running run finishes. It stays up (undrain lifts
+    it)."""
     services = current_services()
     known = {n["name"]: n for n in services.nodes.list()}
     if name not in known or known[name]["status"] == "lost":
@@ -51,6 +53,37 @@ def drain(name: str):
         )
     audit("node.drain", name)
     return jsonify({"name": name, "status": "draining"}), 202
+
+
+@bp.post("/<name>/undrain")
+@admin_only("undraining nodes")
+@contract(
+    "Lift a drain: the worker takes runs again (admins only)",
+    tag="nodes",
+    params=[path_param("name", "The worker's name")],
+    ok={200: json_response("Ready", ref("Undrained"))},
+    errors=(404, 409),
+)
+def undrain(name: str):
+    """The worker takes new runs again; not one that is shutting down (SIGTERM set a
+    deadline for its run: it is going away)."""
+    services = current_services()
+    known = {n["name"]: n for n in services.nodes.list()}
+    if name not in known or known[name]["status"] == "lost":
+        raise ApiError(404, f"no live node {name!r}")
+    deadline = services.nodes.drain_deadline(name)
+    if deadline is None:
+        raise ApiError(409, f"node {name!r} is not draining", code="not_draining")
+    if not math.isinf(deadline):
+        stopping = f"node {name!r} is shutting down: it cannot be undrained"
+        raise ApiError(409, stopping, code="stopping")
+    services.nodes.clear_drain(name)
+    for size in known[name].get("sizes", []):
+        services.celery.control.add_consumer(
+            queue_name(ResourceSize(size)), destination=[name], reply=False
+        )
+    audit("node.undrain", name)
+    return jsonify({"name": name, "status": "ready"})
 
 
 @queues_bp.get("")

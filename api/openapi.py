@@ -256,6 +256,7 @@ SCHEMAS: dict[str, Schema] = {
                     "token.revoke",
                     "key.rotate",
                     "node.drain",
+                    "node.undrain",
                     "experiment.submit",
                     "experiment.cancel",
                     "experiment.delete",
@@ -582,6 +583,7 @@ SCHEMAS: dict[str, Schema] = {
     "Draining": obj(
         {"name": {"type": "string"}, "status": {"type": "string", "enum": ["draining"]}}
     ),
+    "Undrained": obj({"name": {"type": "string"}, "status": {"type": "string", "enum": ["ready"]}}),
     "FrameworkVersion": obj(
         {
             "version": {"type": "string", "description": "As a manifest names it"},

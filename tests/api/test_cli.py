@@ -24,6 +24,7 @@ CONTRACT = {
     ("monitor",): ["monitor", "training-runs", "training-abc"],
     ("nodes", "list"): ["nodes"],
     ("nodes", "drain"): ["nodes", "drain", "worker-1"],
+    ("nodes", "undrain"): ["nodes", "undrain", "worker-1"],
     ("frameworks",): ["frameworks"],
     ("admin", "tokens", "create"): ["admin", "tokens", "create", "gina", "--note", "ci"],
     ("admin", "tokens", "list"): ["admin", "tokens", "list"],
@@ -110,7 +111,10 @@ class _Unreachable:
             "dlaas admin tokens: expected create USER, list, or revoke ID, got 'frobnicate'",
         ),
         (["admin"], "dlaas admin: expected tokens, rotate-key, or audit"),
-        (["nodes", "reboot"], "dlaas nodes: expected list or drain NAME, got 'reboot'"),
+        (
+            ["nodes", "reboot"],
+            "dlaas nodes: expected list, drain NAME, or undrain NAME, got 'reboot'",
+        ),
         (
             ["fly"],
             "dlaas: expected train, list, show, metrics, download, delete, cancel, logs, monitor, "

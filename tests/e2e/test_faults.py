@@ -26,6 +26,7 @@ from common.states import ErrorCode, RunState
 from common.taskqueue import RUN_TASK, make_celery
 from deploy.processes import alive
 from tests.conftest import make_zip, manifest_yaml, new_stack, start_redis
+from tests.e2e.test_cli_e2e import dlaas
 
 pytestmark = pytest.mark.integration
 
@@ -407,7 +408,17 @@ def test_drained_node_takes_no_new_run(fleet, started):
     assert run.state is RunState.PENDING
     shown = requests.get(f"{fleet.api_url}/v3/models/{run_id}", headers=fleet.headers(), timeout=5)
     assert shown.json()["status_message"] == "no worker serves large"
-    assert cancel(fleet, run_id).status_code == 200
+    # Lifting the drain (no restart): the node takes the waiting run.
+    assert dlaas(fleet, "nodes", "undrain", "drained@fault", user="bob").returncode == 1
+    undrained = dlaas(fleet, "nodes", "undrain", "drained@fault")
+    assert undrained.returncode == 0, undrained.stderr
+    assert undrained.stdout == "Node 'drained@fault' takes runs again.\nOK\n"
+    again = dlaas(fleet, "nodes", "undrain", "drained@fault")
+    assert again.returncode == 1 and "is not draining" in again.stderr
+    nodes = requests.get(f"{fleet.api_url}/v3/nodes", headers=fleet.headers(), timeout=5).json()
+    assert [n["status"] for n in nodes["nodes"] if n["name"] == "drained@fault"] == ["ready"]
+    done = wait_state(fleet, run_id, RunState.COMPLETED, timeout=60)
+    assert done.worker == "drained@fault"
 
 
 def test_store_failing_while_storing_is_s303_with_results_kept(fleet, started):
