@@ -27,6 +27,7 @@ from common.runstore import InvalidTransition, Quota, QuotaExceeded, RunFilter, 
 from common.states import RunState
 from common.storage import StorageError, resolve_local_root
 from common.submission import new_run, queue_run
+from common.waiting import explain_wait
 
 log = logging.getLogger(__name__)
 bp = Blueprint("models", __name__, url_prefix="/v3/models")
@@ -295,8 +296,11 @@ def show(run_id: str):
     run = own_run(run_id)
     metrics = live_summaries(services.redis, run)
     detail = run_detail(run, services.runs.history(run_id), metrics)
-    if run.state is RunState.PENDING and not services.nodes.serving(run.resource.value):
-        detail["status_message"] = f"no worker serves {run.resource.value}"
+    detail["waiting"] = None
+    if run.state is RunState.PENDING:
+        wait = explain_wait(run, services.runs.pending(), services.nodes.list())
+        detail["waiting"] = wait.to_dict()
+        detail["status_message"] = wait.message
     return jsonify(detail)
 
 

@@ -309,6 +309,17 @@ SCHEMAS: dict[str, Schema] = {
                         }
                     ),
                     "history": {"type": "array", "items": ref("HistoryEntry")},
+                    "waiting": nullable(
+                        obj(
+                            {
+                                "position": {"type": "integer", "minimum": 1},
+                                "of": {"type": "integer", "minimum": 1},
+                                "reason": {"type": "string"},
+                            },
+                            description="A PENDING run: its place among the PENDING runs of "
+                            "its size, and what it waits for (also its status_message)",
+                        )
+                    ),
                     # A $ref takes no siblings (OpenAPI 3.0): the null goes beside an allOf.
                     "environment": {"allOf": [ref("RunEnvironment")], "nullable": True},
                     "metrics": {

@@ -297,6 +297,11 @@ def test_the_fleet_page_shows_each_nodes_gpus_the_queues_and_draining_and_lost_n
         (large_queue,) = [q for q in pending if q["size"] == "large"]
         (queued,) = [r for r in large_queue["runs"] if r["model_id"] == waiting]
         assert queued["position"] >= 1
+        # Its own page and `show` say the same place, and why it waits.
+        detail = api(stack, "GET", f"/v3/models/{waiting}").json()
+        assert detail["waiting"]["position"] == queued["position"]
+        assert detail["waiting"]["of"] == large_queue["pending"]
+        assert detail["waiting"]["reason"] == "no worker serves large"
         visitor.shot("fleet")
 
         stack.pids.remove(pid)

@@ -233,7 +233,8 @@ def cancel(fleet, run_id: str, user: str = "alice") -> requests.Response:
 def test_cancel_pending_halts_at_once_and_the_message_is_skipped(fleet, started):
     run_id = submit(fleet, "echo never", resource="medium")
     shown = requests.get(f"{fleet.api_url}/v3/models/{run_id}", headers=fleet.headers(), timeout=5)
-    assert shown.json()["status_message"] == "no worker serves medium"
+    assert shown.json()["waiting"] == {"position": 1, "of": 1, "reason": "no worker serves medium"}
+    assert shown.json()["status_message"] == "1st of 1 medium run; no worker serves medium"
     assert cancel(fleet, run_id, "bob").status_code == 404
     answer = cancel(fleet, run_id)
     assert answer.status_code == 200 and answer.json()["state"] == "HALTED"
@@ -407,7 +408,9 @@ def test_drained_node_takes_no_new_run(fleet, started):
     run = runs(fleet).get(run_id)
     assert run.state is RunState.PENDING
     shown = requests.get(f"{fleet.api_url}/v3/models/{run_id}", headers=fleet.headers(), timeout=5)
-    assert shown.json()["status_message"] == "no worker serves large"
+    waiting = shown.json()["waiting"]
+    assert waiting["reason"] == "no worker serves large (draining: drained@fault)"
+    assert shown.json()["status_message"].endswith(f"large run; {waiting['reason']}")
     # Lifting the drain (no restart): the node takes the waiting run.
     assert dlaas(fleet, "nodes", "undrain", "drained@fault", user="bob").returncode == 1
     undrained = dlaas(fleet, "nodes", "undrain", "drained@fault")

@@ -1,0 +1,109 @@
+"""Why a PENDING run waits (common/waiting.py): its place among the runs of its size and the
+reason, from the pending runs and the nodes' heartbeat records as NodeStore.list() gives them."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.run import Run
+from common.sizes import ResourceSize
+from common.states import RunState
+from common.waiting import explain_wait, ordinal
+
+GPUS = {ResourceSize.SMALL: 1, ResourceSize.MEDIUM: 2, ResourceSize.LARGE: 4}
+
+
+def _run(i: int, size: ResourceSize = ResourceSize.LARGE, gpus: int | None = None) -> Run:
+    return Run(
+        id=f"training-{i:09d}",
+        user="alice",
+        name=f"r{i}",
+        state=RunState.PENDING,
+        framework_name="python",
+        framework_version="3.11",
+        resource=size,
+        gpu_count=GPUS[size] if gpus is None else gpus,
+        command="true",
+        submitted_at=f"2026-12-03T08:00:{i:02d}.000000Z",
+    )
+
+
+def _node(name: str, gpus: list[int], sizes: list[str], run=None, status="ready", **extra):
+    return {"name": name, "status": status, "gpus": gpus, "sizes": sizes, "run": run, **extra}
+
+
+@pytest.mark.parametrize(
+    ("n", "word"),
+    [
+        (1, "1st"),
+        (2, "2nd"),
+        (3, "3rd"),
+        (4, "4th"),
+        (11, "11th"),
+        (12, "12th"),
+        (13, "13th"),
+        (21, "21st"),
+        (22, "22nd"),
+        (101, "101st"),
+        (111, "111th"),
+    ],
+)
+def test_ordinals(n, word):
+    assert ordinal(n) == word
+
+
+def test_its_place_counts_only_the_pending_runs_of_its_size_oldest_first():
+    runs = [_run(0), _run(1, ResourceSize.SMALL), _run(2), _run(3)]
+    nodes = [
+        _node(
+            "node-a", [0, 1, 2, 3], ["small", "medium", "large"], run="training-x", free_gpus=[2, 3]
+        ),
+        _node("node-b", [0, 1, 2, 3], ["large"], run="training-y", free_gpus=[1]),
+    ]
+    wait = explain_wait(runs[2], runs, nodes)
+    assert (wait.position, wait.of) == (2, 3)
+    assert wait.message == (
+        "2nd of 3 large runs; waiting for 4 free GPUs on one node; largest free block now: 2 on "
+        "node-a"
+    )
+    assert explain_wait(runs[1], runs, nodes).message.startswith("1st of 1 small run; ")
+
+
+def test_a_run_bigger_than_every_node_says_so():
+    run = _run(0, gpus=8)
+    nodes = [_node("node-a", [0, 1, 2, 3], ["large"]), _node("node-b", [0, 1], ["large"])]
+    assert explain_wait(run, [run], nodes).reason == "no node has 8 GPUs (the largest has 4)"
+
+
+def test_a_node_running_a_run_has_no_free_gpu_unless_its_heartbeat_says():
+    run = _run(0, ResourceSize.MEDIUM)
+    nodes = [
+        _node("node-a", [0, 1], ["medium"], run="training-x"),
+        _node("node-b", [0, 1, 2, 3], ["medium", "large"], run="training-y", free_gpus=[3]),
+    ]
+    assert explain_wait(run, [run], nodes).reason == (
+        "waiting for 2 free GPUs on one node; largest free block now: 1 on node-b"
+    )
+
+
+def test_no_worker_serving_the_size_names_the_draining_ones():
+    run = _run(0)
+    nodes = [
+        _node("node-a", [0], ["small"]),
+        _node("node-b", [0, 1, 2, 3], ["large"], status="draining"),
+        {"name": "node-c", "status": "lost", "last_heartbeat": 0},
+    ]
+    assert explain_wait(run, [run], nodes).reason == "no worker serves large (draining: node-b)"
+    assert explain_wait(run, [run], nodes[:1]).reason == "no worker serves large"
+
+
+def test_cpu_nodes_wait_for_a_free_worker():
+    run = _run(0, ResourceSize.SMALL)
+    busy = [_node("cpu-a", [], ["small"], run="training-x"), _node("cpu-b", [], ["small"], run="y")]
+    assert explain_wait(run, [run], busy).reason == (
+        "waiting for a free worker serving small (2 serve it, all busy)"
+    )
+    idle = busy[:1] + [_node("cpu-b", [], ["small"])]
+    assert (
+        explain_wait(run, [run], idle).reason == "a worker is free (cpu-b): it takes the run next"
+    )
