@@ -91,9 +91,11 @@ class ProcessTree:
                 pass
 
     def _reap(self) -> None:
-        """Collect the zombies that were re-parented to this process."""
+        """Collect the zombies that were re-parented to this process. Not the root: its
+        Popen reaps it, and a status taken here would be lost to it (Popen then says 0, so a
+        cancelled command read as one that exited 0)."""
         for pid in list(self.seen):
-            if pid in self.not_ours:
+            if pid in self.not_ours or pid == self.root_pid:
                 continue
             try:
                 os.waitpid(pid, os.WNOHANG)

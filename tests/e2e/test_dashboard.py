@@ -172,6 +172,10 @@ def test_the_log_follows_live_and_cancel_from_the_page_halts_the_run(visit, stac
     page.click("#confirm-yes")
     done = stack.wait_ended(run_id, timeout=60)
     assert done["state"] == "HALTED"
+    # Ended by SIGTERM: the timeline says so (128 + 15), not that the command exited 0.
+    storing = [e["message"] for e in done["history"] if e["state"] == "STORING"]
+    assert storing == ["command exited with code 143"]
+    expect(page.locator('#timeline tr[data-state="STORING"]')).to_contain_text("code 143")
     expect(page.locator("#run-state")).to_have_text("halted", timeout=15_000)
     expect(row).to_contain_text("halted", timeout=15_000)
     expect(row).to_contain_text(done["worker"])

@@ -14,6 +14,7 @@ from tests.conftest import unstamped
 from worker.gpus import GpuSpecError, parse_gpus
 from worker.logpump import MAX_LINE, LogPump, open_pipe
 from worker.process import RunDirs, execute, expand_command, run_environment, tail
+from worker.supervisor import StopFlag, StopReason
 
 
 def _env(tmp_path, gpus=(1, 2)):
@@ -72,6 +73,23 @@ def test_exit_code_and_log_capture(tmp_path):
 def test_killed_by_signal_reports_128_plus_n(tmp_path):
     dirs, env = _env(tmp_path)
     assert execute("kill -9 $$", env, dirs.model, dirs.log_file).exit_code == 137
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        # Stopped between two lines or inside `sleep`: SIGTERM ends bash, 128 + 15.
+        ("for i in $(seq 1 900); do echo tick $i; sleep 0.2; done", 143),
+        # A command that handles SIGTERM reports its own exit status.
+        ("trap 'exit 5' TERM; while true; do sleep 0.1; done", 5),
+    ],
+)
+def test_a_stopped_command_reports_its_own_exit_status_not_0(tmp_path, command, code):
+    dirs, env = _env(tmp_path)
+    stop = StopFlag()
+    threading.Timer(0.8, stop.set, (StopReason.CANCEL, "cancelled by alice")).start()
+    done = execute(command, env, dirs.model, dirs.log_file, stop=stop, grace_seconds=5)
+    assert done.stopped == stop.request and done.exit_code == code
 
 
 def test_children_left_in_the_group_are_ended(tmp_path):
