@@ -415,16 +415,26 @@ def _nodes_list(client: DlaasClient, args, out: Printer) -> int:
     """List the fleet's workers: their status, the sizes they serve, their GPUs, their host."""
     nodes = client.nodes()["nodes"]
     out.data({"nodes": nodes})
-    out.say(f"{'Name':<36}{'status':<10}{'sizes':<20}{'GPUs':<10}host")
+    out.say(f"{'Name':<36}{'status':<10}{'sizes':<20}{'GPUs':<10}{'host':<16}GPU use")
     for node in nodes:
         gpus = ",".join(map(str, node.get("gpus", []))) or "-"
         out.say(
             f"{node['name']:<36}{node['status']:<10}{','.join(node.get('sizes', [])) or '-':<20}"
-            f"{gpus:<10}{node.get('host', '-')}"
+            f"{gpus:<10}{node.get('host', '-'):<16}{_gpu_use(node)}"
         )
     out.say(f"{len(nodes)} nodes found.")
     out.say("OK")
     return 0
+
+
+def _gpu_use(node: dict) -> str:
+    """Which run each GPU of the node runs (`0:training-x 1:free`); a CPU node's run."""
+    if node["status"] == "lost":
+        return "-"
+    run = node.get("run")
+    if not node.get("gpus"):
+        return run or "idle"
+    return " ".join(f"{gpu}:{run or 'free'}" for gpu in node["gpus"])
 
 
 @verb(
