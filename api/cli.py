@@ -408,6 +408,7 @@ def _follow(client: DlaasClient, run_id: str, since: int, out: Printer, show_sta
 
 
 group("nodes", "list the fleet's workers, or drain or undrain one (admins)", default="list")
+NODE_NAME = arg("name", metavar="NAME", help="the node, as `dlaas nodes` names it")
 
 
 @verb("nodes list", "list the fleet's workers (what `dlaas nodes` alone does)")
@@ -440,7 +441,7 @@ def _gpu_use(node: dict) -> str:
 @verb(
     "nodes drain",
     "drain a worker: it takes no new run (admins)",
-    arg("name", metavar="NAME", help="the node, as `dlaas nodes` names it"),
+    NODE_NAME,
 )
 def _nodes_drain(client: DlaasClient, args, out: Printer) -> int:
     """Drain a worker (admins): it takes no new run; the run it has finishes."""
@@ -454,7 +455,7 @@ def _nodes_drain(client: DlaasClient, args, out: Printer) -> int:
 @verb(
     "nodes undrain",
     "lift a worker's drain: it takes runs again (admins)",
-    arg("name", metavar="NAME", help="the node, as `dlaas nodes` names it"),
+    NODE_NAME,
 )
 def _nodes_undrain(client: DlaasClient, args, out: Printer) -> int:
     """Lift a drain (admins): the worker takes new runs again."""
