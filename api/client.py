@@ -123,8 +123,9 @@ class DlaasClient:
         except OSError as exc:
             raise ClientError(f"{exc.filename}: {exc.strerror}") from None
 
-    def experiments(self) -> dict:
-        return self._call("GET", "/v3/experiments")
+    def experiments(self, offset: int = 0, limit: int = 100) -> dict:
+        """One page of the caller's experiments (newest first)."""
+        return self._call("GET", "/v3/experiments", params={"offset": offset, "limit": limit})
 
     def experiment(self, experiment_id: str) -> dict:
         return self._call("GET", f"/v3/experiments/{experiment_id}")

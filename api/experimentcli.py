@@ -60,9 +60,12 @@ def _wait(client: DlaasClient, experiment_id: str, timeout: float, out: Printer)
 @verb("experiments list", "list your experiments (what `dlaas experiments` alone does)")
 def _list(client: DlaasClient, args, out: Printer) -> int:
     """Your experiments, newest first: state, method, trials done of planned, the best."""
-    answer = client.experiments()
-    out.data(answer)
-    found = answer["experiments"]
+    found, offset = [], 0
+    while offset is not None:  # every page
+        page = client.experiments(offset)
+        found += page["experiments"]
+        offset = page["next_offset"]
+    out.data({"experiments": found, "total": len(found)})
     width = max([len(e["name"]) for e in found] + [12]) + 2
     out.say(
         f"{'experiment':<23}{'name':<{width}}{'state':<11}{'method':<9}{'trials':<9}"

@@ -13,6 +13,7 @@ from api.auth import audit, authenticated, caller
 from api.errors import ApiError
 from api.models import checked_upload, form_field, sealed
 from api.openapi import contract, json_body, json_response, path_param, ref
+from api.params import IntArg
 from api.services import current_services
 from api.upload import read_form
 from common.clock import iso, utcnow
@@ -20,6 +21,9 @@ from common.experiment import ExperimentError, ExperimentSpec, parse_experiment
 from common.experimentstore import Experiment, ExperimentState, Trial, TrialState, best_trial
 from common.ids import is_experiment_id, new_experiment_id
 from common.storage import StorageError
+
+LIMIT = IntArg("limit", "Experiments per page", default=50, low=1, high=100)
+OFFSET = IntArg("offset", "Experiments to skip", default=0, low=0, high=10**9)
 
 bp = Blueprint("experiments", __name__, url_prefix="/v3/experiments")
 
@@ -110,15 +114,27 @@ def _check_experiment(text: bytes) -> ExperimentSpec:
 @bp.get("")
 @authenticated
 @contract(
-    "List your experiments, newest first",
+    "List your experiments, newest first, a page at a time",
     tag="experiments",
-    ok={200: json_response("Your experiments", ref("ExperimentList"))},
+    params=[LIMIT.parameter(), OFFSET.parameter()],
+    ok={200: json_response("One page of your experiments", ref("ExperimentList"))},
+    errors=(400,),
 )
 def list_experiments():
     services = current_services()
-    found = services.experiments.list_for_user(caller().user)
+    offset, limit = OFFSET.read(), LIMIT.read()
+    found, total = services.experiments.list_for_user(caller().user, offset, limit)
     summaries = [summary(e, services.experiments.trials(e.id)) for e in found]
-    return jsonify({"experiments": summaries, "total": len(summaries)})
+    following = offset + len(found)
+    return jsonify(
+        {
+            "experiments": summaries,
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+            "next_offset": following if following < total else None,
+        }
+    )
 
 
 def own_experiment(experiment_id: str) -> Experiment:

@@ -466,6 +466,9 @@ SCHEMAS: dict[str, Schema] = {
         {
             "experiments": {"type": "array", "items": ref("ExperimentSummary")},
             "total": {"type": "integer", "minimum": 0},
+            "offset": {"type": "integer", "minimum": 0},
+            "limit": {"type": "integer", "minimum": 1},
+            "next_offset": nullable({"type": "integer", "description": "null: the last page"}),
         }
     ),
     "TrialEntry": obj(

@@ -141,13 +141,29 @@ class ExperimentStore:
     def active_ids(self) -> list[str]:
         return sorted(self.redis.smembers(keys.active_experiments()))
 
-    def list_for_user(self, user: str) -> list[Experiment]:
-        ids = self.redis.zrevrange(keys.user_experiments(user), 0, -1)
-        found = [self.get(i) for i in ids]
-        gone = [i for i, e in zip(ids, found, strict=True) if e is None]
-        if gone:
-            self.redis.zrem(keys.user_experiments(user), *gone)  # past retention
-        return [e for e in found if e is not None]
+    def list_for_user(
+        self, user: str, offset: int = 0, limit: int = 50
+    ) -> tuple[list[Experiment], int]:
+        """One page of the user's experiments, newest first, and how many there are: only the
+        page's records are read; ids whose record passed retention leave the index when met
+        (the page reads on past them), so the total can count one not met yet."""
+        index = keys.user_experiments(user)
+        found: list[Experiment] = []
+        start = offset
+        while len(found) < limit:
+            ids = self.redis.zrevrange(index, start, start + limit - len(found) - 1)
+            if not ids:
+                break
+            with self.redis.pipeline(transaction=False) as pipe:
+                for experiment_id in ids:
+                    pipe.hgetall(keys.experiment(experiment_id))
+                records = pipe.execute()
+            gone = [i for i, data in zip(ids, records, strict=True) if not data]
+            if gone:
+                self.redis.zrem(index, *gone)  # past retention
+            found += [Experiment.from_dict(data) for data in records if data]
+            start += len(ids) - len(gone)
+        return found, self.redis.zcard(index)
 
     def update(self, experiment_id: str, **values: Any) -> None:
         """Fields of the record (state by its value); `updated_at` set too."""

@@ -356,9 +356,17 @@ function runPage() {
 
 function experimentsPage() {
   const tbody = document.querySelector("#experiments tbody");
-  every(POLL_MS * 2, async () => {
-    const answer = await api("/v3/experiments");
-    document.getElementById("count").textContent = answer.total ? `${answer.total} experiments` : "No experiments yet.";
+  const older = document.getElementById("older");
+  const newer = document.getElementById("newer");
+  const limit = 100;
+  let offset = 0;
+  const load = async () => {
+    const answer = await api(`/v3/experiments?limit=${limit}&offset=${offset}`);
+    const shown = answer.experiments.length;
+    document.getElementById("count").textContent = answer.total
+      ? `${offset + 1}–${offset + shown} of ${answer.total} experiments` : "No experiments yet.";
+    older.disabled = answer.next_offset === null;
+    newer.disabled = offset === 0;
     tbody.replaceChildren(...answer.experiments.map((x) => el("tr", { "data-experiment-id": x.experiment_id },
       el("td", {}, el("a", { href: `/ui/experiments/${x.experiment_id}`, text: x.name || x.experiment_id })),
       el("td", {}, stateBadge(x.state)),
@@ -367,7 +375,11 @@ function experimentsPage() {
       el("td", { text: `${x.trials.started} of ${x.trials.planned}` }),
       el("td", { text: x.best ? `${x.best.objective} (trial ${x.best.trial})` : "-" }),
       el("td", { text: when(x.created_at) }))));
-  });
+  };
+  let stop = every(POLL_MS * 2, load);
+  const again = () => { stop(); stop = every(POLL_MS * 2, load); };
+  older.addEventListener("click", () => { offset += limit; again(); });
+  newer.addEventListener("click", () => { offset = Math.max(0, offset - limit); again(); });
 }
 
 function experimentPage() {
