@@ -40,17 +40,11 @@ def list_nodes():
 def drain(name: str):
     """The worker takes no new run; its running run finishes. It stays up (undrain lifts
     it)."""
-    services = current_services()
-    known = {n["name"]: n for n in services.nodes.list()}
-    if name not in known or known[name]["status"] == "lost":
-        raise ApiError(404, f"no live node {name!r}")
-    services.nodes.request_drain(name)
+    node = _live_node(name)
+    current_services().nodes.request_drain(name)
     # Stop its consumers too, so no message even reaches it (a worker that still gets
     # one while draining puts it back on its queue).
-    for size in known[name].get("sizes", []):
-        services.celery.control.cancel_consumer(
-            queue_name(ResourceSize(size)), destination=[name], reply=False
-        )
+    _consume(node, False)
     audit("node.drain", name)
     return jsonify({"name": name, "status": "draining"}), 202
 
@@ -68,9 +62,7 @@ def undrain(name: str):
     """The worker takes new runs again; not one that is shutting down (SIGTERM set a
     deadline for its run: it is going away)."""
     services = current_services()
-    known = {n["name"]: n for n in services.nodes.list()}
-    if name not in known or known[name]["status"] == "lost":
-        raise ApiError(404, f"no live node {name!r}")
+    node = _live_node(name)
     deadline = services.nodes.drain_deadline(name)
     if deadline is None:
         raise ApiError(409, f"node {name!r} is not draining", code="not_draining")
@@ -78,12 +70,25 @@ def undrain(name: str):
         stopping = f"node {name!r} is shutting down: it cannot be undrained"
         raise ApiError(409, stopping, code="stopping")
     services.nodes.clear_drain(name)
-    for size in known[name].get("sizes", []):
-        services.celery.control.add_consumer(
-            queue_name(ResourceSize(size)), destination=[name], reply=False
-        )
+    _consume(node, True)
     audit("node.undrain", name)
     return jsonify({"name": name, "status": "ready"})
+
+
+def _live_node(name: str) -> dict:
+    """The node's record, if it is up (draining included); 404 otherwise."""
+    for node in current_services().nodes.list():
+        if node["name"] == name and node["status"] != "lost":
+            return node
+    raise ApiError(404, f"no live node {name!r}")
+
+
+def _consume(node: dict, on: bool) -> None:
+    """Start (`on`) or stop the node's consumers of the queues of its sizes."""
+    control = current_services().celery.control
+    change = control.add_consumer if on else control.cancel_consumer
+    for size in node.get("sizes", []):
+        change(queue_name(ResourceSize(size)), destination=[node["name"]], reply=False)
 
 
 @queues_bp.get("")

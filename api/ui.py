@@ -48,12 +48,20 @@ def _signed_in() -> tuple[Session, Principal] | None:
     return None if principal is None else (session, principal)
 
 
-def _page(template: str, status: int = 200, **context) -> Response:
-    """The page for the signed-in visitor; a signed-out one goes to sign in (and back)."""
+def _page(template: str, owned=None, **context) -> Response:
+    """The page for the signed-in visitor; a signed-out one goes to sign in (and back).
+    `owned`: (find, missing) for the page of a run or experiment (`find()` reads it): another
+    user's answers the 404 page, exactly like a missing one, as the API does."""
     found = _signed_in()
     if found is None:
         return redirect(url_for("ui.sign_in", next=request.full_path.rstrip("?")), 303)
     session, principal = found
+    status = 200
+    if owned is not None:
+        find, missing = owned
+        record = find()
+        if record is None or (record.user != principal.user and not principal.admin):
+            template, status, context = "missing.html", 404, {"what": missing}
     html = render_template(
         template,
         user=principal.user,
@@ -67,10 +75,6 @@ def _page(template: str, status: int = 200, **context) -> Response:
     return response
 
 
-def _missing(what: str) -> Response:
-    return _page("missing.html", status=404, what=what)
-
-
 @bp.get("/")
 def runs():
     return _page("runs.html")
@@ -79,10 +83,12 @@ def runs():
 @bp.get("/runs/<run_id>")
 def run(run_id: str):
     services = current_services()
-    return _owned_page(
+    return _page(
         "run.html",
-        lambda: services.runs.get(run_id) if is_run_id(run_id) else None,
-        f"no training run {run_id!r}",
+        owned=(
+            lambda: services.runs.get(run_id) if is_run_id(run_id) else None,
+            f"no training run {run_id!r}",
+        ),
         run_id=run_id,
     )
 
@@ -95,26 +101,16 @@ def experiments():
 @bp.get("/experiments/<experiment_id>")
 def experiment(experiment_id: str):
     services = current_services()
-    return _owned_page(
+    return _page(
         "experiment.html",
-        lambda: (
-            services.experiments.get(experiment_id) if is_experiment_id(experiment_id) else None
+        owned=(
+            lambda: (
+                services.experiments.get(experiment_id) if is_experiment_id(experiment_id) else None
+            ),
+            f"no experiment {experiment_id!r}",
         ),
-        f"no experiment {experiment_id!r}",
         experiment_id=experiment_id,
     )
-
-
-def _owned_page(template: str, find, missing: str, **context) -> Response:
-    """The page of a run or experiment (`find()` reads it) that the visitor may see; another
-    user's answers exactly like a missing one, as the API does."""
-    found = _signed_in()
-    if found is not None:
-        principal = found[1]
-        record = find()
-        if record is None or (record.user != principal.user and not principal.admin):
-            return _missing(missing)
-    return _page(template, **context)
 
 
 @bp.get("/fleet")

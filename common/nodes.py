@@ -55,11 +55,6 @@ class NodeStore:
             nodes.append(node)
         return nodes
 
-    def serving(self, size: str) -> list[str]:
-        return [
-            n["name"] for n in self.list() if n["status"] == "ready" and size in n.get("sizes", [])
-        ]
-
     def set_running(self, name: str, run_id: str | None) -> None:
         """The run this worker executes now (None: idle)."""
         if run_id is None:

@@ -131,22 +131,37 @@ function lineChart(holder, title, lines) {
   return new uPlot(options, data, box);
 }
 
+// A list read `limit` rows at a time and polled every `ms`, with its Newer and Older buttons:
+// `load(offset)` shows that page and returns its answer's next_offset. Returns restart(offset).
+function pagedList(ms, limit, load) {
+  const older = document.getElementById("older");
+  const newer = document.getElementById("newer");
+  let offset = 0;
+  const tick = async () => {
+    const next = await load(offset);
+    older.disabled = next === null;
+    newer.disabled = offset === 0;
+  };
+  let stop = every(ms, tick);
+  const restart = (to) => { offset = Math.max(0, to); stop(); stop = every(ms, tick); };
+  older.addEventListener("click", () => restart(offset + limit));
+  newer.addEventListener("click", () => restart(offset - limit));
+  return restart;
+}
+
 // -- runs list ------------------------------------------------------------------------------
 
 function runsPage() {
   const form = document.getElementById("filters");
   const tbody = document.querySelector("#runs tbody");
   const count = document.getElementById("count");
-  const older = document.getElementById("older");
-  const newer = document.getElementById("newer");
   const limit = 100;
-  let offset = 0;
   const params = new URLSearchParams(location.search);
   for (const field of ["state", "name", "experiment"]) {
     if (params.get(field)) form.elements[field].value = params.get(field);
   }
 
-  async function load() {
+  async function load(offset) {
     const query = new URLSearchParams({ limit, offset });
     if (ADMIN) query.set("all", "true");
     for (const field of ["state", "name", "experiment"]) {
@@ -163,8 +178,7 @@ function runsPage() {
     count.textContent = page.total
       ? `${offset + 1}–${offset + shown} of ${page.total} runs`
       : "No runs" + (query.has("state") || query.has("name") || query.has("experiment") ? " match these filters." : " yet.");
-    older.disabled = page.next_offset === null;
-    newer.disabled = offset === 0;
+    return page.next_offset;
   }
 
   function runRow(run) {
@@ -185,13 +199,10 @@ function runsPage() {
     );
   }
 
-  let stop = every(POLL_MS, load);
-  const again = () => { stop(); stop = every(POLL_MS, load); };
+  const restart = pagedList(POLL_MS, limit, load);
   let typing = null;
-  form.addEventListener("input", () => { clearTimeout(typing); offset = 0; typing = setTimeout(again, 250); });
-  form.addEventListener("submit", (e) => { e.preventDefault(); offset = 0; again(); });
-  older.addEventListener("click", () => { offset += limit; again(); });
-  newer.addEventListener("click", () => { offset = Math.max(0, offset - limit); again(); });
+  form.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(() => restart(0), 250); });
+  form.addEventListener("submit", (e) => { e.preventDefault(); restart(0); });
 }
 
 // -- a run ----------------------------------------------------------------------------------
@@ -356,17 +367,12 @@ function runPage() {
 
 function experimentsPage() {
   const tbody = document.querySelector("#experiments tbody");
-  const older = document.getElementById("older");
-  const newer = document.getElementById("newer");
   const limit = 100;
-  let offset = 0;
-  const load = async () => {
+  pagedList(POLL_MS * 2, limit, async (offset) => {
     const answer = await api(`/v3/experiments?limit=${limit}&offset=${offset}`);
     const shown = answer.experiments.length;
     document.getElementById("count").textContent = answer.total
       ? `${offset + 1}–${offset + shown} of ${answer.total} experiments` : "No experiments yet.";
-    older.disabled = answer.next_offset === null;
-    newer.disabled = offset === 0;
     tbody.replaceChildren(...answer.experiments.map((x) => el("tr", { "data-experiment-id": x.experiment_id },
       el("td", {}, el("a", { href: `/ui/experiments/${x.experiment_id}`, text: x.name || x.experiment_id })),
       el("td", {}, stateBadge(x.state)),
@@ -375,11 +381,8 @@ function experimentsPage() {
       el("td", { text: `${x.trials.started} of ${x.trials.planned}` }),
       el("td", { text: x.best ? `${x.best.objective} (trial ${x.best.trial})` : "-" }),
       el("td", { text: when(x.created_at) }))));
-  };
-  let stop = every(POLL_MS * 2, load);
-  const again = () => { stop(); stop = every(POLL_MS * 2, load); };
-  older.addEventListener("click", () => { offset += limit; again(); });
-  newer.addEventListener("click", () => { offset = Math.max(0, offset - limit); again(); });
+    return answer.next_offset;
+  });
 }
 
 function experimentPage() {
