@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 
 # `make demo-pytorch`: the PyTorch example (framework pytorch 2.13, its environment built by uv).
-.PHONY: setup demo demo-s3 demo-pytorch up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-stores bench-ratelimit bench-environments bench-experiments bench-runslist bench-packing clean
+.PHONY: setup demo demo-s3 demo-pytorch up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-stores bench-ratelimit bench-environments bench-experiments bench-runslist bench-packing bench-packing-real clean
 
 setup: $(VENV)/.installed
 	@bash deploy/ensure-redis.sh $(VENV)
@@ -73,6 +73,9 @@ bench-runslist: setup
 
 bench-packing: setup
 	$(PY) -m benchmarks.packing
+
+bench-packing-real: setup
+	$(PY) -m benchmarks.packing_real
 
 clean: down
 	rm -rf .dlaas

@@ -432,10 +432,10 @@ def _gpu_use(node: dict) -> str:
     """Which run each GPU of the node runs (`0:training-x 1:free`); a CPU node's run."""
     if node["status"] == "lost":
         return "-"
-    run = node.get("run")
     if not node.get("gpus"):
-        return run or "idle"
-    return " ".join(f"{gpu}:{run or 'free'}" for gpu in node["gpus"])
+        return node.get("run") or "idle"
+    holder = {gpu: held["run_id"] for held in node.get("runs", []) for gpu in held["gpus"]}
+    return " ".join(f"{gpu}:{holder.get(gpu, 'free')}" for gpu in node["gpus"])
 
 
 @verb(

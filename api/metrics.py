@@ -95,7 +95,7 @@ class ServiceCollector:
         for status in ("ready", "draining", "lost"):
             nodes.add_metric([status], sum(1 for n in listed if n["status"] == status))
         live = [n for n in listed if n["status"] != "lost"]
-        busy = sum(len(n.get("gpus", [])) for n in live if n.get("run"))
+        busy = sum(len(n.get("gpus", [])) - len(n.get("free_gpus", [])) for n in live)
         total = sum(len(n.get("gpus", [])) for n in live)
         gpus.add_metric(["busy"], busy)
         gpus.add_metric(["free"], total - busy)

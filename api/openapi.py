@@ -546,7 +546,16 @@ SCHEMAS: dict[str, Schema] = {
             "name": {"type": "string"},
             "status": {"type": "string", "enum": ["ready", "draining", "lost"]},
             "last_heartbeat": {"type": "number", "description": "Epoch seconds"},
-            "run": nullable({"type": "string", "description": "The run it executes now"}),
+            "run": nullable(
+                {"type": "string", "description": "The first of the runs it executes now"}
+            ),
+            "runs": {
+                "type": "array",
+                "items": ref("NodeRun"),
+                "description": "Every run holding GPUs there now, by first GPU",
+            },
+            "free_gpus": {"type": "array", "items": {"type": "integer"}},
+            "slots": {"type": "integer", "description": "How many runs it runs at once at most"},
             "host": {"type": "string"},
             "pid": {"type": "integer"},
             "sizes": {"type": "array", "items": ref("ResourceSize")},
@@ -555,6 +564,21 @@ SCHEMAS: dict[str, Schema] = {
             "environments": {"type": "array", "items": ref("NodeEnvironment")},
         },
         required=["name", "status", "last_heartbeat"],
+    ),
+    "NodeRun": obj(
+        {
+            "run_id": {"type": "string"},
+            "gpus": {"type": "array", "items": {"type": "integer"}},
+            "slot": {"type": "integer", "description": "Its place on the node (its run user)"},
+            "size": ref("ResourceSize"),
+            "started_at": {"type": "number", "description": "Epoch seconds"},
+            "timeout_seconds": {
+                "type": "number",
+                "description": "Its declared time limit (0: none)",
+            },
+        },
+        required=["run_id", "gpus"],
+        description="A run holding GPUs on a node (the node's GPU ledger)",
     ),
     "NodeEnvironment": obj(
         {

@@ -14,6 +14,8 @@ dlaas:rate:<token-id>:<minute>    string  2 minutes; requests counted in that mi
 dlaas:audit                       stream  capped (DLAAS_AUDIT_MAX_ENTRIES); who did what, from where
 dlaas:lease:<run-id>              string  lease TTL (DLAAS_LEASE_TTL_SECONDS); "<worker> <attempt>",
                                           refreshed by the worker executing the run
+dlaas:taken:<run-id>              string  lease TTL; the worker that received the run's message
+                                          and has not yet claimed the run or handed it back
 dlaas:worker:<name>               string  heartbeat TTL; JSON of the worker (host, sizes, GPUs, run)
 dlaas:workers                     zset    none; worker name -> last heartbeat epoch (pruned on read)
 dlaas:worker:<name>:drain         string  none; epoch seconds after which its run is handed back
@@ -21,7 +23,9 @@ dlaas:reconciler                  string  lock TTL; the id of the one active rec
 dlaas:run:<run-id>:log            stream  capped (DLAAS_LIVE_LOG_MAX_ENTRIES, trimmed to a tail when
                                           the run ends, then the run's retention); entries
                                           {line: first line number, data: stamped lines}
-dlaas:worker:<name>:run           string  heartbeat TTL; the run the worker executes now
+dlaas:worker:<name>:gpus          hash    heartbeat TTL; the node's GPU ledger: run id -> JSON
+                                          {gpus, slot, size, started_at, timeout_seconds, pid} of
+                                          each run holding GPUs there (one transaction per start)
 dlaas:stats                       hash    none; counters and gauges behind /metrics (stats.py)
 dlaas:run:<run-id>:metrics        hash    as the live log; metric name -> JSON summary {index,
                                           goal, count, last, best} (common/metrics.py)
@@ -71,6 +75,10 @@ def lease(run_id: str) -> str:
     return f"{PREFIX}:lease:{run_id}"
 
 
+def taken(run_id: str) -> str:
+    return f"{PREFIX}:taken:{run_id}"
+
+
 def worker(name: str) -> str:
     return f"{PREFIX}:worker:{name}"
 
@@ -91,8 +99,8 @@ def live_log(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:log"
 
 
-def worker_run(name: str) -> str:
-    return f"{PREFIX}:worker:{name}:run"
+def worker_gpus(name: str) -> str:
+    return f"{PREFIX}:worker:{name}:gpus"
 
 
 def stats() -> str:

@@ -1,14 +1,19 @@
-"""The fleet as Redis sees it: each worker's heartbeat record, and drain requests."""
+"""The fleet as Redis sees it: each worker's heartbeat record, its GPU ledger (which run holds
+which GPUs), and drain requests."""
 
 from __future__ import annotations
 
 import json
 import math
 import time
+from collections.abc import Callable
 
 import redis
 
 from common import keys
+
+# A hold is tried again this many times when another start on the node changed the ledger.
+HOLD_TRIES = 50
 
 # A lost node stays listed (as lost) this long after its last heartbeat.
 LOST_NODE_KEPT_SECONDS = 24 * 3600
@@ -24,13 +29,14 @@ class NodeStore:
         record = dict(info, name=name, last_heartbeat=now)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.worker(name), json.dumps(record), px=self.ttl_ms)
+            pipe.pexpire(keys.worker_gpus(name), self.ttl_ms)
             pipe.zadd(keys.workers(), {name: now})
             pipe.zremrangebyscore(keys.workers(), "-inf", now - LOST_NODE_KEPT_SECONDS)
             pipe.execute()
 
     def forget(self, name: str) -> None:
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.worker(name), keys.drain(name), keys.worker_run(name))
+            pipe.delete(keys.worker(name), keys.drain(name), keys.worker_gpus(name))
             pipe.zrem(keys.workers(), name)
             pipe.execute()
 
@@ -41,26 +47,58 @@ class NodeStore:
             for name, _ in seen:
                 pipe.get(keys.worker(name))
                 pipe.get(keys.drain(name))
-                pipe.get(keys.worker_run(name))
+                pipe.hgetall(keys.worker_gpus(name))
             answers = pipe.execute()
         nodes = []
         for i, (name, last) in enumerate(seen):
-            record, drain, run = answers[3 * i : 3 * i + 3]
+            record, drain, ledger = answers[3 * i : 3 * i + 3]
             if record:
                 node = json.loads(record)
                 node["status"] = "draining" if drain is not None else "ready"
-                node["run"] = run
+                node.update(_ledger_fields(node.get("gpus", []), _entries(ledger)))
             else:
                 node = {"name": name, "last_heartbeat": last, "status": "lost"}
             nodes.append(node)
         return nodes
 
-    def set_running(self, name: str, run_id: str | None) -> None:
-        """The run this worker executes now (None: idle)."""
-        if run_id is None:
-            self.redis.delete(keys.worker_run(name))
-        else:
-            self.redis.set(keys.worker_run(name), run_id)
+    # --- the GPU ledger: which run holds which GPUs of a node --------------------------
+
+    def held(self, name: str) -> dict[str, dict]:
+        """Every run holding GPUs on the node: run id -> {gpus, slot, size, started_at,
+        timeout_seconds, pid}."""
+        return _entries(self.redis.hgetall(keys.worker_gpus(name)))
+
+    def hold(
+        self, name: str, run_id: str, decide: Callable[[dict[str, dict]], dict | None]
+    ) -> dict | None:
+        """Add the run to the node's ledger with the entry `decide(held)` makes from the
+        ledger as it is (None: the run does not start now), in one transaction: two starts
+        on one node never see the same free GPUs. Returns the entry written, or None."""
+        key = keys.worker_gpus(name)
+        with self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(HOLD_TRIES):
+                try:
+                    pipe.watch(key)
+                    entry = decide(_entries(pipe.hgetall(key)))
+                    if entry is None:
+                        pipe.unwatch()
+                        return None
+                    pipe.multi()
+                    pipe.hset(key, run_id, json.dumps(entry))
+                    pipe.pexpire(key, self.ttl_ms)
+                    pipe.execute()
+                    return entry
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"node {name}: its GPU ledger kept changing; {run_id} not started")
+
+    def release(self, name: str, run_id: str) -> None:
+        """The run holds none of the node's GPUs any more."""
+        self.redis.hdel(keys.worker_gpus(name), run_id)
+
+    def clear_held(self, name: str) -> None:
+        """A worker starting afresh: no run of an earlier process holds its GPUs."""
+        self.redis.delete(keys.worker_gpus(name))
 
     def request_drain(self, name: str, deadline: float = math.inf) -> None:
         """Ask a worker to take no new run; at `deadline` (epoch seconds) its run is stopped
@@ -73,3 +111,22 @@ class NodeStore:
 
     def clear_drain(self, name: str) -> None:
         self.redis.delete(keys.drain(name))
+
+
+def _entries(ledger: dict[str, str] | None) -> dict[str, dict]:
+    return {run_id: json.loads(entry) for run_id, entry in (ledger or {}).items()}
+
+
+def _ledger_fields(gpus: list[int], held: dict[str, dict]) -> dict:
+    """What a node record says of its ledger: each run and its GPUs (by first GPU), the
+    free GPUs, and `run`, the first of them (None: idle)."""
+    runs = sorted(
+        ({"run_id": run_id, **entry} for run_id, entry in held.items()),
+        key=lambda r: (min(r["gpus"], default=-1), r["started_at"], r["run_id"]),
+    )
+    taken = {gpu for r in runs for gpu in r["gpus"]}
+    return {
+        "runs": runs,
+        "free_gpus": [g for g in gpus if g not in taken],
+        "run": runs[0]["run_id"] if runs else None,
+    }

@@ -528,6 +528,7 @@ class RunStore:
 
         def lease(pipe, run: Run) -> None:
             pipe.set(keys.lease(run_id), lease_value(worker, run.attempt), px=self.lease_ttl_ms)
+            pipe.delete(keys.taken(run_id))
 
         try:
             return self._rewrite(run_id, take, lease)
@@ -542,6 +543,17 @@ class RunStore:
                 args=[lease_value(worker, attempt), self.lease_ttl_ms, str(attempt)],
             )
         )
+
+    def take_message(self, run_id: str, worker: str) -> None:
+        """A worker received the run's message: until it claims the run or hands it back
+        (`message_done`), or for one lease TTL, the reconciler knows where the message is."""
+        self.redis.set(keys.taken(run_id), worker, px=self.lease_ttl_ms)
+
+    def message_done(self, run_id: str) -> None:
+        self.redis.delete(keys.taken(run_id))
+
+    def message_taken(self, run_id: str) -> str | None:
+        return self.redis.get(keys.taken(run_id))
 
     def lease_holder(self, run_id: str) -> str | None:
         return self.redis.get(keys.lease(run_id))
@@ -645,6 +657,7 @@ def _enter(run: Run, state: RunState, message: str, code: ErrorCode | None = Non
 def _forget(pipe, run_id: str, user: str) -> None:
     """Every key and index entry of the run, in `pipe`."""
     pipe.delete(keys.run(run_id), keys.history(run_id), keys.lease(run_id), keys.live_log(run_id))
+    pipe.delete(keys.taken(run_id))
     pipe.delete(*RunMetrics(pipe, run_id).all_keys())
     pipe.zrem(keys.user_runs(user), run_id)
     pipe.srem(keys.active_runs(), run_id)

@@ -234,7 +234,9 @@ class Settings(BaseSettings):
     run_as: Annotated[str, AfterValidator(_unprivileged)] = Field(
         "dlaas-run",
         description="the unprivileged user a root worker runs runs as; one per worker on a "
-        "node (deploy/README.md); a worker that is not root runs them as itself and says so",
+        "node (deploy/README.md); a worker running several runs at once runs the second as "
+        "`<name>-1`, the third as `<name>-2`, and so on; a worker that is not root runs them "
+        "as itself and says so",
     )
     run_max_processes: Count = Field(
         4096,
@@ -292,6 +294,17 @@ class Settings(BaseSettings):
         "command runs on)",
     )
     worker_heartbeat_seconds: float = Field(5.0, description="node heartbeat period")
+    reservation_after_seconds: float = Field(
+        600.0,
+        description="a PENDING run waiting longer than this holds GPUs back: the node where "
+        "it would start first starts no smaller run that would delay it (backfill: one whose "
+        "`execution.timeout` ends before it could start anyway still does)",
+    )
+    pack_interval_seconds: float = Field(
+        0.3,
+        description="how often a worker checks which sizes it can start a run of now, and "
+        "consumes only those queues",
+    )
     live_log_max_entries: int = Field(
         200, description="cap of a run's live log stream, in entries of up to ~64 KB of lines"
     )

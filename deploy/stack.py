@@ -42,6 +42,8 @@ from deploy.processes import (
     stop_pid,
     wait_until,
 )
+from worker.gpus import discover_gpus
+from worker.runuser import slot_user
 
 ROOT = Path(__file__).resolve().parents[1]
 HOME = Path(os.environ.get("DLAAS_HOME", ROOT / ".dlaas")).resolve()
@@ -169,13 +171,17 @@ def _run_user(env: dict[str, str]) -> None:
     for private in ("redis", "logs", "pids", "artifacts", "store"):
         (HOME / private).mkdir(exist_ok=True)
         (HOME / private).chmod(0o700)
+    # The worker runs up to one run per GPU at once, each slot as its own run user.
+    names = [slot_user(name, slot) for slot in range(max(1, len(discover_gpus())))]
     try:
-        done = runuser.ensure(name, [work, environments, *runuser.python_paths()])
+        done = []
+        for each in names:
+            done += runuser.ensure(each, [work, environments, *runuser.python_paths()])
     except runuser.RunUserSetupError as exc:
         raise StartError(f"run user: {exc}") from None
     for line in done:
         print(f"  {'run user':<11}{line}")
-    print(f"  {'run user':<11}runs run as {name}")
+    print(f"  {'run user':<11}runs run as {', '.join(names)}")
 
 
 def _port_plan() -> tuple[dict[str, int], list[ports.Port], dict[str, dict[str, int]]]:

@@ -258,7 +258,7 @@ class Stack:
 
 # Runs run as an unprivileged user when the suite runs as root (the default worker's user,
 # and a second worker's, for the isolation tests).
-RUN_USERS = ("dlaas-run", "dlaas-run-2")
+RUN_USERS = ("dlaas-run", "dlaas-run-1", "dlaas-run-2", "dlaas-run-3")
 
 
 class _SharedEnvironments:
@@ -366,7 +366,7 @@ def api_url(stack) -> str:
 def workers(stack, api_url) -> dict[str, str]:
     """A one-GPU worker (serves small) and a two-GPU worker (serves medium), GPUs declared."""
     stack.start_worker("small-worker@test", "0")
-    stack.start_worker("medium-worker@test", "1,2")
+    stack.start_worker("medium-worker@test", "1,2", "--sizes", "medium")
     return {"small": "small-worker@test", "medium": "medium-worker@test"}
 
 

@@ -13,9 +13,11 @@ import time
 from celery import Celery, signals
 
 from common.clock import iso, utcnow
+from common.sizes import ResourceSize
 from common.storage.s3 import warm_up as warm_up_s3
 from common.taskqueue import PING_TASK, RUN_TASK, enqueue_run, make_celery
 from worker.context import WorkerContext
+from worker.packer import ConsumerControl
 from worker.reaper import become_subreaper
 from worker.training import run_training
 
@@ -41,13 +43,15 @@ def create_worker_app(ctx: WorkerContext, sizes: list[str]) -> Celery:
     def ping() -> str:
         return "pong"
 
-    _connect_signals(ctx, Heartbeat(ctx, sizes))
+    consumers = ConsumerControl(ctx, app.control, [ResourceSize(s) for s in sizes])
+    _connect_signals(ctx, Heartbeat(ctx, sizes), consumers)
     return app
 
 
-def _connect_signals(ctx: WorkerContext, heartbeat: Heartbeat) -> None:
+def _connect_signals(ctx: WorkerContext, heartbeat: Heartbeat, consumers: ConsumerControl) -> None:
     """The worker's part in the fleet: each pool child a subreaper, the node's heartbeat,
-    a drain on warm shutdown, the node record removed at the end."""
+    the consumers of the sizes it can start a run of now, a drain on warm shutdown, the node
+    record removed at the end."""
 
     @signals.worker_process_init.connect(weak=False)
     def _pool_child_started(**_):
@@ -66,7 +70,9 @@ def _connect_signals(ctx: WorkerContext, heartbeat: Heartbeat) -> None:
     @signals.worker_ready.connect(weak=False)
     def _ready(**_):
         ctx.nodes.clear_drain(ctx.name)  # a restarted worker does not inherit a drain
+        ctx.nodes.clear_held(ctx.name)  # nor GPUs held by the runs of an earlier process
         heartbeat.start()
+        consumers.start()
 
     @signals.worker_shutting_down.connect(weak=False)
     def _shutting_down(sig=None, how=None, exitcode=None, **_):
@@ -86,6 +92,7 @@ def _connect_signals(ctx: WorkerContext, heartbeat: Heartbeat) -> None:
 
     @signals.worker_shutdown.connect(weak=False)
     def _stopped(**_):
+        consumers.stop()
         heartbeat.stop()
         try:
             ctx.nodes.forget(ctx.name)
@@ -103,6 +110,7 @@ class Heartbeat(threading.Thread):
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "sizes": sizes,
+            "slots": ctx.slots,
             "gpus": list(ctx.gpus.indices),
             "gpu_names": list(ctx.gpus.names),
             "gpu_uuids": list(ctx.gpus.uuids),

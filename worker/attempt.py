@@ -51,6 +51,8 @@ class Attempt:
     # Set by the supervisor (cancel, time limit, drain, lost claim); read by every phase.
     stop: StopFlag = field(default_factory=StopFlag)
     supervisor: RunSupervisor | None = None
+    # Its place on the node among the runs running there at once: its run user.
+    slot: int = 0
 
     # What the phases found, in the order they find it.
     manifest: Manifest | None = None

@@ -29,6 +29,8 @@ class WorkerContext:
     # unless given).
     frameworks: Registry | None = None
     environments: EnvironmentCache | None = None
+    # How many runs it runs at once at most (each on its own GPUs, as its own run user).
+    slots: int = 1
     # Puts a run id back on its size's queue (the Celery app's send_task); None: cannot.
     requeue: Callable[[str, ResourceSize], None] | None = None
 

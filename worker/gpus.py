@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
+
+from common.packing import table_distance
 
 
 class GpuSpecError(ValueError):
@@ -17,6 +20,15 @@ class GpuSet:
     names: tuple[str, ...] = ()
     uuids: tuple[str, ...] = ()
     memory_bytes: tuple[int, ...] = ()
+    # How close each pair of GPUs is, from NVML's topology: ((a, b, level), ...), lower is
+    # closer (common_ancestor_level; NVLink-joined pairs lowest). Empty: declared GPUs.
+    topology: tuple[tuple[int, int, int], ...] = ()
+
+    def distance(self):
+        """The packing's distance between two GPUs, or None (adjacent indices are close)."""
+        if not self.topology:
+            return None
+        return table_distance({(a, b): level for a, b, level in self.topology})
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -37,18 +49,22 @@ class GpuSet:
 
 
 def parse_gpus(text: str) -> GpuSet:
-    """`0,1` -> GPUs 0 and 1; `none` or `` -> a CPU node."""
+    """`0,1` -> GPUs 0 and 1; `0-3` -> 0 to 3; `none` or `` -> a CPU node."""
     text = text.strip()
     if text.lower() in ("", "none", "cpu"):
         return GpuSet((), "none")
     indices: list[int] = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit():
-            raise GpuSpecError(f"--gpus: {part!r} is not a GPU index (expected e.g. 0,1)")
-        if int(part) in indices:
-            raise GpuSpecError(f"--gpus: GPU {part} given twice")
-        indices.append(int(part))
+        first, dash, last = part.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise GpuSpecError(f"--gpus: {part!r} is not a GPU index (expected e.g. 0,1 or 0-3)")
+        if dash and int(last) < int(first):
+            raise GpuSpecError(f"--gpus: {part!r} is an empty range")
+        for index in range(int(first), int(last if dash else first) + 1):
+            if index in indices:
+                raise GpuSpecError(f"--gpus: GPU {index} given twice")
+            indices.append(index)
     return GpuSet(tuple(indices), "declared")
 
 
@@ -77,9 +93,52 @@ def discover_gpus() -> GpuSet:
             tuple(names),
             tuple(uuids),
             tuple(memory),
+            _topology(pynvml, count),
         )
     finally:
         pynvml.nvmlShutdown()
+
+
+# Lower is closer: NVLink between the pair, then NVML's common-ancestor levels (one board,
+# one PCIe switch, several switches, one host bridge, one socket, across sockets).
+NVLINK_LEVEL = 0
+
+
+def _topology(pynvml, count: int) -> tuple[tuple[int, int, int], ...]:
+    """Each pair's closeness as NVML sees it; empty when NVML cannot say."""
+    try:
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+        linked = _nvlinked(pynvml, handles)
+        pairs = []
+        for a, b in combinations(range(count), 2):
+            level = int(pynvml.nvmlDeviceGetTopologyCommonAncestor(handles[a], handles[b]))
+            pairs.append((a, b, NVLINK_LEVEL if (a, b) in linked else level))
+        return tuple(pairs)
+    except pynvml.NVMLError:
+        return ()
+
+
+def _nvlinked(pynvml, handles) -> set[tuple[int, int]]:
+    """The pairs joined by an active NVLink (by PCI bus id of each link's far end)."""
+    bus = {}
+    for i, handle in enumerate(handles):
+        bus[_text(pynvml.nvmlDeviceGetPciInfo(handle).busId)] = i
+    linked = set()
+    for i, handle in enumerate(handles):
+        for link in range(getattr(pynvml, "NVML_NVLINK_MAX_LINKS", 18)):
+            try:
+                if not pynvml.nvmlDeviceGetNvLinkState(handle, link):
+                    continue
+                far = bus.get(_text(pynvml.nvmlDeviceGetNvLinkRemotePciInfo(handle, link).busId))
+            except pynvml.NVMLError:
+                break  # no such link (or no NVLink at all)
+            if far is not None and far != i:
+                linked.add((min(i, far), max(i, far)))
+    return linked
+
+
+def _text(value) -> str:
+    return (value.decode() if isinstance(value, bytes) else value).lower()
 
 
 def resolve_gpu_set(spec: str | None) -> GpuSet:

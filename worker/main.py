@@ -18,7 +18,14 @@ from common.sizes import ResourceSize, queue_name, sizes_for_gpus
 from worker.app import create_worker_app
 from worker.context import WorkerContext
 from worker.gpus import GpuSpecError, resolve_gpu_set
-from worker.runuser import RunUserError, check_reachable, describe, prepare_work_dir, run_user
+from worker.runuser import (
+    RunUserError,
+    check_reachable,
+    describe,
+    prepare_work_dir,
+    run_user,
+    slot_user,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,14 +36,24 @@ def _parser() -> argparse.ArgumentParser:
         "default: every GPU NVML finds",
     )
     p.add_argument("--name", help="worker name (default: dlaas-<gpus>@<host>)")
-    p.add_argument("--sizes", help="comma-separated sizes to serve (default: by GPU count)")
     p.add_argument(
-        "--serve-smaller",
-        action="store_true",
-        help="also serve sizes needing fewer GPUs than this worker has",
+        "--sizes",
+        help="comma-separated sizes to serve (default: every size that fits its GPUs)",
+    )
+    p.add_argument(
+        "--slots",
+        type=int,
+        help="the most runs it runs at once (default: as many as its GPUs hold runs of the "
+        "smallest size it serves; 1 on a CPU node)",
     )
     p.add_argument("--loglevel", default="INFO")
     return p
+
+
+def default_slots(gpu_count: int, size_gpus: list[int]) -> int:
+    """As many runs as the GPUs hold of the smallest size served (1 on a CPU node)."""
+    smallest = min((n for n in size_gpus if n > 0), default=0)
+    return max(1, gpu_count // smallest) if gpu_count and smallest else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,14 +65,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.sizes:
             sizes = [ResourceSize(s.strip()) for s in args.sizes.split(",") if s.strip()]
         else:
-            sizes = sizes_for_gpus(len(gpus), settings.size_gpus, args.serve_smaller)
-        # Root: runs run as DLAAS_RUN_AS, which must exist and reach the work directory.
-        user = run_user(settings.run_as)
-        if user is not None:
+            sizes = sizes_for_gpus(len(gpus), settings.size_gpus, serve_smaller=True)
+        slots = args.slots or default_slots(len(gpus), [settings.size_gpus[s] for s in sizes])
+        if slots < 1:
+            raise ValueError(f"--slots: {slots}: a worker runs at least one run")
+        # Root: each slot's runs run as its run user (DLAAS_RUN_AS, then <name>-1, ...),
+        # which must exist and reach the work directory.
+        users = [run_user(slot_user(settings.run_as, slot)) for slot in range(slots)]
+        if users[0] is not None:
             prepare_work_dir(settings.work_dir)
-            check_reachable(user, settings.work_dir)
             prepare_work_dir(settings.environment_dir)
-            check_reachable(user, settings.environment_dir)
+            for user in users:
+                check_reachable(user, settings.work_dir)
+                check_reachable(user, settings.environment_dir)
     except (SettingsError, GpuSpecError, CredentialsError, RunUserError, ValueError) as exc:
         print(f"dlaas-worker: {exc}", file=sys.stderr)
         return 2
@@ -73,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         f"dlaas-worker {name}: {gpus.describe()}; serving {', '.join(s.value for s in sizes)}",
         flush=True,
     )
-    print(f"dlaas-worker {name}: {describe(user, settings.run_as)}", flush=True)
+    print(f"dlaas-worker {name}: up to {slots} runs at once", flush=True)
+    for slot, user in enumerate(users):
+        print(f"dlaas-worker {name}: {describe(user, slot_user(settings.run_as, slot))}")
     connection = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     ctx = WorkerContext(
         settings=settings,
@@ -83,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         artifacts=ArtifactStore.from_settings(settings),
         gpus=gpus,
         name=name,
+        slots=slots,
     )
     app = create_worker_app(ctx, [s.value for s in sizes])
     app.worker_main(
@@ -93,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             "--hostname",
             name,
             "--concurrency",
-            "1",
+            str(slots),
             "--events",
             "--without-gossip",
             "--without-mingle",

@@ -4,6 +4,10 @@ One instance is active at a time (a Redis lock with a TTL); others stand by. A r
 DOWNLOADING, PROCESSING or STORING whose lease has lapsed is given one more lease period
 (its worker may just be reconnecting after a Redis outage), then ends FAILED S104
 "node lost: <worker>", or goes back to its queue while its retry policy allows.
+
+A PENDING run whose message is on no queue, and that no worker has marked taken, lost its
+message with a worker that died holding it: seen so twice, a lease TTL apart, it is queued
+again (a duplicate message is harmless: a run is claimed once).
 """
 
 from __future__ import annotations
@@ -19,13 +23,18 @@ import redis
 
 from common import keys
 from common.artifacts import ArtifactStore
+from common.clock import parse_iso
 from common.runstore import InvalidTransition, RunNotFound, RunStore
 from common.settings import Settings
+from common.sizes import ResourceSize, queue_name
 from common.states import ACTIVE, ErrorCode, RunState
 from common.taskqueue import enqueue_run, make_celery
 from worker.activelock import ActiveLock, start_service
 
 log = logging.getLogger("dlaas.reconciler")
+
+# The suffixes of kombu's Redis lists of one queue: "" and "\x06\x16<priority>".
+PRIORITY_LISTS = ("", *(f"\x06\x16{p}" for p in range(1, 10)))
 
 
 class Reconciler:
@@ -42,6 +51,8 @@ class Reconciler:
         self.lock = ActiveLock(connection, keys.reconciler_lock(), self.identity, ttl)
         # run id -> (attempt, monotonic time its lapsed lease was first seen)
         self._lapsed: dict[str, tuple[int, float]] = {}
+        # run id -> monotonic time it was first seen PENDING with no message anywhere
+        self._unqueued: dict[str, float] = {}
 
     def hold_lock(self) -> bool:
         return self.lock.hold()
@@ -69,6 +80,31 @@ class Reconciler:
                 continue
             done.append((run_id, self._node_lost(run)))
             self._lapsed.pop(run_id, None)
+        if self.requeue is not None:
+            done += self._lost_messages(now)
+        return done
+
+    def _lost_messages(self, now: float) -> list[tuple[str, str]]:
+        """Queue again each PENDING run whose message is gone (see the module's doc)."""
+        # kombu's Redis lists: the queue's own, and one per priority step (none used).
+        lists = [f"{queue_name(s)}{step}" for s in ResourceSize for step in PRIORITY_LISTS]
+        queued = "\n".join(str(raw) for name in lists for raw in self.redis.lrange(name, 0, -1))
+        grace = self.settings.lease_ttl_seconds
+        done, missing = [], set()
+        for run in self.runs.pending():
+            if run.id in queued or self.runs.message_taken(run.id) is not None:
+                continue
+            changed = parse_iso(run.updated_at or run.submitted_at).timestamp()
+            if time.time() - changed < grace:
+                continue  # just made: its message may be on its way
+            missing.add(run.id)
+            first = self._unqueued.setdefault(run.id, now)
+            if now - first >= grace:
+                self.requeue(run.id, run.resource)
+                log.warning("%s: PENDING with no message (its worker died holding it)", run.id)
+                done.append((run.id, "message lost, queued again"))
+                missing.discard(run.id)
+        self._unqueued = {k: v for k, v in self._unqueued.items() if k in missing}
         return done
 
     def _node_lost(self, run) -> str:

@@ -82,6 +82,12 @@ def run_user(name: str) -> RunUser | None:
     return user
 
 
+def slot_user(run_as: str, slot: int) -> str:
+    """The run user of a worker's slot (its place for one of the runs it runs at once):
+    DLAAS_RUN_AS for the first, then `<name>-1`, `<name>-2`, ..."""
+    return run_as if slot == 0 else f"{run_as}-{slot}"
+
+
 _REACHABLE: set[tuple[int, Path]] = set()
 
 

@@ -21,11 +21,11 @@ from worker.hooks.environment import HoldEnvironment
 from worker.hooks.livelog import KeepLiveLogTail, StreamLiveLog
 from worker.hooks.logchunks import UploadLogChunks
 from worker.hooks.metrics import CollectMetrics
-from worker.hooks.node import MarkNodeBusy
 from worker.hooks.progress import ReportTransfer
 from worker.hooks.supervision import Supervise
 from worker.hooks.usage import SampleUsage
 from worker.hooks.workdir import RemoveWorkDir
+from worker.packer import Packer
 from worker.phases.execute import Execute
 from worker.phases.open_stores import OpenStores
 from worker.phases.prepare import Prepare
@@ -36,7 +36,7 @@ from worker.rundirs import RunDirs
 
 log = logging.getLogger(__name__)
 
-ATTEMPT_HOOKS = (RemoveWorkDir, KeepLiveLogTail, MarkNodeBusy, Supervise, HoldEnvironment)
+ATTEMPT_HOOKS = (RemoveWorkDir, KeepLiveLogTail, Supervise, HoldEnvironment)
 PHASES = (
     Prepare(),
     OpenStores(),
@@ -47,21 +47,59 @@ PHASES = (
 
 
 def run_training(run_id: str, ctx: WorkerContext, progress=None) -> str:
-    """Claim, stage, execute, store. Returns the end state, or `skipped` for a message
-    whose run is gone, already claimed or already ended (a duplicate is never run twice)."""
+    """Place, claim, stage, execute, store. Returns the end state, `requeued` for a run
+    handed back (the node cannot start it now), or `skipped` for a message whose run is
+    gone, already claimed or already ended (a duplicate is never run twice).
+
+    From the message's arrival to the claim (or the hand-back) the run is marked taken by
+    this worker: a worker that dies in between leaves a PENDING run with no message, which
+    the reconciler finds (no message on its queue, no mark) and queues again."""
+    ctx.runs.take_message(run_id, ctx.name)
+    try:
+        return _run_training(run_id, ctx, progress)
+    finally:
+        ctx.runs.message_done(run_id)
+
+
+def _run_training(run_id: str, ctx: WorkerContext, progress) -> str:
     if _hand_back_while_draining(run_id, ctx):
         return "requeued"
-    run = ctx.runs.claim(run_id, ctx.name, lambda count: list(ctx.gpus.for_run(count)))
-    if run is None:
+    pending = ctx.runs.get(run_id)
+    if pending is None or pending.state is not RunState.PENDING:
         log.info("%s: dropped, not PENDING any more (claimed, ended or deleted)", run_id)
         return "skipped"
-    attempt = Attempt(run, ctx, RunDirs(ctx.settings.work_dir / run_id), progress)
-    if not drive(attempt, PHASES, ATTEMPT_HOOKS):
-        return "lost"
+    packer = Packer(ctx)
+    place, reason = packer.place(pending)
+    if place is None:
+        return _hand_back(pending, ctx, reason)
+    try:
+        run = ctx.runs.claim(run_id, ctx.name, lambda count: list(place.gpus))
+        if run is None:
+            log.info("%s: dropped, not PENDING any more (claimed, ended or deleted)", run_id)
+            return "skipped"
+        dirs = RunDirs(ctx.settings.work_dir / run_id)
+        attempt = Attempt(run, ctx, dirs, progress, slot=place.slot)
+        if not drive(attempt, PHASES, ATTEMPT_HOOKS):
+            return "lost"
+    finally:
+        packer.release(run_id)
     final = ctx.runs.get(run_id)
     if final is None or (final.state.terminal and final.artifact):
         ctx.artifacts.delete(run.artifact)  # a copy is in the results bucket now
     return final.state.value if final else "deleted"
+
+
+def _hand_back(run, ctx: WorkerContext, reason: str) -> str:
+    """The node cannot start the run now (its GPUs are taken, or held for a larger run): the
+    message goes back to its queue at once, for this node later or another one. This pool
+    process then waits one consumer-control tick, by which this node stops consuming that
+    size, so that it does not take the same message again meanwhile."""
+    if ctx.requeue is None:
+        raise RuntimeError(f"{run.id}: cannot start here ({reason}) and cannot hand it back")
+    ctx.requeue(run.id, run.resource)
+    log.info("%s: handed back to its queue, %s cannot start it now: %s", run.id, ctx.name, reason)
+    time.sleep(ctx.settings.pack_interval_seconds)
+    return "requeued"
 
 
 def _hand_back_while_draining(run_id: str, ctx: WorkerContext) -> bool:

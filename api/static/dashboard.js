@@ -436,6 +436,9 @@ async function drawCurves(x) {
 
 // -- the fleet ------------------------------------------------------------------------------
 
+// The run holding GPU g of node n (its ledger), or undefined: free.
+const holder = (n, g) => (n.runs || []).find((r) => r.gpus.includes(g))?.run_id;
+
 function fleetPage() {
   every(POLL_MS, async () => {
     const [{ nodes }, { queues }] = await Promise.all([api("/v3/nodes"), api("/v3/queues")]);
@@ -446,8 +449,8 @@ function fleetPage() {
       return el("article", { class: `node node-${n.status}`, "data-node": n.name },
         el("h3", {}, `${n.name} `, el("span", { class: `status status-${n.status}`, text: n.status })),
         el("p", { class: "muted small", text: n.status === "lost" ? `last heard ${when(new Date(n.last_heartbeat * 1000).toISOString())}` : `${n.host || ""} · serves ${(n.sizes || []).join(", ")} · ${n.accelerator || "cpu"}` }),
-        gpus.length ? el("ul", { class: "gpus" }, ...gpus.map((g) => el("li", { class: n.run ? "gpu busy" : "gpu free" },
-          `GPU ${g}: `, n.run ? el("a", { href: `/ui/runs/${n.run}`, text: `busy, ${n.run}` }) : "free")))
+        gpus.length ? el("ul", { class: "gpus" }, ...gpus.map((g) => el("li", { class: holder(n, g) ? "gpu busy" : "gpu free" },
+          `GPU ${g}: `, holder(n, g) ? el("a", { href: `/ui/runs/${holder(n, g)}`, text: `busy, ${holder(n, g)}` }) : "free")))
           : el("p", { class: "small" }, n.status === "lost" ? "" : n.run ? el("a", { href: `/ui/runs/${n.run}`, text: `running ${n.run}` }) : "idle (no GPU)"));
     }));
     document.getElementById("queues").replaceChildren(...queues.map((q) => el("article", { class: "queue", "data-size": q.size },

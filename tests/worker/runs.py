@@ -50,6 +50,7 @@ def submit_manifest(ctx: WorkerContext, manifest_text: str, files: dict | None =
         resource=manifest.resource,
         gpu_count=ctx.settings.size_gpus[manifest.resource],
         command=manifest.command,
+        timeout_seconds=manifest.timeout_seconds,
         submitted_at=iso(utcnow()),
         manifest=manifest.to_dict(redact=True),
         credentials=ctx.box.seal(manifest.secrets()),

@@ -19,7 +19,6 @@ from tests.worker.runs import submit_manifest, worker_context
 from worker.attempt import Attempt
 from worker.hooks.livelog import KeepLiveLogTail, StreamLiveLog
 from worker.hooks.logchunks import UploadLogChunks
-from worker.hooks.node import MarkNodeBusy
 from worker.hooks.progress import ReportTransfer
 from worker.hooks.supervision import Supervise
 from worker.hooks.usage import SampleUsage
@@ -48,13 +47,6 @@ def attempt(tmp_path, store_redis):
     attempt.manifest = Manifest.from_dict(run.manifest)
     attempt.results_store = open_store(attempt.manifest.training_results, settings.local_store_root)
     return attempt
-
-
-def test_the_node_says_which_run_it_is_busy_with_while_the_attempt_lasts(attempt):
-    node_run = attempt.ctx.runs.redis.get
-    with applied([MarkNodeBusy], attempt):
-        assert node_run(keys.worker_run("hook-worker")) == attempt.id
-    assert node_run(keys.worker_run("hook-worker")) is None
 
 
 def test_the_supervisor_shares_the_attempts_stop_flag_and_is_finished_after(attempt):

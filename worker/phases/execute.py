@@ -24,6 +24,7 @@ from worker.runuser import (
     hold_user,
     reclaim,
     run_user,
+    slot_user,
 )
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class Execute(Phase):
         ctx, run, settings = attempt.ctx, attempt.run, attempt.settings
         attempt.limits = run_limits(settings, run.resource)
         try:
-            attempt.user = user = run_user(settings.run_as)
+            attempt.user = user = run_user(slot_user(settings.run_as, attempt.slot))
             if user is not None:
                 check_reachable(user, settings.work_dir)
         except RunUserError as exc:
