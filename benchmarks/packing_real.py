@@ -104,7 +104,7 @@ def stop(workers: dict[str, subprocess.Popen]) -> None:
 def command_span(store: RunStore, run_id: str) -> tuple[float, float]:
     """When the run's command started and ended (its PROCESSING and STORING entries)."""
     at = {entry.state: parse_iso(entry.at) for entry in store.history(run_id)}
-    return at[RunState.PROCESSING], at[RunState.STORING]
+    return at[RunState.PROCESSING].timestamp(), at[RunState.STORING].timestamp()
 
 
 def waits(outcomes: list[Outcome]) -> dict[str, str]:
@@ -141,6 +141,8 @@ def main() -> int:
         "dlaas-bench-pack-", DLAAS_MAX_QUEUED_PER_USER="0", DLAAS_REQUESTS_PER_MINUTE="0"
     ) as (home, env, ports):
         saved = read_env_file(home / "env")
+        for bucket in ("data", "results"):
+            (home / "store" / "bench" / bucket).mkdir(parents=True, exist_ok=True)
         http = requests.Session()
         http.trust_env = False
         http.headers["Authorization"] = f"Bearer {saved['DLAAS_TOKEN']}"

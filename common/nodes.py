@@ -96,6 +96,20 @@ class NodeStore:
         """The run holds none of the node's GPUs any more."""
         self.redis.hdel(keys.worker_gpus(name), run_id)
 
+    def wake(self, name: str) -> None:
+        """Tell the node's consumer control that its ledger changed (a run freed GPUs)."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(keys.worker_wake(name), 1)
+            pipe.pexpire(keys.worker_wake(name), self.ttl_ms)
+            pipe.execute()
+
+    def wait_wake(self, name: str, timeout: float) -> bool:
+        """Until woken or `timeout` seconds pass; True when woken (the wakes are used up)."""
+        woken = self.redis.blpop([keys.worker_wake(name)], timeout=timeout)
+        if woken:
+            self.redis.delete(keys.worker_wake(name))
+        return woken is not None
+
     def clear_held(self, name: str) -> None:
         """A worker starting afresh: no run of an earlier process holds its GPUs."""
         self.redis.delete(keys.worker_gpus(name))

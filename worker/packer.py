@@ -78,14 +78,22 @@ class Packer:
         return count if self.ctx.gpus.indices else 0
 
     def _view(self) -> tuple[list[Run], list[Node]]:
-        return self.ctx.runs.pending(), fleet_of(self.ctx.nodes.list(), self.ctx.name)
+        """The PENDING runs, and the other nodes: read only when a run waits past the bound
+        (only a reservation looks at them)."""
+        pending = self.ctx.runs.pending()
+        since = time.time() - self.rule.after_seconds
+        if all(parse_iso(r.submitted_at).timestamp() >= since for r in pending):
+            return pending, []
+        return pending, fleet_of(self.ctx.nodes.list(), self.ctx.name)
 
-    def _admit(self, held, request, waiting, fleet, now):
-        """admit() on this node as the ledger `held` has it, with the slot it would get."""
+    def _admit(self, held, request, waiting, fleet, now, slots=True):
+        """admit() on this node as the ledger `held` has it, with the slot it would get
+        (`slots` False: as if one were free)."""
         taken = {entry.get("slot", 0) for entry in held.values()}
         free_slots = [slot for slot in range(self.ctx.slots) if slot not in taken]
-        if not free_slots:
+        if not free_slots and slots:
             return None, f"all {self.ctx.slots} run slots of {self.ctx.name} are busy"
+        free_slots = free_slots or [0]
         node = node_of(self.ctx.name, self.ctx.gpus.indices, held, self.distance)
         if all(w.run_id != request.run_id for w in waiting):
             # The run asking waits too (the plan holds for no run when none smaller waits).
@@ -122,11 +130,14 @@ class Packer:
         return outcome[0], outcome[1]
 
     def release(self, run_id: str) -> None:
+        """The run's GPUs and slot are free: the consumer control looks again at once."""
         self.ctx.nodes.release(self.ctx.name, run_id)
+        self.ctx.nodes.wake(self.ctx.name)
 
     def startable(self, sizes: Iterable[ResourceSize]) -> set[ResourceSize]:
         """The sizes of which this node could start a run now: a new one (no time limit), or
-        one of the oldest PENDING of that size (a backfill, by its time limit)."""
+        one of the oldest PENDING of that size (a backfill, by its time limit). Busy slots do
+        not count: the pool takes no message while all its processes run (one per slot)."""
         pending, fleet = self._view()
         held = self.ctx.nodes.held(self.ctx.name)
         waiting = waiting_runs(pending)
@@ -135,14 +146,14 @@ class Packer:
         yes: set[ResourceSize] = set()
         for size in sizes:
             new = Request("(next)", self._gpus(table[size]), 0.0)
-            if self._admit(held, new, waiting, fleet, now)[0] is not None:
+            if self._admit(held, new, waiting, fleet, now, slots=False)[0] is not None:
                 yes.add(size)
                 continue
             oldest = [r for r in pending if r.resource is size][:BACKFILL_LOOKAHEAD]
             for run in oldest:
                 limit = time_limit(run, self.ctx.settings)
                 request = Request(run.id, self._gpus(run.gpu_count), limit)
-                if self._admit(held, request, waiting, fleet, now)[0] is not None:
+                if self._admit(held, request, waiting, fleet, now, slots=False)[0] is not None:
                     yes.add(size)
                     break
         return yes
@@ -197,4 +208,9 @@ class ConsumerControl(threading.Thread):
                 self.tick()
             except Exception as exc:  # Redis away: try again at the next tick
                 log.warning("consumer control: %s", exc)
-            self._stop.wait(self.ctx.settings.pack_interval_seconds)
+                self._stop.wait(self.ctx.settings.pack_interval_seconds)
+                continue
+            try:  # the next tick, or at once when a run of this node frees its GPUs
+                self.ctx.nodes.wait_wake(self.ctx.name, self.ctx.settings.pack_interval_seconds)
+            except Exception:
+                self._stop.wait(self.ctx.settings.pack_interval_seconds)
