@@ -76,6 +76,8 @@ def test_a_burst_of_mixed_runs_packs_onto_disjoint_gpus_of_one_worker(pack, star
     started.append(pack.start_worker("pack-a@test", "0-3"))
     sizes = ["small"] * 4 + ["medium"] * 2 + ["large"] + ["small"] * 2 + ["medium"]
     ids = {submit(pack, SAYS.format(sleep=2), resource=size): size for size in sizes}
+    # One past its own time limit: it alone is stopped, the others run on.
+    late = submit(pack, "echo late; sleep 60", "small", extra="    timeout: 2s\n")
     ended = {
         run_id: wait_state(pack, run_id, RunState.COMPLETED, RunState.FAILED, timeout=120)
         for run_id in ids
@@ -83,6 +85,8 @@ def test_a_burst_of_mixed_runs_packs_onto_disjoint_gpus_of_one_worker(pack, star
     assert all(run.state is RunState.COMPLETED for run in ended.values()), [
         run.status_message for run in ended.values()
     ]
+    stopped = wait_state(pack, late, RunState.FAILED, timeout=60)
+    assert stopped.error_code is ErrorCode.TIME_LIMIT
     views = {run_id: seen(pack, run_id) for run_id in ids}
     for run_id, view in views.items():
         # Its own GPUs, as many as its size asks, the same the run record gives.
@@ -157,6 +161,17 @@ def test_cancel_and_a_lost_node_with_three_runs_leave_no_run_stuck_and_no_proces
     assert sorted(r["run_id"] for r in node["runs"]) == sorted(ids)
     held = [g for r in node["runs"] for g in r["gpus"]]
     assert len(held) == len(set(held)) == 4 and node["free_gpus"] == []
+    # `dlaas nodes` says which run each GPU runs; a large run says why it waits.
+    holder = {g: r["run_id"] for r in node["runs"] for g in r["gpus"]}
+    listed = dlaas(pack, "nodes")
+    line = next(x for x in listed.stdout.splitlines() if x.startswith("pack-c@test"))
+    assert line.endswith(" ".join(f"{g}:{holder[g]}" for g in range(4))), line
+    large = submit(pack, "true", "large")
+    shown = requests.get(f"{pack.api_url}/v3/models/{large}", headers=pack.headers(), timeout=5)
+    assert shown.json()["waiting"]["reason"] == (
+        "waiting for 4 free GPUs on one node; largest free block now: 0 on pack-c@test"
+    )
+    assert dlaas(pack, "cancel", "training-runs", large).returncode == 0
     # Cancel one: it ends, its GPU is free again, the other two run on.
     cancelled = dlaas(pack, "cancel", "training-runs", ids[0])
     assert cancelled.returncode == 0, cancelled.stderr
