@@ -207,6 +207,15 @@ def _activity_rows(run: dict) -> list[tuple[str, str]]:
                 f"in {usage['staging_seconds']} s",
             )
         )
+    if "cached_objects" in usage:
+        rows.append(
+            (
+                "Data_cache",
+                f"{usage['cached_objects']} objects ({usage['cached_bytes']} bytes) from the "
+                f"node's cache, {usage['fetched_objects']} ({usage['fetched_bytes']} bytes) "
+                "from the store",
+            )
+        )
     environment = run.get("environment")
     if environment:
         rows.append(("Environment", _environment(environment)))

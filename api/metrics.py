@@ -97,6 +97,21 @@ class ServiceCollector:
         live = [n for n in listed if n["status"] != "lost"]
         busy = sum(len(n.get("gpus", [])) - len(n.get("free_gpus", [])) for n in live)
         total = sum(len(n.get("gpus", [])) for n in live)
+        cache = {
+            figure: CounterMetricFamily(f"dlaas_data_cache_{figure}", text, labels=["node"])
+            for figure, text in (
+                ("hits", "Objects staged from a node's data cache"),
+                ("hit_bytes", "Bytes staged from a node's data cache"),
+                ("misses", "Objects a node's data cache fetched from the store"),
+                ("miss_bytes", "Bytes a node's data cache fetched from the store"),
+                ("evictions", "Objects removed from a node's data cache past its size"),
+            )
+        }
+        for node in listed:
+            counted = self.services.nodes.cache_figures(node["name"])
+            for figure, family in cache.items():
+                family.add_metric([node["name"]], counted.get(figure, 0))
+        yield from cache.values()
         gpus.add_metric(["busy"], busy)
         gpus.add_metric(["free"], total - busy)
         yield nodes

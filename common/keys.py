@@ -26,6 +26,8 @@ dlaas:run:<run-id>:log            stream  capped (DLAAS_LIVE_LOG_MAX_ENTRIES, tr
 dlaas:worker:<name>:gpus          hash    heartbeat TTL; the node's GPU ledger: run id -> JSON
                                           {gpus, slot, size, started_at, timeout_seconds, pid} of
                                           each run holding GPUs there (one transaction per start)
+dlaas:worker:<name>:cache         hash    none; the node's data-cache counters: hits, hit_bytes,
+                                          misses, miss_bytes, evictions (objects, bytes)
 dlaas:worker:<name>:wake          list    heartbeat TTL; pushed when a run of the node frees its
                                           GPUs, so that its consumer control looks again at once
 dlaas:stats                       hash    none; counters and gauges behind /metrics (stats.py)
@@ -103,6 +105,10 @@ def live_log(run_id: str) -> str:
 
 def worker_gpus(name: str) -> str:
     return f"{PREFIX}:worker:{name}:gpus"
+
+
+def worker_cache(name: str) -> str:
+    return f"{PREFIX}:worker:{name}:cache"
 
 
 def worker_wake(name: str) -> str:

@@ -110,6 +110,17 @@ class NodeStore:
             self.redis.delete(keys.worker_wake(name))
         return woken is not None
 
+    def count_cache(self, name: str, **figures: int) -> None:
+        """Add to the node's data-cache counters (hits, misses, their bytes, evictions)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for figure, amount in figures.items():
+                if amount:
+                    pipe.hincrby(keys.worker_cache(name), figure, amount)
+            pipe.execute()
+
+    def cache_figures(self, name: str) -> dict[str, int]:
+        return {k: int(v) for k, v in self.redis.hgetall(keys.worker_cache(name)).items()}
+
     def clear_held(self, name: str) -> None:
         """A worker starting afresh: no run of an earlier process holds its GPUs."""
         self.redis.delete(keys.worker_gpus(name))

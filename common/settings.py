@@ -42,6 +42,7 @@ UNDER_HOME = {
     "local_store_root": "store",
     "environment_dir": "environments",
     "uv_cache_dir": "uv-cache",
+    "data_cache_dir": "data-cache",
 }
 
 
@@ -182,6 +183,16 @@ class Settings(BaseSettings):
         20 * 1024**3,
         description="size of the environment cache; the least recently used environments no "
         "run uses are removed past it",
+    )
+    data_cache_dir: Path | None = Field(
+        None,
+        description="the node's cache of staged data objects (root's, read-only to runs), by "
+        "store, bucket, key, ETag and size; shared by the node's workers",
+    )
+    data_cache_max_bytes: Annotated[int, _from_text(byte_amount)] = Field(
+        100 * 1024**3,
+        description="size of the data cache; the least recently used objects no running run "
+        "uses are removed past it (0: no cache, every run downloads its data)",
     )
     environment_build_seconds: float = Field(
         1800.0, description="longest an environment build may take (or wait for another's)"

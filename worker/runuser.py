@@ -128,16 +128,22 @@ def prepare_work_dir(work_dir: Path) -> None:
 
 def hand_over(dirs: RunDirs, log_names: tuple[str, ...], user: RunUser) -> None:
     """Give the staged run to the run user: its own folders (MODEL_DIR, DATA_DIR, RESULT_DIR,
-    TMPDIR, HOME) 0700, the run directory root's but passable by the user's group only, and
-    LOG_DIR root's, sticky and group-writable (the worker's log files cannot be swapped)."""
+    TMPDIR, HOME) 0700 with what they hold (but the links to the node's data cache), the run
+    directory root's but passable by the user's group only, and LOG_DIR root's, sticky and
+    group-writable (the worker's log files cannot be swapped)."""
     for name in log_names:
         (dirs.log / name).touch()
         os.chown(dirs.log / name, 0, 0)
         (dirs.log / name).chmod(0o644)
     for top in dirs.owned_by_run:
         for dirpath, dirnames, filenames in os.walk(top):
-            for name in dirnames + filenames:
+            for name in dirnames:
                 os.lchown(Path(dirpath) / name, user.uid, user.gid)
+            for name in filenames:
+                path = Path(dirpath) / name
+                if path.lstat().st_nlink > 1:
+                    continue  # a link to the node's data cache: root's and read-only
+                os.lchown(path, user.uid, user.gid)
         os.chown(top, user.uid, user.gid)
         top.chmod(0o700)
     os.chown(dirs.log, 0, user.gid)

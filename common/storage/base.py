@@ -96,6 +96,18 @@ class ObjectStore(Protocol):
         """Every object of the bucket under `dest`; stops early once `should_stop()`."""
         ...
 
+    def download_objects(
+        self,
+        bucket: str,
+        objects: list[ObjectInfo],
+        dest: Path,
+        should_stop: Callable[[], bool] | None = None,
+        progress: TransferProgress | None = None,
+    ) -> TransferStats:
+        """These objects of the bucket (as its listing gave them) under `dest`, each at its
+        key; `progress` is counted on, not told what to expect."""
+        ...
+
     def upload_dir(
         self, src: Path, bucket: str, prefix: str, progress: TransferProgress | None = None
     ) -> TransferStats: ...

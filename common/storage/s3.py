@@ -186,6 +186,17 @@ class S3Store:
         progress: TransferProgress | None = None,
     ) -> TransferStats:
         objects, progress = plan_download(self, bucket, progress)
+        return self.download_objects(bucket, objects, dest, should_stop, progress)
+
+    def download_objects(
+        self,
+        bucket: str,
+        objects: list[ObjectInfo],
+        dest: Path,
+        should_stop: Callable[[], bool] | None = None,
+        progress: TransferProgress | None = None,
+    ) -> TransferStats:
+        progress = progress or TransferProgress("downloading")
         stats = TransferStats()
         subscribers = [_Counting(progress), _Finishing()]
         root = dest.resolve()

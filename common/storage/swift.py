@@ -119,7 +119,7 @@ class SwiftStore:
                 for page in service.list(container=bucket, options={"prefix": prefix or None}):
                     self._check(page, bucket, "cannot list")
                     out += [
-                        ObjectInfo(o["name"], int(o["bytes"]))
+                        ObjectInfo(o["name"], int(o["bytes"]), o.get("hash"))
                         for o in page["listing"]
                         if "name" in o and not o["name"].endswith("/")
                     ]
@@ -135,6 +135,17 @@ class SwiftStore:
         progress: TransferProgress | None = None,
     ) -> TransferStats:
         objects, progress = plan_download(self, bucket, progress)
+        return self.download_objects(bucket, objects, dest, should_stop, progress)
+
+    def download_objects(
+        self,
+        bucket: str,
+        objects: list[ObjectInfo],
+        dest: Path,
+        should_stop: Callable[[], bool] | None = None,
+        progress: TransferProgress | None = None,
+    ) -> TransferStats:
+        progress = progress or TransferProgress("downloading")
         root = dest.resolve()
         for obj in objects:
             target_inside(root, obj.key)

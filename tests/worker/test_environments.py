@@ -231,10 +231,10 @@ def test_the_environment_is_built_while_the_data_is_staged(ctx, tmp_path, monkey
 
     ctx.settings = ctx.settings.model_copy(update={"environment_dir": tmp_path / "own-envs"})
     ctx.environments = EnvironmentCache(ctx.settings)
-    real_download, seen = LocalStore.download_all, {}
+    real_list, seen = LocalStore.list, {}
 
-    def slow_download(self, *args, **kwargs):
-        # The data "arrives" only once an environment is in place (bounded): were the build
+    def slow_listing(self, *args, **kwargs):
+        # The data bucket is listed only once an environment is in place (bounded): were the build
         # to start after staging, it would never be, and the wait would run out.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not seen:
@@ -244,9 +244,9 @@ def test_the_environment_is_built_while_the_data_is_staged(ctx, tmp_path, monkey
             if any(p.is_dir() for p in built):
                 seen["after"] = time.monotonic() - started
             time.sleep(0.05)
-        return real_download(self, *args, **kwargs)
+        return real_list(self, *args, **kwargs)
 
-    monkeypatch.setattr(LocalStore, "download_all", slow_download)
+    monkeypatch.setattr(LocalStore, "list", slow_listing)
     started = time.monotonic()
     state, run, _ = _run(ctx, "true", "mpmath==1.3.0\n")
     assert state == "COMPLETED" and seen, "the environment was not built during staging"

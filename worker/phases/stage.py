@@ -16,8 +16,9 @@ from common.layout import ENVIRONMENT_LOG, LOAD_LOG
 from common.modelzip import ModelZipError, ZipLimits, ZipSummary, extract_zip
 from common.settings import Settings
 from common.states import ErrorCode, RunState
-from common.storage import StorageError, TransferStats
+from common.storage import StorageError
 from worker.attempt import Attempt, RunFailed
+from worker.datacache import DataCache, Staged
 from worker.phases.environment import joined, prepare_environment
 from worker.phases.open_stores import storage_code
 from worker.pipeline import Phase
@@ -85,22 +86,51 @@ class Stage(Phase):
         _notice_cancel(attempt)
 
 
-def _stage_data(attempt: Attempt, should_stop) -> tuple[StorageError | None, TransferStats | None]:
-    data = attempt.manifest.training_data
+def _stage_data(attempt: Attempt, should_stop) -> tuple[StorageError | None, Staged | None]:
+    """The data bucket into DATA_DIR: through the node's data cache unless it is off."""
+    data, settings = attempt.manifest.training_data, attempt.settings
     attempt.note(f"data: {attempt.data_store.description}, bucket {data.bucket!r}", LOAD_LOG)
     try:
-        return None, attempt.data_store.download_all(
-            data.bucket, attempt.dirs.data, should_stop, attempt.transfer
+        if settings.data_cache_max_bytes <= 0:
+            fetched = attempt.data_store.download_all(
+                data.bucket, attempt.dirs.data, should_stop, attempt.transfer
+            )
+            return None, Staged(fetched=fetched)
+        cache = DataCache(settings.data_cache_dir, settings.data_cache_max_bytes)
+        staged = cache.stage(
+            attempt.data_store, data.bucket, attempt.dirs.data, should_stop, attempt.transfer
         )
+        if staged.warning:
+            attempt.note(f"warning: {staged.warning}", LOAD_LOG)
+        count_cache(attempt, staged)
+        return None, staged
     except StorageError as exc:
         return exc, None
 
 
-def _record(attempt: Attempt, staged: TransferStats, took: float, took_cpu: float) -> None:
+def count_cache(attempt: Attempt, staged: Staged) -> None:
+    """The node's cache figures for /metrics (never fails the run)."""
+    try:
+        attempt.ctx.nodes.count_cache(
+            attempt.ctx.name,
+            hits=staged.cached.objects,
+            hit_bytes=staged.cached.bytes,
+            misses=staged.fetched.objects,
+            miss_bytes=staged.fetched.bytes,
+            evictions=staged.evicted,
+        )
+    except redis.RedisError as exc:
+        attempt.note(f"cache figures not counted: {exc}", LOAD_LOG)
+
+
+def _record(attempt: Attempt, data: Staged, took: float, took_cpu: float) -> None:
     """What staging moved: into the load log, a progress event and the run's usage."""
+    staged = data.total
     rate = staged.bytes / max(took, 1e-6) / 1e6
     attempt.note(
-        f"data: {staged.objects} objects, {staged.bytes} bytes in {took:.2f} s ({rate:.1f} MB/s)",
+        f"data: {staged.objects} objects, {staged.bytes} bytes in {took:.2f} s ({rate:.1f} MB/s)"
+        f"; from the node's cache {data.cached.objects} objects ({data.cached.bytes} bytes), "
+        f"from the store {data.fetched.objects} ({data.fetched.bytes} bytes)",
         LOAD_LOG,
     )
     attempt.tell(
@@ -111,6 +141,10 @@ def _record(attempt: Attempt, staged: TransferStats, took: float, took_cpu: floa
     attempt.usage.update(
         staged_bytes=staged.bytes,
         staged_objects=staged.objects,
+        cached_objects=data.cached.objects,
+        cached_bytes=data.cached.bytes,
+        fetched_objects=data.fetched.objects,
+        fetched_bytes=data.fetched.bytes,
         staging_seconds=round(took, 3),
         # the worker process's CPU meanwhile (the transfer's threads, the model's unzip)
         staging_cpu_seconds=round(took_cpu, 3),
