@@ -15,6 +15,7 @@ from common.storage.s3 import S3Store
 from tests.conftest import unstamped
 from tests.e2e.test_cli_e2e import dlaas
 from tests.e2e.test_object_storage import s3_client, s3_manifest
+from tests.e2e.test_watch import scrape
 from worker.datacache import DataCache, object_key
 
 pytestmark = pytest.mark.integration
@@ -155,6 +156,7 @@ def test_through_workers_show_tells_where_data_came_from_and_no_run_harms_the_ne
     client.put_object(Bucket="cache-runs", Key="a.csv", Body=b"1,2\n")
     client.put_object(Bucket="cache-runs", Key="nested/b.csv", Body=b"3,4\n")
     manifest = s3_manifest(swift, "cache-runs", "cache-results", command=VANDAL)
+    before = scrape(stack.api_url)
     first = stack.wait_ended(stack.submit(manifest))
     assert first["state"] == "COMPLETED", first["status_message"]
     second = stack.wait_ended(stack.submit(manifest))
@@ -177,6 +179,17 @@ def test_through_workers_show_tells_where_data_came_from_and_no_run_harms_the_ne
         .decode()
     )
     assert unstamped(log) == "1,2\n3,4\n"
+    # /metrics counts the node's hits and misses: 2 fetched by the first, 4 hits after.
+    after = scrape(stack.api_url)
+    node = (("node", first["worker"]),)
+
+    def counted(name):
+        return after.get((name, node), 0) - before.get((name, node), 0)
+
+    assert first["worker"] == second["worker"] == third["worker"]
+    assert counted("dlaas_data_cache_misses_total") == 2
+    assert counted("dlaas_data_cache_hits_total") == 4
+    assert counted("dlaas_data_cache_hit_bytes_total") == 16
     shown = dlaas(stack, "show", "trained-models", second["model_id"])
     assert "2 objects (8 bytes) from the node's cache, 0 (0 bytes) from the store" in shown.stdout
 
