@@ -156,6 +156,17 @@ def _show(client: DlaasClient, args, out: Printer) -> int:
             f"  {iso_seconds(entry['at'])}  {cli_name(entry['state']):<12}{code} "
             f"{first[0] if first else ''}".rstrip()
         )
+    if len(run.get("attempts") or []) > 1:
+        out.say("Attempts")
+        for each in run["attempts"]:
+            ended = iso_seconds(each["ended_at"]) if each.get("ended_at") else "running"
+            resumed = each.get("resumed_from")
+            got = f"; resumed from {resumed['from']} ({resumed['files']} files)" if resumed else ""
+            why = f" ({each['ended']})" if each.get("ended") else ""
+            out.say(
+                f"  {each['attempt']}  {each['node']}  {iso_seconds(each['started_at'])} -> "
+                f"{ended}{why}{got}"
+            )
     message = run.get("status_message") or ""
     if run["state"] == RunState.FAILED and "\n" in message:
         out.say("Last lines of the log")

@@ -309,6 +309,30 @@ SCHEMAS: dict[str, Schema] = {
                         }
                     ),
                     "history": {"type": "array", "items": ref("HistoryEntry")},
+                    "attempts": {
+                        "type": "array",
+                        "items": obj(
+                            {
+                                "attempt": {"type": "integer", "minimum": 1},
+                                "node": {"type": "string"},
+                                "started_at": {"type": "string"},
+                                "ended_at": nullable({"type": "string"}),
+                                "ended": nullable(
+                                    {"type": "string", "description": "Its end, in words"}
+                                ),
+                                "resumed_from": nullable(
+                                    obj(
+                                        {
+                                            "files": {"type": "integer"},
+                                            "bytes": {"type": "integer"},
+                                            "from": {"type": "string"},
+                                        }
+                                    )
+                                ),
+                            }
+                        ),
+                        "description": "Each claim of the run, oldest first",
+                    },
                     "waiting": nullable(
                         obj(
                             {

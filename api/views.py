@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from common.attempts import attempts
 from common.metrics import RunMetrics
 from common.run import HistoryEntry, Run
 
@@ -59,6 +60,8 @@ def run_detail(run: Run, history: list[HistoryEntry], metrics: dict | None = Non
             "prefix": f"{run.id}/",
         },
         "history": [entry.to_dict() for entry in history],
+        # Each claim of the run: its node, start, end, why it ended, the checkpoint it got.
+        "attempts": attempts(history, run.resumed),
         # Set by the worker once the run's Python environment is ready.
         "environment": run.environment or None,
         "metrics": run.metrics if metrics is None else metrics,

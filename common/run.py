@@ -57,6 +57,8 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     # A trial of an experiment: {"id": experiment id, "trial": number, "values": {...}}.
     experiment: dict[str, Any] = field(default_factory=dict)
+    # The checkpoints attempts were given back: attempt number -> {files, bytes, from}.
+    resumed: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, str]:
         """Flat string fields for one Redis HSET; empty values are left out."""
@@ -71,7 +73,15 @@ class Run:
         values["gpu_count"] = int(values["gpu_count"])
         if "gpus" in values:
             values["gpus"] = json.loads(values["gpus"])
-        for name in ("manifest", "usage", "progress", "environment", "metrics", "experiment"):
+        for name in (
+            "manifest",
+            "usage",
+            "progress",
+            "environment",
+            "metrics",
+            "experiment",
+            "resumed",
+        ):
             if name in values:
                 values[name] = json.loads(values[name])
         if "exit_code" in values:

@@ -319,6 +319,11 @@ class Settings(BaseSettings):
     live_log_max_entries: int = Field(
         200, description="cap of a run's live log stream, in entries of up to ~64 KB of lines"
     )
+    checkpoint_seconds: float = Field(
+        300.0,
+        description="how often a running run's CHECKPOINT_DIR is copied (what changed since the "
+        "last copy) to `<run-id>/checkpoints/` in its results bucket; once more when it ends",
+    )
     log_chunk_seconds: float = Field(
         5.0,
         description="how often a running run's log is copied to its results bucket",

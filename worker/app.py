@@ -118,10 +118,10 @@ class Heartbeat(threading.Thread):
             "gpu_source": ctx.gpus.source,
             "started_at": iso(utcnow()),
         }
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def beat(self) -> dict:
         """The node's record: what it is, and the environments its cache holds now."""
@@ -134,9 +134,9 @@ class Heartbeat(threading.Thread):
         )
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 self.ctx.nodes.heartbeat(self.ctx.name, self.beat())
             except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
-            self._stop.wait(self.ctx.settings.worker_heartbeat_seconds)
+            self._halt.wait(self.ctx.settings.worker_heartbeat_seconds)

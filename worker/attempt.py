@@ -53,6 +53,8 @@ class Attempt:
     supervisor: RunSupervisor | None = None
     # Its place on the node among the runs running there at once: its run user.
     slot: int = 0
+    # The checkpoint this attempt was given back (files, bytes, from), if any.
+    resumed: dict[str, Any] = field(default_factory=dict)
 
     # What the phases found, in the order they find it.
     manifest: Manifest | None = None

@@ -177,10 +177,10 @@ class ConsumerControl(threading.Thread):
         self.ctx, self.control, self.sizes = ctx, control, sizes
         self.packer = Packer(ctx)
         self.consuming: set[ResourceSize] | None = set(sizes)  # Celery starts on all
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def tick(self) -> None:
         for run_id in self.packer.forget_dead():
@@ -203,14 +203,14 @@ class ConsumerControl(threading.Thread):
         log.debug("%s %s", "consuming" if on else "not consuming", queue_name(size))
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 self.tick()
             except Exception as exc:  # Redis away: try again at the next tick
                 log.warning("consumer control: %s", exc)
-                self._stop.wait(self.ctx.settings.pack_interval_seconds)
+                self._halt.wait(self.ctx.settings.pack_interval_seconds)
                 continue
             try:  # the next tick, or at once when a run of this node frees its GPUs
                 self.ctx.nodes.wait_wake(self.ctx.name, self.ctx.settings.pack_interval_seconds)
             except Exception:
-                self._stop.wait(self.ctx.settings.pack_interval_seconds)
+                self._halt.wait(self.ctx.settings.pack_interval_seconds)

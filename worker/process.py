@@ -65,6 +65,7 @@ def run_environment(
         "DATA_DIR": str(dirs.data),
         "MODEL_DIR": str(dirs.model),
         "RESULT_DIR": str(dirs.result),
+        "CHECKPOINT_DIR": str(dirs.checkpoint),
         "LOG_DIR": str(dirs.log),
         "GPU_COUNT": str(len(gpus)),
         "CUDA_VISIBLE_DEVICES": visible,

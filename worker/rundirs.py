@@ -1,4 +1,5 @@
-"""A run's folders on the worker: MODEL_DIR, DATA_DIR, RESULT_DIR, LOG_DIR, TMPDIR, HOME."""
+"""A run's folders on the worker: MODEL_DIR, DATA_DIR, RESULT_DIR, CHECKPOINT_DIR, LOG_DIR,
+TMPDIR, HOME."""
 
 from __future__ import annotations
 
@@ -38,13 +39,17 @@ class RunDirs:
         return self.root / "home"
 
     @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint"
+
+    @property
     def log_file(self) -> Path:
         return self.log / TRAINING_LOG
 
     @property
     def owned_by_run(self) -> tuple[Path, ...]:
         """The folders the run user owns while its command runs (see worker/runuser.py)."""
-        return (self.model, self.data, self.result, self.tmp, self.home)
+        return (self.model, self.data, self.result, self.checkpoint, self.tmp, self.home)
 
     def create(self) -> None:
         """Fresh (what an earlier attempt left is removed), and the worker's only (0700)

@@ -17,6 +17,7 @@ import time
 from common.states import RunState
 from worker.attempt import Attempt
 from worker.context import WorkerContext
+from worker.hooks.checkpoints import CopyCheckpoints
 from worker.hooks.environment import HoldEnvironment
 from worker.hooks.livelog import KeepLiveLogTail, StreamLiveLog
 from worker.hooks.logchunks import UploadLogChunks
@@ -41,7 +42,7 @@ PHASES = (
     Prepare(),
     OpenStores(),
     Stage(hooks=(ReportTransfer.named("downloading"),)),
-    Execute(hooks=(StreamLiveLog, UploadLogChunks, CollectMetrics, SampleUsage)),
+    Execute(hooks=(StreamLiveLog, UploadLogChunks, CollectMetrics, SampleUsage, CopyCheckpoints)),
     Store(hooks=(ReportTransfer.named("storing"),)),
 )
 

@@ -47,6 +47,9 @@ class Execute(Phase):
         except RunUserError as exc:
             raise RunFailed(ErrorCode.WORKER_ERROR, f"{ctx.name}: {exc}") from None
         env = run_environment(settings, run.id, attempt.dirs, tuple(run.gpus), attempt.environment)
+        # Which attempt this is, and whether CHECKPOINT_DIR holds an earlier one's checkpoint.
+        env["DLAAS_ATTEMPT"] = str(run.attempt)
+        env["DLAAS_RESUMED"] = "1" if attempt.resumed else "0"
         if attempt.manifest.expose_credentials:  # asked for: execution.expose_credentials
             env.update(credential_environment(attempt.manifest.training_data))
         who = f"user {user.name!r}" if user else "the worker's own user (not root)"

@@ -1,0 +1,55 @@
+"""CHECKPOINT_DIR around the command: its last checkpoint given back on a run's next attempt
+(before the command starts), copies to `<run-id>/checkpoints/` while it runs, and one last
+copy once it has ended (stopped or not)."""
+
+from __future__ import annotations
+
+from common.layout import LOAD_LOG, STORE_LOG, run_key
+from common.storage import StorageError
+from worker.attempt import Attempt
+from worker.checkpoints import CHECKPOINTS, CheckpointCopier, restore
+from worker.pipeline import Hook
+
+
+class CopyCheckpoints(Hook):
+    def before(self, attempt: Attempt) -> None:
+        store, bucket = attempt.results_store, attempt.manifest.training_results.bucket
+        scratch = attempt.settings.work_dir
+        if attempt.run.attempt > 1:
+            try:
+                got = restore(store, bucket, attempt.id, attempt.dirs.checkpoint, scratch)
+            except (StorageError, OSError) as exc:
+                attempt.note(f"checkpoint not given back ({exc}): starting afresh", LOAD_LOG)
+            else:
+                if got.files:
+                    attempt.resumed = {
+                        "files": got.files,
+                        "bytes": got.bytes,
+                        "from": f"{bucket}/{run_key(attempt.id, CHECKPOINTS)}",
+                    }
+                    attempt.note(
+                        f"checkpoint given back: {got.files} files, {got.bytes} bytes from "
+                        f"{attempt.resumed['from']} into CHECKPOINT_DIR",
+                        LOAD_LOG,
+                    )
+                    resumed = dict(
+                        attempt.run.resumed, **{str(attempt.run.attempt): attempt.resumed}
+                    )
+                    attempt.update(resumed=resumed)
+        self.copier = CheckpointCopier(
+            attempt.dirs.checkpoint,
+            scratch,
+            lambda path, rel: store.put_file(path, bucket, run_key(attempt.id, CHECKPOINTS + rel)),
+            attempt.settings.checkpoint_seconds,
+        )
+        self.copier.remember()
+        self.copier.start()
+
+    def after(self, attempt: Attempt) -> None:
+        copied = self.copier.close()
+        if copied.files:
+            attempt.note(
+                f"checkpoints: {copied.files} files, {copied.bytes} bytes copied to "
+                f"{run_key(attempt.id, CHECKPOINTS)} in {self.copier.copies} copies",
+                STORE_LOG,
+            )
