@@ -1,13 +1,16 @@
-"""Staging throughput from a real Swift (S3 API): the worker's staging against a plain
-sequential boto3 loop and `rclone copy --transfers 16`, on the same bucket, in one run.
+"""Staging throughput from a real Swift (S3 API): the worker's staging (its node's data cache
+cold, warm, and with 10% of the objects changed) against a plain sequential boto3 loop and
+`rclone copy --transfers 16`, on the same bucket, in one run.
 
     .venv/bin/python -m benchmarks.staging [--small 200] [--large 4] [--repeat 8]
 
 Starts a private embedded stack (with its Swift all-in-one) in a temporary folder, fills a
 bucket with N objects of 256 KiB and M of 64 MiB, then per repetition, in an order that turns
-each time, after an os.sync(): submits a run whose command is `true` and reads the staging
-time the worker recorded (usage.staging_seconds), downloads the bucket with a sequential
-get_object loop, and with rclone (Debian's package; installed when missing, as root).
+each time, after an os.sync(): empties the worker's data cache and submits a run whose command
+is `true`, reads the staging time the worker recorded (usage.staging_seconds), submits it
+again (warm), overwrites 10% of the objects and submits it once more, then fetches just those
+objects with the worker's own store code (the time that 10% takes alone); downloads the
+bucket with a sequential get_object loop, and with rclone (Debian's package; installed when missing, as root).
 Prints medians (MB/s, the CPU seconds each client and the Swift servers spent) and ratios.
 rclone runs without AWS_CA_BUNDLE, which makes it fail even against plain http.
 """
@@ -30,9 +33,14 @@ import psutil
 from api.client import DlaasClient, read_env_file
 from benchmarks.figures import machine
 from benchmarks.privatestack import private_stack
+from common.storage.s3 import S3Store
 from deploy.swift import S3_KEY, S3_SECRET, s3_client
 
 BUCKET = "staging-bench"
+COLD = "worker staging, cold cache"
+WARM = "worker staging, warm cache"
+CHANGED = "worker staging, 10% changed"
+ALONE = "fetching that 10% alone"
 MANIFEST = """
 model_definition:
   name: bench-staging
@@ -107,7 +115,10 @@ def main() -> int:
             have used so far: what each way of staging costs the store's machine."""
             return sum(cpu_seconds(pid) for pid in swift_pids)
 
-        def by_worker() -> tuple[float, float]:
+        def by_worker(cached: int | None = None, fetched: int | None = None):
+            """One run's staging: seconds and CPU seconds as the worker recorded them;
+            `cached`/`fetched`: how many objects must have come from the node's cache and
+            from the store."""
             run_id = client.submit(model, manifest)["model_id"]
             deadline = time.monotonic() + 600
             while (run := client.show(run_id))["state"] not in ("COMPLETED", "FAILED"):
@@ -116,9 +127,36 @@ def main() -> int:
                 # Seldom: the figure is the worker's own staging time, and each look costs
                 # CPU (API, Redis) on the two cores the staging is using.
                 time.sleep(1.0)
-            if run["state"] != "COMPLETED" or run["usage"]["staged_bytes"] != total:
+            usage = run["usage"]
+            if run["state"] != "COMPLETED" or usage["staged_bytes"] != total:
                 raise RuntimeError(f"{run_id}: {run['status_message']}")
-            return run["usage"]["staging_seconds"], run["usage"]["staging_cpu_seconds"]
+            for want, field in ((cached, "cached_objects"), (fetched, "fetched_objects")):
+                if want is not None and usage.get(field) != want:
+                    raise RuntimeError(f"{run_id}: {field} {usage.get(field)}, not {want}")
+            return usage["staging_seconds"], usage["staging_cpu_seconds"]
+
+        cache_dir = home / "data-cache"
+        changing = objects[:: len(objects) // (len(objects) // 10)][: len(objects) // 10]
+        changed_bytes = sum(size for _, size in changing)
+        store = S3Store(endpoint, S3_KEY, S3_SECRET)
+
+        def by_worker_cache() -> dict[str, tuple[float, float]]:
+            """The node's data cache: cold (emptied first), warm (the same bucket again),
+            then with 10% of the objects changed; and the time to fetch that 10% alone."""
+            shutil.rmtree(cache_dir, ignore_errors=True)
+            out = {COLD: by_worker(cached=0)}
+            out[WARM] = by_worker(cached=len(objects), fetched=0)
+            for key, size in changing:
+                s3.put_object(Bucket=BUCKET, Key=key, Body=os.urandom(size))
+            os.sync()
+            out[CHANGED] = by_worker(fetched=len(changing))
+            listed = {o.key: o for o in store.list(BUCKET)}
+            dest = home / "alone"
+            started, began_cpu = time.perf_counter(), time.process_time()
+            store.download_objects(BUCKET, [listed[k] for k, _ in changing], dest)
+            out[ALONE] = (time.perf_counter() - started, time.process_time() - began_cpu)
+            shutil.rmtree(dest)
+            return out
 
         def by_sequential_loop() -> tuple[float, float]:
             dest = home / "sequential"
@@ -153,11 +191,11 @@ def main() -> int:
             return took, took_cpu
 
         ways = {
-            "worker staging (boto3 transfer manager)": by_worker,
+            COLD: by_worker_cache,
             "sequential get_object loop": by_sequential_loop,
             "rclone copy --transfers 16": by_rclone,
         }
-        names = list(ways)
+        names = [COLD, WARM, CHANGED, ALONE, *list(ways)[1:]]
         seconds: dict[str, list[float]] = {name: [] for name in names}
         client_cpu: dict[str, list[float]] = {name: [] for name in names}
         server_cpu: dict[str, list[float]] = {name: [] for name in names}
@@ -166,17 +204,22 @@ def main() -> int:
             # same one; each starts after the files written and deleted before it have
             # reached the disk (on a filesystem mounted with `discard`, a large delete
             # keeps the journal busy for a while).
-            turn = repetition % len(names)
-            for name in names[turn:] + names[:turn]:
+            order = list(ways)
+            turn = repetition % len(order)
+            for way in order[turn:] + order[:turn]:
                 os.sync()
                 time.sleep(0.5)
                 before = swift_cpu()
-                took, took_cpu = ways[name]()
-                server_cpu[name].append(swift_cpu() - before)
-                seconds[name].append(took)
-                client_cpu[name].append(took_cpu)
+                got = ways[way]()
+                spent = swift_cpu() - before
+                for name, (took, took_cpu) in (
+                    got if isinstance(got, dict) else {way: got}
+                ).items():
+                    server_cpu[name].append(spent if name == way else float("nan"))
+                    seconds[name].append(took)
+                    client_cpu[name].append(took_cpu)
 
-    worker, sequential, cloned = (seconds[name] for name in names)
+    worker, sequential, cloned = (seconds[name] for name in (COLD, *list(ways)[1:]))
     print(
         f"staging benchmark: {args.small} x 256 KiB + {args.large} x 64 MiB = "
         f"{total / 1e6:.0f} MB from the embedded Swift's S3 API, {args.repeat} repetitions"
@@ -188,10 +231,12 @@ def main() -> int:
     print(f"  {'':40s} {'MB/s':>7s} {'median s':>9s} {'client CPU s':>13s} {'Swift CPU s':>12s}")
     for name in names:
         median = statistics.median(seconds[name])
+        moved = changed_bytes if name == ALONE else total
+        swift = [x for x in server_cpu[name] if x == x]  # the cache's later runs: not apart
         print(
-            f"  {name:40s} {total / median / 1e6:7.1f} {median:9.2f} "
+            f"  {name:40s} {moved / median / 1e6:7.1f} {median:9.2f} "
             f"{statistics.median(client_cpu[name]):13.2f} "
-            f"{statistics.median(server_cpu[name]):12.2f}   "
+            f"{f'{statistics.median(swift):.2f}' if swift else '-':>12s}   "
             f"({', '.join(f'{x:.2f}' for x in seconds[name])})"
         )
     w, s, r = (statistics.median(x) for x in (worker, sequential, cloned))
@@ -201,6 +246,15 @@ def main() -> int:
         f"(above 1: the worker is faster); repetition by repetition worker / rclone: median "
         f"{statistics.median(paired):.2f}x, the worker faster in {sum(x > 1 for x in paired)} "
         f"of {len(paired)}"
+    )
+    cold, warm, changed, alone = (
+        statistics.median(seconds[n]) for n in (COLD, WARM, CHANGED, ALONE)
+    )
+    print(
+        f"  cold / warm: {cold / warm:.1f}x (goal: at least 20x); 10% changed "
+        f"({len(changing)} objects, {changed_bytes / 1e6:.0f} MB) / fetching that 10% alone: "
+        f"{changed / alone:.2f}x (goal: within 1.5x); per repetition cold / warm: "
+        f"{', '.join(f'{c / w:.1f}' for c, w in zip(seconds[COLD], seconds[WARM], strict=True))}"
     )
     print(
         "  client CPU: the worker process while it staged (usage.staging_cpu_seconds), this "
