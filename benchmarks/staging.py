@@ -10,7 +10,8 @@ each time, after an os.sync(): empties the worker's data cache and submits a run
 is `true`, reads the staging time the worker recorded (usage.staging_seconds), submits it
 again (warm), overwrites 10% of the objects and submits it once more, then fetches just those
 objects with the worker's own store code (the time that 10% takes alone); downloads the
-bucket with a sequential get_object loop, and with rclone (Debian's package; installed when missing, as root).
+bucket with a sequential get_object loop, and with rclone (Debian's package; installed when
+missing, as root).
 Prints medians (MB/s, the CPU seconds each client and the Swift servers spent) and ratios.
 rclone runs without AWS_CA_BUNDLE, which makes it fail even against plain http.
 """
