@@ -348,6 +348,34 @@ def new_stack(redis_server: RedisServer, home: Path) -> Stack:
     return stack
 
 
+@contextmanager
+def module_stack(tmp_path_factory, name: str, persist: bool = False):
+    """A stack of a test module's own (its Redis, with AOF when `persist`, and its API;
+    local buckets data and results), so that what it kills and restarts, and the workers it
+    starts, touch no other test."""
+    redis_server = start_redis(tmp_path_factory.mktemp(f"{name}-redis"), persist=persist)
+    stack = new_stack(redis_server, tmp_path_factory.mktemp(f"{name}-home"))
+    stack.bucket("data")
+    stack.bucket("results")
+    stack.start_api()
+    try:
+        yield stack
+    finally:
+        stack.stop_all()
+        redis_server.stop()
+
+
+@contextmanager
+def stopped_after(stack: Stack):
+    """The processes a test starts on `stack` (workers, reconcilers), stopped when it ends."""
+    pids: list[int] = []
+    try:
+        yield pids
+    finally:
+        for pid in pids:
+            stack.stop(pid)
+
+
 @pytest.fixture(scope="session")
 def stack(redis_server, tmp_path_factory) -> Stack:
     st = new_stack(redis_server, tmp_path_factory.mktemp("dlaas-home"))

@@ -126,6 +126,20 @@ class ObjectStore(Protocol):
         ...
 
 
+class ListedDownloads:
+    """`download_all` as every backend does it: its listing, then `download_objects` of it."""
+
+    def download_all(
+        self,
+        bucket: str,
+        dest: Path,
+        should_stop: Callable[[], bool] | None = None,
+        progress: TransferProgress | None = None,
+    ) -> TransferStats:
+        objects, progress = plan_download(self, bucket, progress)
+        return self.download_objects(bucket, objects, dest, should_stop, progress)
+
+
 def plan_download(
     store: ObjectStore, bucket: str, progress: TransferProgress | None
 ) -> tuple[list[ObjectInfo], TransferProgress]:

@@ -9,12 +9,12 @@ from pathlib import Path, PurePosixPath
 
 from common.storage.base import (
     STREAM_CHUNK,
+    ListedDownloads,
     ObjectInfo,
     StorageError,
     TransferProgress,
     TransferStats,
     files_to_upload,
-    plan_download,
 )
 
 CHUNK = 1024 * 1024
@@ -34,7 +34,7 @@ def resolve_local_root(store_root: Path, path: str) -> Path:
     return target
 
 
-class LocalStore:
+class LocalStore(ListedDownloads):
     def __init__(self, root: Path):
         self.root = Path(root)
         self.description = f"local store {self.root}"
@@ -70,16 +70,6 @@ class LocalStore:
                 if key.startswith(prefix):
                     out.append(ObjectInfo(key, path.stat().st_size))
         return sorted(out, key=lambda o: o.key)
-
-    def download_all(
-        self,
-        bucket: str,
-        dest: Path,
-        should_stop: Callable[[], bool] | None = None,
-        progress: TransferProgress | None = None,
-    ) -> TransferStats:
-        objects, progress = plan_download(self, bucket, progress)
-        return self.download_objects(bucket, objects, dest, should_stop, progress)
 
     def download_objects(
         self,

@@ -28,12 +28,12 @@ from s3transfer.subscribers import BaseSubscriber
 
 from common.storage.base import (
     STREAM_CHUNK,
+    ListedDownloads,
     ObjectInfo,
     StorageError,
     TransferProgress,
     TransferStats,
     files_to_upload,
-    plan_download,
     target_inside,
 )
 
@@ -104,7 +104,7 @@ def warm_up() -> None:
     )
 
 
-class S3Store:
+class S3Store(ListedDownloads):
     def __init__(self, endpoint_url: str, access_key: str, secret_key: str, region: str = ""):
         self.description = f"s3 {endpoint_url}"
         try:
@@ -177,16 +177,6 @@ class S3Store:
             ]
         except Exception as exc:
             raise self._error(exc, bucket, "cannot list") from None
-
-    def download_all(
-        self,
-        bucket: str,
-        dest: Path,
-        should_stop: Callable[[], bool] | None = None,
-        progress: TransferProgress | None = None,
-    ) -> TransferStats:
-        objects, progress = plan_download(self, bucket, progress)
-        return self.download_objects(bucket, objects, dest, should_stop, progress)
 
     def download_objects(
         self,

@@ -13,12 +13,12 @@ from swiftclient.service import SwiftError, SwiftService, SwiftUploadObject
 
 from common.storage.base import (
     STREAM_CHUNK,
+    ListedDownloads,
     ObjectInfo,
     StorageError,
     TransferProgress,
     TransferStats,
     files_to_upload,
-    plan_download,
     target_inside,
 )
 
@@ -26,7 +26,7 @@ SEGMENT_BYTES = 64 * 1024 * 1024  # larger files are uploaded as SLO segments, i
 THREADS = 16
 
 
-class SwiftStore:
+class SwiftStore(ListedDownloads):
     def __init__(self, connection: dict[str, str]):
         auth_url = connection["auth_url"]
         self.description = f"swift {auth_url}"
@@ -126,16 +126,6 @@ class SwiftStore:
             except (SwiftError, ClientException) as exc:
                 raise self._error(exc, bucket, "cannot list") from None
         return sorted(out, key=lambda o: o.key)
-
-    def download_all(
-        self,
-        bucket: str,
-        dest: Path,
-        should_stop: Callable[[], bool] | None = None,
-        progress: TransferProgress | None = None,
-    ) -> TransferStats:
-        objects, progress = plan_download(self, bucket, progress)
-        return self.download_objects(bucket, objects, dest, should_stop, progress)
 
     def download_objects(
         self,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from common.states import RunState
-from tests.conftest import new_stack, start_redis, unstamped
+from tests.conftest import module_stack, stopped_after, unstamped
 from tests.e2e.test_cli_e2e import dlaas
 from tests.e2e.test_faults import lose_node, results, runs, submit, wait_state
 
@@ -35,24 +35,15 @@ COUNTER = (
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    redis_server = start_redis(tmp_path_factory.mktemp("ckpt-redis"))
-    stack = new_stack(redis_server, tmp_path_factory.mktemp("ckpt-home"))
-    stack.bucket("data")
-    stack.bucket("results")
-    stack.start_api()
-    try:
+    with module_stack(tmp_path_factory, "ckpt") as stack:
         yield stack
-    finally:
-        stack.stop_all()
-        redis_server.stop()
 
 
 @pytest.fixture
 def started(fleet):
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        fleet.stop(pid)
+    """Processes a test starts (workers, reconcilers), stopped when it ends."""
+    with stopped_after(fleet) as pids:
+        yield pids
 
 
 def copied_step(fleet, run_id: str) -> int | None:

@@ -25,7 +25,7 @@ from common.settings import Settings
 from common.states import ErrorCode, RunState
 from common.taskqueue import RUN_TASK, make_celery
 from deploy.processes import alive
-from tests.conftest import make_zip, manifest_yaml, new_stack, start_redis
+from tests.conftest import make_zip, manifest_yaml, module_stack, stopped_after
 from tests.e2e.test_cli_e2e import dlaas
 
 pytestmark = pytest.mark.integration
@@ -35,25 +35,15 @@ LARGE_GPUS = "4,5,6,7"
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    redis_server = start_redis(tmp_path_factory.mktemp("fault-redis"), persist=True)
-    stack = new_stack(redis_server, tmp_path_factory.mktemp("fault-home"))
-    stack.bucket("data")
-    stack.bucket("results")
-    stack.start_api()
-    try:
+    with module_stack(tmp_path_factory, "fault", persist=True) as stack:
         yield stack
-    finally:
-        stack.stop_all()
-        redis_server.stop()
 
 
 @pytest.fixture
 def started(fleet):
     """Processes a test starts (workers, reconcilers), stopped when it ends."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        fleet.stop(pid)
+    with stopped_after(fleet) as pids:
+        yield pids
 
 
 def runs(fleet) -> RunStore:

@@ -18,7 +18,7 @@ import requests
 
 from common.states import ErrorCode, RunState
 from deploy.processes import alive
-from tests.conftest import RUN_USERS, new_stack, start_redis
+from tests.conftest import RUN_USERS, module_stack, stopped_after
 from tests.e2e.test_cli_e2e import dlaas
 from tests.e2e.test_faults import living, lose_node, results, runs, submit, wait_state
 
@@ -34,24 +34,15 @@ GPUS = {"small": 1, "medium": 2, "large": 4}
 
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory):
-    redis_server = start_redis(tmp_path_factory.mktemp("pack-redis"))
-    stack = new_stack(redis_server, tmp_path_factory.mktemp("pack-home"))
-    stack.bucket("data")
-    stack.bucket("results")
-    stack.start_api()
-    try:
+    with module_stack(tmp_path_factory, "pack") as stack:
         yield stack
-    finally:
-        stack.stop_all()
-        redis_server.stop()
 
 
 @pytest.fixture
 def started(pack):
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        pack.stop(pid)
+    """Processes a test starts (workers, reconcilers), stopped when it ends."""
+    with stopped_after(pack) as pids:
+        yield pids
 
 
 def seen(pack, run_id: str) -> dict:
