@@ -19,6 +19,13 @@ from common.states import RunState
 
 bp = Blueprint("metrics", __name__)
 ACTIVE = (RunState.PENDING, RunState.DOWNLOADING, RunState.PROCESSING, RunState.STORING)
+CACHE_FIGURES = (
+    ("hits", "Objects staged from a node's data cache"),
+    ("hit_bytes", "Bytes staged from a node's data cache"),
+    ("misses", "Objects a node's data cache fetched from the store"),
+    ("miss_bytes", "Bytes a node's data cache fetched from the store"),
+    ("evictions", "Objects removed from a node's data cache past its size"),
+)
 
 
 class ServiceCollector:
@@ -26,10 +33,14 @@ class ServiceCollector:
         self.services = services
 
     def collect(self):
-        redis_client = self.services.redis
-        figures = stats.read(redis_client)
-        sizes = [s.value for s in ResourceSize]
+        figures = stats.read(self.services.redis)
+        yield from self._runs(figures)
+        yield from self._transfers(figures)
+        yield from self._fleet()
 
+    def _runs(self, figures: dict[str, float]):
+        """Runs by state and size, the queues, submissions, ends and durations."""
+        sizes = [s.value for s in ResourceSize]
         runs = GaugeMetricFamily(
             "dlaas_runs", "Runs not yet ended, by state and size", labels=["state", "size"]
         )
@@ -43,7 +54,7 @@ class ServiceCollector:
         queued = GaugeMetricFamily(
             "dlaas_queue_length", "Messages waiting on each size's queue", labels=["size"]
         )
-        with redis_client.pipeline(transaction=False) as pipe:
+        with self.services.redis.pipeline(transaction=False) as pipe:
             for size in ResourceSize:
                 pipe.llen(queue_name(size))
             lengths = pipe.execute()
@@ -79,6 +90,8 @@ class ServiceCollector:
             duration.add_metric([size], buckets, figures.get(f"duration_sum:{size}", 0.0))
         yield duration
 
+    @staticmethod
+    def _transfers(figures: dict[str, float]):
         for name, field, text in (
             ("dlaas_staged_bytes", "staged_bytes", "Bytes staged into runs"),
             ("dlaas_staging_seconds", "staging_seconds", "Seconds spent staging"),
@@ -89,6 +102,8 @@ class ServiceCollector:
             counter.add_metric([], figures.get(field, 0.0))
             yield counter
 
+    def _fleet(self):
+        """Nodes by status, their GPUs busy and free (the ledgers), their data caches."""
         nodes = GaugeMetricFamily("dlaas_nodes", "Workers by status", labels=["status"])
         gpus = GaugeMetricFamily("dlaas_gpus", "GPUs of live workers", labels=["state"])
         listed = self.services.nodes.list()
@@ -97,25 +112,19 @@ class ServiceCollector:
         live = [n for n in listed if n["status"] != "lost"]
         busy = sum(len(n.get("gpus", [])) - len(n.get("free_gpus", [])) for n in live)
         total = sum(len(n.get("gpus", [])) for n in live)
+        gpus.add_metric(["busy"], busy)
+        gpus.add_metric(["free"], total - busy)
+        yield nodes
+        yield gpus
         cache = {
             figure: CounterMetricFamily(f"dlaas_data_cache_{figure}", text, labels=["node"])
-            for figure, text in (
-                ("hits", "Objects staged from a node's data cache"),
-                ("hit_bytes", "Bytes staged from a node's data cache"),
-                ("misses", "Objects a node's data cache fetched from the store"),
-                ("miss_bytes", "Bytes a node's data cache fetched from the store"),
-                ("evictions", "Objects removed from a node's data cache past its size"),
-            )
+            for figure, text in CACHE_FIGURES
         }
         for node in listed:
             counted = self.services.nodes.cache_figures(node["name"])
             for figure, family in cache.items():
                 family.add_metric([node["name"]], counted.get(figure, 0))
         yield from cache.values()
-        gpus.add_metric(["busy"], busy)
-        gpus.add_metric(["free"], total - busy)
-        yield nodes
-        yield gpus
 
 
 @bp.get("/metrics")

@@ -104,39 +104,35 @@ class DataCache:
         staged = Staged()
         names = {obj.key: object_key(store.description, bucket, obj) for obj in objects}
         plain = [o for o in objects if names[o.key] is None]
-        mine, theirs, held = [], [], []
+        mine, theirs, late = [], [], []  # (object, its lock's fd)
         try:
             for obj in objects:
                 name = names[obj.key]
                 if name is None or self.path(name).exists():
                     continue
                 fd = os.open(self.locks / name, os.O_RDWR | os.O_CREAT, 0o600)
-                held.append(fd)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    mine.append(obj)
+                    mine.append((obj, fd))
                 except BlockingIOError:
                     theirs.append((obj, fd))  # another run on the node fetches it now
-            staged.fetched = self._fetch(store, bucket, mine, names, should_stop, progress)
-            for fd in held:  # ours are in the cache now; let waiters see them
-                if all(fd != waiting for _, waiting in theirs):
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-            late = []
+            fetch = [obj for obj, _ in mine]
+            staged.fetched = self._fetch(store, bucket, fetch, names, should_stop, progress)
+            for _, fd in mine:  # ours are in the cache now: let waiters see them
+                fcntl.flock(fd, fcntl.LOCK_UN)
             for obj, fd in theirs:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # until the other run's fetch is done
                 if not self.path(names[obj.key]).exists():
                     late.append(obj)  # it failed there: fetch it here
-            more = self._fetch(store, bucket, late, names, should_stop, progress)
-            staged.fetched.objects += more.objects
-            staged.fetched.bytes += more.bytes
+            staged.fetched.absorb(self._fetch(store, bucket, late, names, should_stop, progress))
         finally:
-            for fd in held:
+            for _, fd in mine + theirs:
                 os.close(fd)
         if plain:
-            got = store.download_objects(bucket, plain, root, should_stop, progress)
-            staged.fetched.objects += got.objects
-            staged.fetched.bytes += got.bytes
-        fetched = {o.key for o in mine} | {o.key for o in late}
+            staged.fetched.absorb(
+                store.download_objects(bucket, plain, root, should_stop, progress)
+            )
+        fetched = {obj.key for obj in fetch + late}
         link = os.geteuid() == 0
         for obj in objects:
             name = names[obj.key]

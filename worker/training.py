@@ -63,16 +63,17 @@ def run_training(run_id: str, ctx: WorkerContext, progress=None) -> str:
 
 
 def _run_training(run_id: str, ctx: WorkerContext, progress) -> str:
-    if _hand_back_while_draining(run_id, ctx):
-        return "requeued"
     pending = ctx.runs.get(run_id)
     if pending is None or pending.state is not RunState.PENDING:
         log.info("%s: dropped, not PENDING any more (claimed, ended or deleted)", run_id)
         return "skipped"
+    if ctx.nodes.drain_deadline(ctx.name) is not None and ctx.requeue is not None:
+        # A draining worker takes no new run; its consumers are being cancelled.
+        return _hand_back(pending, ctx, f"{ctx.name} is draining", wait=1.0)
     packer = Packer(ctx)
     place, reason = packer.place(pending)
     if place is None:
-        return _hand_back(pending, ctx, reason)
+        return _hand_back(pending, ctx, reason, wait=ctx.settings.pack_interval_seconds)
     try:
         run = ctx.runs.claim(run_id, ctx.name, lambda count: list(place.gpus))
         if run is None:
@@ -90,27 +91,14 @@ def _run_training(run_id: str, ctx: WorkerContext, progress) -> str:
     return final.state.value if final else "deleted"
 
 
-def _hand_back(run, ctx: WorkerContext, reason: str) -> str:
-    """The node cannot start the run now (its GPUs are taken, or held for a larger run): the
-    message goes back to its queue at once, for this node later or another one. This pool
-    process then waits one consumer-control tick, by which this node stops consuming that
+def _hand_back(run, ctx: WorkerContext, reason: str, wait: float) -> str:
+    """The node cannot start the run now (draining, its GPUs taken, or held for a larger
+    run): the message goes back to its queue at once, for this node later or another one.
+    This pool process then waits `wait` seconds, by which this node stops consuming that
     size, so that it does not take the same message again meanwhile."""
     if ctx.requeue is None:
         raise RuntimeError(f"{run.id}: cannot start here ({reason}) and cannot hand it back")
     ctx.requeue(run.id, run.resource)
-    log.info("%s: handed back to its queue, %s cannot start it now: %s", run.id, ctx.name, reason)
-    time.sleep(ctx.settings.pack_interval_seconds)
+    log.info("%s: handed back to its queue: %s", run.id, reason)
+    time.sleep(wait)
     return "requeued"
-
-
-def _hand_back_while_draining(run_id: str, ctx: WorkerContext) -> bool:
-    """A draining worker takes no new run: it goes back to its queue, for another node."""
-    if ctx.nodes.drain_deadline(ctx.name) is None or ctx.requeue is None:
-        return False
-    pending = ctx.runs.get(run_id)
-    if pending is None or pending.state is not RunState.PENDING:
-        return False
-    time.sleep(1.0)  # its consumer is being cancelled: do not spin on the message
-    ctx.requeue(run_id, pending.resource)
-    log.info("%s: handed back to its queue, %s is draining", run_id, ctx.name)
-    return True

@@ -74,6 +74,10 @@ class TransferStats:
         self.objects += 1
         self.bytes += size
 
+    def absorb(self, other: TransferStats) -> None:
+        self.objects += other.objects
+        self.bytes += other.bytes
+
 
 class ObjectStore(Protocol):
     description: str
