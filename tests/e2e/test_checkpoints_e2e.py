@@ -56,8 +56,12 @@ def copied_step(fleet, run_id: str) -> int | None:
 
 
 def live_step(fleet, run_id: str) -> int:
-    """The step the command has reached, in its CHECKPOINT_DIR on the worker."""
-    return int((Path(fleet.work_dir) / run_id / "checkpoint" / "step").read_text())
+    """The step the command has reached, in its CHECKPOINT_DIR on the worker (0: none yet,
+    the command is only starting)."""
+    try:
+        return int((Path(fleet.work_dir) / run_id / "checkpoint" / "step").read_text())
+    except FileNotFoundError:
+        return 0
 
 
 def first_line(fleet, run_id: str) -> str:
