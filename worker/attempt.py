@@ -68,9 +68,11 @@ class Attempt:
     environment: Environment | None = None
     environment_record: dict[str, Any] = field(default_factory=dict)
     # Where the command's output goes besides the log file (each `offer(first, pieces, n)`),
-    # and what samples its process tree (each `sample(members)`): hooks add themselves.
+    # what samples its process tree (each `sample(members)`), and what is done when it is
+    # stopped, before its processes get the first signal: hooks add themselves.
     log_listeners: list = field(default_factory=list)
     samplers: list = field(default_factory=list)
+    before_stop: list = field(default_factory=list)
     execution: Execution | None = None
     uploaded_chunks: list[str] = field(default_factory=list)
     stored_summary: str = ""
@@ -91,7 +93,7 @@ class Attempt:
 
     @property
     def model_zip(self) -> Path:
-        return self.dirs.root / "model.zip"
+        return self.dirs.model_zip
 
     @property
     def results_where(self) -> str:

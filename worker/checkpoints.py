@@ -1,7 +1,7 @@
 """A run's CHECKPOINT_DIR kept in its results bucket (`<run-id>/checkpoints/`): copied beside
-the command every DLAAS_CHECKPOINT_SECONDS (only what changed since the last copy) and once
-more when the command has ended, and given back to the run's next attempt before its command
-starts.
+the command every DLAAS_CHECKPOINT_SECONDS (only what changed since the last copy), when the
+run is stopped and once more when the command has ended, and given back to the run's next
+attempt before its command starts.
 
 The folder is the run user's while the command runs, so it is read without following a link
 the run may have put there (os.fwalk with its directory descriptors, each file opened
@@ -60,12 +60,13 @@ class CheckpointCopier(threading.Thread):
         while not self._halt.wait(self.period):
             self.copy_changed()
 
-    def close(self) -> Copied:
-        """Stop the periodic copies and take the last one (the command has ended)."""
+    def close(self, final: bool = True) -> Copied:
+        """Stop the periodic copies and (`final`) take the last one: the command has ended."""
         self._halt.set()
         if self.is_alive():
             self.join(timeout=self.period + 60)
-        self.copy_changed()
+        if final:
+            self.copy_changed()
         return self.copied
 
     def copy_changed(self) -> int:

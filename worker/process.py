@@ -3,6 +3,7 @@ stdout and stderr into the run's log file, stopped as a whole tree when asked.""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -24,6 +25,8 @@ from worker.usage import UsageSampler
 
 if TYPE_CHECKING:
     from worker.environments import Environment
+
+log = logging.getLogger(__name__)
 
 # How often the run's process tree is walked (membership, memory and CPU samples).
 LOOK_SECONDS = 1.0
@@ -140,13 +143,15 @@ def execute(
     tick_seconds: float = 0.1,
     user: RunUser | None = None,
     limits: tuple[Limit, ...] = (),
+    before_stop: Sequence[Callable[[], None]] = (),
 ) -> Execution:
     """Run the command to its end, or until `stop` is set: then SIGTERM to its whole tree,
     `grace_seconds`, SIGKILL. Exit code 128+N when killed by signal N. Whatever the run left
     behind is ended too, so nothing of it keeps holding the GPUs. Its output goes through the
     log pump (stamped lines into `log_file`, each write offered to `listeners`); `samplers`
-    see its process tree once a second. With `user`, it runs as that user with no
-    supplementary groups; `limits` are set in the child before exec."""
+    see its process tree once a second; each of `before_stop` is called when the stop comes,
+    before the first signal. With `user`, it runs as that user with no supplementary groups;
+    `limits` are set in the child before exec."""
     not_ours = ProcessTree.current_children()
     read_fd, write_fd = open_pipe()
     pump = LogPump(read_fd, log_file, listeners)
@@ -173,7 +178,7 @@ def execute(
         if on_start:
             on_start(proc.pid)
         code, stopped, stop_seconds = _watch(
-            proc, tree, stop, grace_seconds, samplers, tick_seconds
+            proc, tree, stop, grace_seconds, samplers, tick_seconds, before_stop
         )
     except BaseException:
         tree.end(grace_seconds)  # never a command left running by a worker that gave up on it
@@ -184,7 +189,7 @@ def execute(
     return Execution(128 - code if code < 0 else code, stopped, stop_seconds, frozenset(tree.seen))
 
 
-def _watch(proc, tree: ProcessTree, stop, grace_seconds, samplers, tick_seconds):
+def _watch(proc, tree: ProcessTree, stop, grace_seconds, samplers, tick_seconds, before_stop):
     """Waits for the command's end, or ends its tree when `stop` is set; meanwhile looks at
     its tree once a second. Returns (exit status, the stop request, seconds the stop took)."""
     next_look = 0.0
@@ -193,6 +198,11 @@ def _watch(proc, tree: ProcessTree, stop, grace_seconds, samplers, tick_seconds)
             return proc.wait(timeout=tick_seconds), None, 0.0
         except subprocess.TimeoutExpired:
             if stop is not None and stop.is_set():
+                for call in before_stop:
+                    try:
+                        call()
+                    except Exception:
+                        log.exception("before the stop: %s failed", call)
                 stop_seconds = tree.end(grace_seconds)
                 return proc.wait(), stop.request, stop_seconds
             if time.monotonic() >= next_look:

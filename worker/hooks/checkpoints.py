@@ -1,6 +1,8 @@
 """CHECKPOINT_DIR around the command: its last checkpoint given back on a run's next attempt
-(before the command starts), copies to `<run-id>/checkpoints/` while it runs, and one last
-copy once it has ended (stopped or not)."""
+(before the command starts), copies to `<run-id>/checkpoints/` while it runs, one when it is
+stopped (cancel, time limit, drain) before its processes get the first signal, and one last
+copy once it has ended (what they wrote while stopping). A run whose claim was lost copies
+nothing more: its next attempt, elsewhere, owns the checkpoint now."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from common.storage import StorageError
 from worker.attempt import Attempt
 from worker.checkpoints import CHECKPOINTS, CheckpointCopier, restore
 from worker.pipeline import Hook
+from worker.supervisor import StopReason
 
 
 class CopyCheckpoints(Hook):
@@ -44,12 +47,22 @@ class CopyCheckpoints(Hook):
         )
         self.copier.remember()
         self.copier.start()
+        attempt.before_stop.append(lambda: self._stopping(attempt))
+
+    def _stopping(self, attempt: Attempt) -> None:
+        if not _lost(attempt):
+            self.copier.copy_changed()
 
     def after(self, attempt: Attempt) -> None:
-        copied = self.copier.close()
+        copied = self.copier.close(final=not _lost(attempt))
         if copied.files:
             attempt.note(
                 f"checkpoints: {copied.files} files, {copied.bytes} bytes copied to "
                 f"{run_key(attempt.id, CHECKPOINTS)} in {self.copier.copies} copies",
                 STORE_LOG,
             )
+
+
+def _lost(attempt: Attempt) -> bool:
+    request = attempt.stop.request
+    return request is not None and request.reason is StopReason.LOST

@@ -100,6 +100,7 @@ def _run_command(attempt: Attempt, env: dict):
         on_start=lambda pid: attempt.update(process_id=pid),
         listeners=attempt.log_listeners,
         samplers=attempt.samplers,
+        before_stop=attempt.before_stop,
         user=attempt.user,
         limits=attempt.limits,
     )
