@@ -230,7 +230,22 @@ def _activity_rows(run: dict) -> list[tuple[str, str]]:
     environment = run.get("environment")
     if environment:
         rows.append(("Environment", _environment(environment)))
+    kept = run.get("kept_results")
+    if kept:
+        rows.append(("Results_kept", _kept(run["model_id"], kept)))
     return rows
+
+
+def _kept(run_id: str, kept: dict) -> str:
+    """What became of results a run could not store: `on node at path (...)`."""
+    where = f"on {kept['node']} at {kept['path']}"
+    if kept["state"] == "kept":
+        return f"{where} (`dlaas store training-runs {run_id}` stores them again)"
+    if kept["state"] == "stored":
+        return f"stored again at {iso_seconds(kept['at'])}: {kept['message']}"
+    if kept["state"] == "failed":
+        return f"{where}; storing again failed: {kept['message']}"
+    return f"{where}; {kept['state']} again (asked by {kept.get('requested_by')})"
 
 
 def _environment(env: dict) -> str:
@@ -369,6 +384,49 @@ def _cancel(client: DlaasClient, args, out: Printer) -> int:
     out.data(answer)
     out.say("OK")
     out.say("Cancel training successful")
+    return 0
+
+
+@verb(
+    "store",
+    "store again the results a run could not store (FAILED S303), from the node that kept them",
+    RUN_ID,
+    arg("--no-wait", action="store_true", help="ask, and do not wait for the node"),
+    arg("--timeout", type=float, default=600, help="seconds to wait for the node at most"),
+    nouns=TRAINING_FIRST,
+)
+def _store(client: DlaasClient, args, out: Printer) -> int:
+    """Ask the node that kept a run's results (the run ended FAILED S303: they could not be
+    stored) to store them in the run's results bucket again, and wait until it has (exit 1
+    when it could not: the results stay kept, and you may ask again)."""
+    out.say(f"Asking the node that kept the results of '{args.run_id}' to store them again ...")
+    answer = client.store_again(args.run_id)
+    out.say(f"Asked {answer['node']}.")
+    if args.no_wait:
+        out.data(answer)
+        out.say("OK")
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while True:
+        run = client.show(args.run_id)
+        kept = run.get("kept_results") or {}
+        if kept.get("state") in ("stored", "failed"):
+            break
+        if time.monotonic() > deadline:
+            raise ClientError(
+                f"{args.run_id}: {answer['node']} still {kept.get('state')} after "
+                f"{args.timeout:.0f} s (it goes on; `dlaas show {args.run_id}` tells)"
+            )
+        time.sleep(0.5)
+    out.data(kept)
+    if kept["state"] == "failed":
+        raise ClientError(
+            f"{kept['node']} could not store them: {kept['message']}; they stay kept at "
+            f"{kept['path']} (ask again once that is fixed)"
+        )
+    out.say(f"Stored {kept['objects']} objects ({kept['bytes']} bytes): {kept['message']}")
+    out.say("OK")
+    out.say("Store training-runs successful")
     return 0
 
 

@@ -229,6 +229,9 @@ class DlaasClient:
     def cancel(self, run_id: str) -> dict:
         return self._call("PATCH", f"/v3/models/{run_id}", json={"status": "halt"})
 
+    def store_again(self, run_id: str) -> dict:
+        return self._call("POST", f"/v3/models/{run_id}/store")
+
     def nodes(self) -> dict:
         return self._call("GET", "/v3/nodes")
 

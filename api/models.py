@@ -23,7 +23,14 @@ from common.manifest import Manifest, ManifestError, StoreType, parse_manifest
 from common.modelzip import ModelZipError, ZipLimits, check_zip
 from common.requirements import REQUIREMENTS_FILE, RequirementsError, parse_requirements
 from common.run import Run
-from common.runstore import InvalidTransition, Quota, QuotaExceeded, RunFilter, RunNotFound
+from common.runstore import (
+    InvalidTransition,
+    NotKept,
+    Quota,
+    QuotaExceeded,
+    RunFilter,
+    RunNotFound,
+)
 from common.states import RunState
 from common.storage import StorageError, resolve_local_root
 from common.submission import new_run, queue_run
@@ -347,6 +354,48 @@ def _cancel(run: Run, delete: bool) -> Run:
         raise ApiError(409, str(exc), code="ended") from None
     except RunNotFound:
         raise ApiError(404, f"no training run {run.id!r}") from None
+
+
+@bp.post("/<run_id>/store")
+@authenticated
+@contract(
+    "Ask the node that kept a run's results (it ended FAILED S303: they could not be stored) "
+    "to store them in its results bucket again",
+    tag="models",
+    params=[RUN_ID],
+    ok={202: json_response("Asked: the run's `kept_results` follows it", ref("StoreRequested"))},
+    errors=(404, 409),
+)
+def store_again(run_id: str):
+    """The run's owner (or an admin) asks; its node's worker stores the results with the
+    run's own credentials and the run's `kept_results` says how it went. 409 when nothing is
+    kept, a request is under way, or the node is not up (the files wait on it)."""
+    services = current_services()
+    run = own_run(run_id)
+    node, state = run.kept_results.get("node"), run.kept_results.get("state")
+    live = {n["name"] for n in services.nodes.list() if n["status"] != "lost"}
+    if state in ("kept", "failed") and node not in live:
+        raise ApiError(
+            409,
+            f"{run_id}: its results are kept on {node} at {run.kept_results.get('path')}, "
+            f"and {node} is not up: start its worker again, then ask again",
+            code="node_down",
+        )
+    try:
+        asked = services.runs.request_store_again(run_id, caller().user)
+    except NotKept as exc:
+        raise ApiError(409, str(exc), code="not_kept") from None
+    except RunNotFound:
+        raise ApiError(404, f"no training run {run_id!r}") from None
+    audit("run.store_again", run_id, owner=run.user, node=node)
+    return jsonify(
+        {
+            "model_id": run_id,
+            "node": asked.kept_results["node"],
+            "state": "requested",
+            "message": f"asked {asked.kept_results['node']} to store the results it kept again",
+        }
+    ), 202
 
 
 @bp.delete("/<run_id>")

@@ -333,6 +333,7 @@ SCHEMAS: dict[str, Schema] = {
                         ),
                         "description": "Each claim of the run, oldest first",
                     },
+                    "kept_results": nullable(ref("KeptResults")),
                     "waiting": nullable(
                         obj(
                             {
@@ -538,6 +539,35 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "HaltRequest": obj(
         {"status": {"type": "string", "enum": ["halt"]}}, additionalProperties=False
+    ),
+    "KeptResults": obj(
+        {
+            "node": {"type": "string"},
+            "path": {"type": "string", "description": "Where on the node"},
+            "state": {
+                "type": "string",
+                "enum": ["kept", "requested", "storing", "stored", "failed"],
+            },
+            "requested_by": {"type": "string"},
+            "requested_at": TIMESTAMP,
+            "started_at": TIMESTAMP,
+            "at": TIMESTAMP,
+            "objects": {"type": "integer", "minimum": 0},
+            "bytes": {"type": "integer", "minimum": 0},
+            "message": {"type": "string"},
+        },
+        required=["node", "path", "state"],
+        description="A run whose results could not be stored (S303): what its node kept, and "
+        "what became of a request to store them again (`POST /v3/models/{run_id}/store`)",
+    ),
+    "StoreRequested": obj(
+        {
+            "model_id": {"type": "string"},
+            "node": {"type": "string"},
+            "state": {"type": "string", "enum": ["requested"]},
+            "message": {"type": "string"},
+        },
+        required=["model_id", "node", "state", "message"],
     ),
     "Halted": obj(
         {

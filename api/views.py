@@ -62,6 +62,8 @@ def run_detail(run: Run, history: list[HistoryEntry], metrics: dict | None = Non
         "history": [entry.to_dict() for entry in history],
         # Each claim of the run: its node, start, end, why it ended, the checkpoint it got.
         "attempts": attempts(history, run.resumed),
+        # Results that could not be stored (S303), kept on the node; `dlaas store` asks again.
+        "kept_results": run.kept_results or None,
         # Set by the worker once the run's Python environment is ready.
         "environment": run.environment or None,
         "metrics": run.metrics if metrics is None else metrics,

@@ -30,6 +30,8 @@ dlaas:worker:<name>:cache         hash    none; the node's data-cache counters: 
                                           misses, miss_bytes, evictions (objects, bytes)
 dlaas:worker:<name>:wake          list    heartbeat TTL; pushed when a run of the node frees its
                                           GPUs, so that its consumer control looks again at once
+dlaas:worker:<name>:store         list    none; ids of runs whose results the node kept (S303) and
+                                          that a user asked it to store again (worker/storeagain.py)
 dlaas:stats                       hash    none; counters and gauges behind /metrics (stats.py)
 dlaas:run:<run-id>:metrics        hash    as the live log; metric name -> JSON summary {index,
                                           goal, count, last, best} (common/metrics.py)
@@ -113,6 +115,10 @@ def worker_cache(name: str) -> str:
 
 def worker_wake(name: str) -> str:
     return f"{PREFIX}:worker:{name}:wake"
+
+
+def worker_store_requests(name: str) -> str:
+    return f"{PREFIX}:worker:{name}:store"
 
 
 def stats() -> str:

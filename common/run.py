@@ -59,6 +59,9 @@ class Run:
     experiment: dict[str, Any] = field(default_factory=dict)
     # The checkpoints attempts were given back: attempt number -> {files, bytes, from}.
     resumed: dict[str, Any] = field(default_factory=dict)
+    # Results that could not be stored (S303), kept on the node: {node, path, state, ...};
+    # state kept -> requested (a user asked) -> storing -> stored, or failed (kept still).
+    kept_results: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, str]:
         """Flat string fields for one Redis HSET; empty values are left out."""
@@ -81,6 +84,7 @@ class Run:
             "metrics",
             "experiment",
             "resumed",
+            "kept_results",
         ):
             if name in values:
                 values[name] = json.loads(values[name])

@@ -55,6 +55,10 @@ class LostClaim(InvalidTransition):
     """The writer's claim is no longer the run's current one (handed back, or re-claimed)."""
 
 
+class NotKept(RuntimeError):
+    """A run has no results kept on a node to store again (or a request is under way)."""
+
+
 def lease_value(worker: str, attempt: int) -> str:
     return f"{worker} {attempt}"
 
@@ -579,6 +583,48 @@ class RunStore:
             return True
 
         return self._atomically(body, key)
+
+    def request_store_again(self, run_id: str, by: str) -> Run:
+        """Ask the node that kept a run's results (S303) to store them again: the run's
+        `kept_results` goes to `requested` and its id onto that node's list, in one
+        transaction (HSET keeps the ended run's expiry). Raises NotKept when there is nothing
+        to ask for: no results kept, already stored, or a request under way."""
+        key = keys.run(run_id)
+
+        def body(pipe):
+            data = pipe.hgetall(key)
+            if not data:
+                raise RunNotFound(run_id)
+            run = Run.from_dict(data)
+            kept = run.kept_results
+            if not kept:
+                raise NotKept(
+                    f"{run_id}: no results of it are kept on a node (only a run that ended "
+                    f"FAILED {ErrorCode.RESULT_UPLOAD.value}, its results not stored, has them)"
+                )
+            if kept["state"] == "stored":
+                raise NotKept(f"{run_id}: its results were stored again already, at {kept['at']}")
+            if kept["state"] in ("requested", "storing"):
+                raise NotKept(
+                    f"{run_id}: {kept['node']} is {kept['state']} its results already "
+                    f"(asked by {kept['requested_by']} at {kept['requested_at']})"
+                )
+            run.kept_results = dict(
+                kept, state="requested", requested_by=by, requested_at=iso(utcnow())
+            )
+            pipe.multi()
+            pipe.hset(key, mapping=encode_fields({"kept_results": run.kept_results}))
+            pipe.rpush(keys.worker_store_requests(kept["node"]), run_id)
+            pipe.execute()
+            return run
+
+        return self._atomically(body, key)
+
+    def next_store_request(self, node: str, timeout: float) -> str | None:
+        """The next run whose kept results `node` was asked to store again (waits up to
+        `timeout` seconds)."""
+        got = self.redis.blpop([keys.worker_store_requests(node)], timeout=timeout)
+        return got[1] if got else None
 
     def cancel_detail(self, run_id: str) -> str | None:
         """What a stop by cancel says (`cancelled by alice`, or the canceller's reason); None

@@ -19,6 +19,7 @@ from common.taskqueue import PING_TASK, RUN_TASK, enqueue_run, make_celery
 from worker.context import WorkerContext
 from worker.packer import ConsumerControl
 from worker.reaper import become_subreaper
+from worker.storeagain import StoreAgain
 from worker.training import run_training
 
 log = logging.getLogger(__name__)
@@ -44,14 +45,16 @@ def create_worker_app(ctx: WorkerContext, sizes: list[str]) -> Celery:
         return "pong"
 
     consumers = ConsumerControl(ctx, app.control, [ResourceSize(s) for s in sizes])
-    _connect_signals(ctx, Heartbeat(ctx, sizes), consumers)
+    _connect_signals(ctx, Heartbeat(ctx, sizes), consumers, StoreAgain(ctx))
     return app
 
 
-def _connect_signals(ctx: WorkerContext, heartbeat: Heartbeat, consumers: ConsumerControl) -> None:
+def _connect_signals(
+    ctx: WorkerContext, heartbeat: Heartbeat, consumers: ConsumerControl, store_again: StoreAgain
+) -> None:
     """The worker's part in the fleet: each pool child a subreaper, the node's heartbeat,
-    the consumers of the sizes it can start a run of now, a drain on warm shutdown, the node
-    record removed at the end."""
+    the consumers of the sizes it can start a run of now, the requests to store kept results
+    again, a drain on warm shutdown, the node record removed at the end."""
 
     @signals.worker_process_init.connect(weak=False)
     def _pool_child_started(**_):
@@ -73,6 +76,7 @@ def _connect_signals(ctx: WorkerContext, heartbeat: Heartbeat, consumers: Consum
         ctx.nodes.clear_held(ctx.name)  # nor GPUs held by the runs of an earlier process
         heartbeat.start()
         consumers.start()
+        store_again.start()
 
     @signals.worker_shutting_down.connect(weak=False)
     def _shutting_down(sig=None, how=None, exitcode=None, **_):
@@ -93,6 +97,7 @@ def _connect_signals(ctx: WorkerContext, heartbeat: Heartbeat, consumers: Consum
     @signals.worker_shutdown.connect(weak=False)
     def _stopped(**_):
         consumers.stop()
+        store_again.stop()
         heartbeat.stop()
         try:
             ctx.nodes.forget(ctx.name)

@@ -43,6 +43,11 @@ class RunDirs:
         return self.root / "checkpoint"
 
     @property
+    def model_zip(self) -> Path:
+        """The submitted zip, as the worker fetched it."""
+        return self.root / "model.zip"
+
+    @property
     def log_file(self) -> Path:
         return self.log / TRAINING_LOG
 

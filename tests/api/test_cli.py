@@ -20,6 +20,7 @@ CONTRACT = {
     ("download",): ["download", "training-abc", "learner-1/", "--to", "out"],
     ("delete",): ["delete", "trained-models", "training-abc"],
     ("cancel",): ["cancel", "training-runs", "training-abc"],
+    ("store",): ["store", "training-runs", "training-abc", "--no-wait", "--timeout", "60"],
     ("logs",): ["logs", "training-abc", "--follow", "--since", "3"],
     ("monitor",): ["monitor", "training-runs", "training-abc"],
     ("nodes", "list"): ["nodes"],
@@ -117,7 +118,8 @@ class _Unreachable:
         ),
         (
             ["fly"],
-            "dlaas: expected train, list, show, metrics, download, delete, cancel, logs, monitor, "
+            "dlaas: expected train, list, show, metrics, download, delete, cancel, store, logs, "
+            "monitor, "
             "nodes, frameworks, admin, or experiments, got 'fly'",
         ),
         ([], "dlaas: expected train, list,"),

@@ -95,6 +95,16 @@ EVERY_STATE_ONCE = [
 ]
 
 
+def wait_node(fleet, name: str, timeout: float = 10) -> None:
+    """Until the node's first heartbeat is in (a moment after its log says ready)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if fleet.redis.client().exists(f"dlaas:worker:{name}"):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{name}: no heartbeat after {timeout} s")
+
+
 def results(fleet, run_id: str) -> Path:
     return fleet.store_root / "tests" / "results" / run_id
 
@@ -427,7 +437,59 @@ def test_store_failing_while_storing_is_s303_with_results_kept(fleet, started):
     kept = fleet.work_dir / "unstored" / run_id
     assert f"results kept on unlucky@fault at {kept}" in failed.status_message
     assert (kept / "result" / "model.bin").read_text() == "precious\n"
+    assert not (kept / "data").exists()  # its input is in the data bucket still
     assert "Traceback" not in failed.status_message
+    assert failed.kept_results == {"node": "unlucky@fault", "path": str(kept), "state": "kept"}
+    shown = dlaas(fleet, "show", "training-runs", run_id)
+    assert (
+        f"on unlucky@fault at {kept} (`dlaas store training-runs {run_id}` stores them again)"
+        in shown.stdout
+    )
+    _store_again_from_the_node_that_kept_them(fleet, started, run_id, kept, bucket / run_id)
+
+
+def _store_again_from_the_node_that_kept_them(fleet, started, run_id, kept, blocked):
+    """`dlaas store`: only the owner asks; a node that is down is said to be; a store that
+    still fails keeps the files; once the store takes them they are in the bucket."""
+    other = dlaas(fleet, "store", "training-runs", run_id, user="bob")
+    assert other.returncode == 1 and f"no training run {run_id!r}" in other.stderr
+    fleet.stop(started.pop())  # the node that kept them is down: nothing can be asked of it
+    down = dlaas(fleet, "store", "training-runs", run_id)
+    assert down.returncode == 1
+    assert f"kept on unlucky@fault at {kept}, and unlucky@fault is not up" in down.stderr
+    started.append(fleet.start_worker("unlucky@fault", LARGE_GPUS))
+    wait_node(fleet, "unlucky@fault")
+    still = dlaas(fleet, "store", "training-runs", run_id, timeout=60)  # the store still refuses it
+    assert still.returncode == 1, still.stdout
+    assert "unlucky@fault could not store them:" in still.stderr
+    assert f"they stay kept at {kept}" in still.stderr
+    assert (kept / "result" / "model.bin").read_text() == "precious\n"
+    blocked.unlink()
+    stored = dlaas(fleet, "store", "training-runs", run_id, timeout=60)
+    assert stored.returncode == 0, stored.stderr
+    assert "Store training-runs successful" in stored.stdout
+    assert (blocked / "model.bin").read_text() == "precious\n"
+    assert (blocked / "_submitted_code" / "model.zip").is_file()
+    assert (
+        "storing again, as alice asked" in (blocked / "learner-1" / "store-results.log").read_text()
+    )
+    assert "storing failed" in (blocked / "learner-1" / "store-results.log").read_text()
+    assert not (blocked / "learner-1" / "log-chunks").exists() or not any(
+        (blocked / "learner-1" / "log-chunks").iterdir()
+    )
+    assert not kept.exists()  # nothing left on the node
+    run = runs(fleet).get(run_id)
+    assert (run.state, run.error_code) == (RunState.FAILED, ErrorCode.RESULT_UPLOAD)
+    assert run.kept_results["state"] == "stored" and run.kept_results["objects"] >= 3
+    assert run.usage["stored_objects"] == run.kept_results["objects"]
+    assert run.status_message.startswith(f"results stored again in local results/{run_id}/")
+    assert runs(fleet).redis.ttl(f"dlaas:run:{run_id}") > 0  # it still expires
+    again = dlaas(fleet, "store", "training-runs", run_id)
+    assert again.returncode == 1 and "were stored again already" in again.stderr
+    never = submit(fleet, "true")
+    wait_state(fleet, never, RunState.COMPLETED)
+    nothing = dlaas(fleet, "store", "training-runs", never)
+    assert nothing.returncode == 1 and "no results of it are kept on a node" in nothing.stderr
 
 
 def test_redis_outage_as_the_command_ends_keeps_every_state_change(fleet, started):

@@ -23,6 +23,7 @@ from common.storage import ObjectStore, StorageError, TransferStats
 from common.storage.base import TransferProgress
 from worker.attempt import Attempt, RunFailed
 from worker.pipeline import Phase
+from worker.rundirs import RunDirs
 
 log = logging.getLogger(__name__)
 STORE_ATTEMPTS = 3
@@ -81,14 +82,29 @@ def _not_stored(attempt: Attempt, exc: StorageError) -> RunFailed:
     attempt.note(f"storing failed: {exc}", STORE_LOG)
     if exc.user_fault:
         return RunFailed(ErrorCode.CREDENTIALS, f"storing results: {exc}")
-    kept = attempt.settings.work_dir / "unstored" / attempt.id
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(attempt.dirs.root), kept)
+    kept = keep_unstored(attempt.dirs, attempt.settings.work_dir)
+    attempt.update(kept_results={"node": attempt.ctx.name, "path": str(kept), "state": "kept"})
     return RunFailed(
         ErrorCode.RESULT_UPLOAD,
         f"storing results in {attempt.results_where} failed after {STORE_ATTEMPTS} attempts: "
-        f"{exc}; results kept on {attempt.ctx.name} at {kept}",
+        f"{exc}; results kept on {attempt.ctx.name} at {kept} (`dlaas store training-runs "
+        f"{attempt.id}` stores them again)",
     )
+
+
+def keep_unstored(dirs: RunDirs, work_dir: Path) -> Path:
+    """The run's folder moved to `<work dir>/unstored/<run-id>`, where the run's next
+    attempt would not remove it and `dlaas store` finds it; without DATA_DIR (its input,
+    in the data bucket still, and links that would pin the node's data cache)."""
+    kept = unstored_dir(work_dir, dirs.root.name)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(dirs.data, ignore_errors=True)
+    shutil.move(str(dirs.root), kept)
+    return kept
+
+
+def unstored_dir(work_dir: Path, run_id: str) -> Path:
+    return work_dir / "unstored" / run_id
 
 
 def _store_with_retries(attempt: Attempt):
