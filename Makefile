@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 
 # `make demo-pytorch`: the PyTorch example (framework pytorch 2.13, its environment built by uv).
-.PHONY: setup demo demo-s3 demo-pytorch up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-stores bench-ratelimit bench-environments bench-experiments bench-runslist bench-packing bench-packing-real clean
+.PHONY: setup demo demo-s3 demo-pytorch up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-stores bench-ratelimit bench-environments bench-experiments bench-runslist bench-packing bench-packing-real bench-checkpoints clean
 
 setup: $(VENV)/.installed
 	@bash deploy/ensure-redis.sh $(VENV)
@@ -76,6 +76,9 @@ bench-packing: setup
 
 bench-packing-real: setup
 	$(PY) -m benchmarks.packing_real
+
+bench-checkpoints: setup
+	$(PY) -m benchmarks.checkpoints
 
 clean: down
 	rm -rf .dlaas

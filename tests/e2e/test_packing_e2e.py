@@ -1,13 +1,15 @@
 """Several runs at once on one worker's GPUs, with real worker processes that own declared
 GPUs (`--gpus 0-3` on this GPU-less machine): what the runs' own commands saw
 (CUDA_VISIBLE_DEVICES, when they ran), the reservation that keeps a large run from starving,
-and cancel and a lost node with three runs on one worker.
+and cancel and a lost node with three runs on one worker; two runs staging at once share one
+fetch of their data (the node's data cache).
 
 Its own Redis and API (as test_faults), so that its workers take only its runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import time
@@ -18,9 +20,10 @@ import requests
 
 from common.states import ErrorCode, RunState
 from deploy.processes import alive
-from tests.conftest import RUN_USERS, module_stack, stopped_after
+from tests.conftest import RUN_USERS, module_stack, stopped_after, unstamped
 from tests.e2e.test_cli_e2e import dlaas
 from tests.e2e.test_faults import living, lose_node, results, runs, submit, wait_state
+from tests.e2e.test_object_storage import s3_client, s3_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -236,3 +239,37 @@ def test_a_message_lost_with_the_worker_holding_it_is_queued_again(pack, started
     assert done.state is RunState.COMPLETED and done.worker == "pack-e@test"
     log = (pack.home / "logs" / "pack-reconciler-2.log").read_text()
     assert f"{run_id}: PENDING with no message (its worker died holding it)" in log
+
+
+def test_two_runs_staging_at_once_on_one_node_fetch_their_shared_data_once(pack, started, swift):
+    client = s3_client(swift)
+    for bucket in ("pack-shared", "pack-shared-results"):
+        client.create_bucket(Bucket=bucket)
+    big = os.urandom(64 << 20)  # long enough to fetch that the second run waits on the first
+    client.put_object(Bucket="pack-shared", Key="big.bin", Body=big)
+    client.put_object(Bucket="pack-shared", Key="small.csv", Body=b"1,2\n")
+    manifest = s3_manifest(
+        swift, "pack-shared", "pack-shared-results", command="sha256sum < $DATA_DIR/big.bin"
+    )
+    started.append(pack.start_worker("pack-cache@test", "0-3"))
+    ids = [pack.submit(manifest), pack.submit(manifest)]
+    done = [wait_state(pack, run_id, RunState.COMPLETED, RunState.FAILED) for run_id in ids]
+    assert [run.state for run in done] == [RunState.COMPLETED] * 2, [
+        run.status_message for run in done
+    ]
+    assert {run.worker for run in done} == {"pack-cache@test"}
+    # They staged at the same time: each was claimed before the other's command started.
+    when = {
+        run_id: {entry.state: entry.at for entry in runs(pack).history(run_id)} for run_id in ids
+    }
+    for one, other in (ids, ids[::-1]):
+        assert when[one][RunState.DOWNLOADING] < when[other][RunState.PROCESSING], when
+    # Each object came from the store once, for both runs, and both read the same bytes.
+    assert sum(run.usage["fetched_objects"] for run in done) == 2
+    assert sum(run.usage["cached_objects"] for run in done) == 2
+    digest = hashlib.sha256(big).hexdigest()
+    for run_id in ids:
+        log = client.get_object(
+            Bucket="pack-shared-results", Key=f"{run_id}/learner-1/training-log.txt"
+        )["Body"].read()
+        assert digest in unstamped(log.decode())
