@@ -9,6 +9,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 DEFAULT_URL = "http://127.0.0.1:18080"
 ENV_FILE = Path(".dlaas") / "env"
@@ -64,6 +66,12 @@ class DlaasClient:
         self.timeout = timeout
         self.session = requests.Session()
         self.session.trust_env = False  # the service is addressed directly, never via a proxy
+        # A kept-alive connection the server closed meanwhile (gunicorn's keep-alive is 2 s, a
+        # poll's pause may be as long): a GET (or PUT, DELETE) is sent once more on a new one.
+        # POST and PATCH are never sent twice.
+        again = HTTPAdapter(max_retries=Retry(total=1, status=0, raise_on_status=False))
+        self.session.mount("http://", again)
+        self.session.mount("https://", again)
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
