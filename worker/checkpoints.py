@@ -1,7 +1,7 @@
 """A run's CHECKPOINT_DIR kept in its results bucket (`<run-id>/checkpoints/`): copied beside
-the command every DLAAS_CHECKPOINT_SECONDS (only what changed since the last copy), when the
-run is stopped and once more when the command has ended, and given back to the run's next
-attempt before its command starts.
+the command every DLAAS_CHECKPOINT_SECONDS (only what changed since the last copy, and what
+was deleted removed), when the run is stopped and once more when the command has ended, and
+given back to the run's next attempt before its command starts.
 
 The folder is the run user's while the command runs, so it is read without following a link
 the run may have put there (os.fwalk with its directory descriptors, each file opened
@@ -42,12 +42,15 @@ class CheckpointCopier(threading.Thread):
         scratch: Path,
         upload: Callable[[Path, str], None],
         period: float,
+        remove: Callable[[str], None] = lambda rel: None,
     ):
         super().__init__(name="checkpoint-copier", daemon=True)
         self.top, self.scratch, self.upload, self.period = top, scratch, upload, period
+        self.remove = remove
         self.seen: dict[str, tuple[int, int, int]] = {}
         self.copied = Copied()
         self.copies = 0
+        self.removed = 0
         self._halt = threading.Event()
         self._lock = threading.Lock()
 
@@ -60,21 +63,24 @@ class CheckpointCopier(threading.Thread):
         while not self._halt.wait(self.period):
             self.copy_changed()
 
-    def close(self, final: bool = True) -> Copied:
+    def close(self, final: bool = True, deletions: bool = True) -> Copied:
         """Stop the periodic copies and (`final`) take the last one: the command has ended."""
         self._halt.set()
         if self.is_alive():
             self.join(timeout=self.period + 60)
         if final:
-            self.copy_changed()
+            self.copy_changed(deletions)
         return self.copied
 
-    def copy_changed(self) -> int:
-        """Upload every file changed since the last copy; never raises (logged)."""
+    def copy_changed(self, deletions: bool = True) -> int:
+        """Upload every file changed since the last copy and (`deletions`) remove from the
+        bucket what was deleted since; never raises (logged)."""
         with self._lock:
             done = 0
             try:
+                present = set()
                 for rel, fd, st in self._files():
+                    present.add(rel)
                     mark = _mark(st)
                     if self.seen.get(rel) == mark:
                         continue
@@ -83,6 +89,10 @@ class CheckpointCopier(threading.Thread):
                     self.copied.files += 1
                     self.copied.bytes += st.st_size
                     done += 1
+                for rel in sorted(set(self.seen) - present) if deletions else ():
+                    self.remove(rel)
+                    del self.seen[rel]
+                    self.removed += 1
             except (OSError, StorageError) as exc:
                 log.warning("checkpoint copy of %s: %s", self.top, exc)
             self.copies += 1

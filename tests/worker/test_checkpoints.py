@@ -19,15 +19,33 @@ from worker.checkpoints import CheckpointCopier
 from worker.training import run_training
 
 
-def copier(tmp_path):
+def copier(tmp_path, removed: list[str] | None = None):
     top, scratch = tmp_path / "checkpoint", tmp_path / "scratch"
     top.mkdir()
     scratch.mkdir()
     sent: list[tuple[str, bytes]] = []
     made = CheckpointCopier(
-        top, scratch, lambda path, rel: sent.append((rel, path.read_bytes())), 60
+        top,
+        scratch,
+        lambda path, rel: sent.append((rel, path.read_bytes())),
+        60,
+        (removed if removed is not None else []).append,
     )
     return made, top, sent
+
+
+def test_a_deleted_file_is_removed_at_the_next_copy_unless_told_not_to(tmp_path):
+    removed: list[str] = []
+    made, top, sent = copier(tmp_path, removed)
+    for step in (1, 2, 3):
+        (top / f"ckpt-{step}.pt").write_bytes(b"w" * step)
+    made.copy_changed()
+    (top / "ckpt-1.pt").unlink()  # the program keeps its last two
+    assert made.copy_changed() == 0 and removed == ["ckpt-1.pt"]
+    assert made.copy_changed() == 0 and removed == ["ckpt-1.pt"]  # once
+    (top / "ckpt-2.pt").unlink()
+    made.close(deletions=False)  # a stopped program's cleanup stays in the bucket
+    assert removed == ["ckpt-1.pt"] and made.removed == 1
 
 
 def test_only_what_changed_is_copied_and_links_and_pipes_never(tmp_path):

@@ -1,8 +1,9 @@
 """CHECKPOINT_DIR around the command: its last checkpoint given back on a run's next attempt
 (before the command starts), copies to `<run-id>/checkpoints/` while it runs, one when it is
 stopped (cancel, time limit, drain) before its processes get the first signal, and one last
-copy once it has ended (what they wrote while stopping). A run whose claim was lost copies
-nothing more: its next attempt, elsewhere, owns the checkpoint now."""
+copy once it has ended (what they wrote while stopping; what they deleted then stays). Files
+deleted from CHECKPOINT_DIR are removed from the bucket at the next copy. A run whose claim was
+lost copies nothing more: its next attempt, elsewhere, owns the checkpoint now."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class CopyCheckpoints(Hook):
             scratch,
             lambda path, rel: store.put_file(path, bucket, run_key(attempt.id, CHECKPOINTS + rel)),
             attempt.settings.checkpoint_seconds,
+            lambda rel: store.delete(bucket, run_key(attempt.id, CHECKPOINTS + rel)),
         )
         self.copier.remember()
         self.copier.start()
@@ -54,11 +56,13 @@ class CopyCheckpoints(Hook):
             self.copier.copy_changed()
 
     def after(self, attempt: Attempt) -> None:
-        copied = self.copier.close(final=not _lost(attempt))
-        if copied.files:
+        # What a stopped program deleted while stopping (its cleanup) stays in the bucket.
+        copied = self.copier.close(final=not _lost(attempt), deletions=attempt.stop.request is None)
+        if copied.files or self.copier.removed:
             attempt.note(
                 f"checkpoints: {copied.files} files, {copied.bytes} bytes copied to "
-                f"{run_key(attempt.id, CHECKPOINTS)} in {self.copier.copies} copies",
+                f"{run_key(attempt.id, CHECKPOINTS)} in {self.copier.copies} copies; "
+                f"{self.copier.removed} deleted files removed there",
                 STORE_LOG,
             )
 
