@@ -17,6 +17,7 @@ Prints the medians, the ratio (goal: copied within 5% of not copied) and each pa
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import time
 import zipfile
@@ -117,9 +118,11 @@ def main() -> int:
                 raise RuntimeError(f"{run_id}: {run['status_message']}")
             line = figures[-1][figures[-1].index("rate=") :]
             out = {key: float(value) for key, value in (i.split("=") for i in line.split())}
-            if name == COPIED:
-                listed = s3.list_objects_v2(Bucket="ckpt-results", Prefix=f"{run_id}/checkpoints/")
-                out["copied"] = sum(o["Size"] for o in listed.get("Contents", []))
+            if name == COPIED:  # what the worker copied, as its store log says
+                key = f"{run_id}/learner-1/store-results.log"
+                log = s3.get_object(Bucket="ckpt-results", Key=key)["Body"].read().decode()
+                said = re.search(r"checkpoints: (\d+) files, (\d+) bytes copied .* in (\d+)", log)
+                out["copied_files"], out["copied_bytes"], out["copies"] = map(int, said.groups())
             return out
 
         one(NOT_COPIED)  # the environment built once, outside the figures
@@ -143,13 +146,15 @@ def main() -> int:
             f"({', '.join(f'{x:.1f}' for x in rates[name])}); saving took "
             f"{statistics.median(r['saving'] for r in runs):.2f} s per run"
         )
-    copied = [r["copied"] / 1e6 for r in results[COPIED]]
+    copied = [
+        f"{r['copied_files']} files, {r['copied_bytes'] / 1e6:.0f} MB" for r in results[COPIED]
+    ]
     pairs = [c / n for c, n in zip(rates[COPIED], rates[NOT_COPIED], strict=True)]
     ratio = statistics.median(rates[COPIED]) / statistics.median(rates[NOT_COPIED])
     print(
         f"  copied / not copied: {ratio:.3f} (goal: at least 0.95); per pair "
-        f"{', '.join(f'{x:.3f}' for x in pairs)}; copied per run (the last copy included): "
-        f"{', '.join(f'{megabytes:.0f} MB' for megabytes in copied)}"
+        f"{', '.join(f'{x:.3f}' for x in pairs)}; copied per run, the last copy included: "
+        f"{'; '.join(copied)}"
     )
     return 0
 

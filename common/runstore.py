@@ -490,6 +490,9 @@ class RunStore:
         pipe.delete(key)
         pipe.hset(key, mapping=run.to_dict())
         if entry is None:
+            if run.state.terminal and run.ended_at:  # its expiry, as its end set it
+                ends = parse_iso(run.ended_at).timestamp() + self.retention_seconds
+                pipe.expireat(key, int(ends))
             return
         pipe.rpush(keys.history(run.id), json.dumps(entry.to_dict()))
         if run.state in ACTIVE:
@@ -587,15 +590,10 @@ class RunStore:
     def request_store_again(self, run_id: str, by: str) -> Run:
         """Ask the node that kept a run's results (S303) to store them again: the run's
         `kept_results` goes to `requested` and its id onto that node's list, in one
-        transaction (HSET keeps the ended run's expiry). Raises NotKept when there is nothing
-        to ask for: no results kept, already stored, or a request under way."""
-        key = keys.run(run_id)
+        transaction. Raises NotKept when there is nothing to ask for: no results kept,
+        already stored, or a request under way."""
 
-        def body(pipe):
-            data = pipe.hgetall(key)
-            if not data:
-                raise RunNotFound(run_id)
-            run = Run.from_dict(data)
+        def change(run: Run) -> None:
             kept = run.kept_results
             if not kept:
                 raise NotKept(
@@ -612,13 +610,11 @@ class RunStore:
             run.kept_results = dict(
                 kept, state="requested", requested_by=by, requested_at=iso(utcnow())
             )
-            pipe.multi()
-            pipe.hset(key, mapping=encode_fields({"kept_results": run.kept_results}))
-            pipe.rpush(keys.worker_store_requests(kept["node"]), run_id)
-            pipe.execute()
-            return run
 
-        return self._atomically(body, key)
+        def ask(pipe, run: Run) -> None:
+            pipe.rpush(keys.worker_store_requests(run.kept_results["node"]), run_id)
+
+        return self._rewrite(run_id, change, ask)
 
     def next_store_request(self, node: str, timeout: float) -> str | None:
         """The next run whose kept results `node` was asked to store again (waits up to

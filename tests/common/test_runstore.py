@@ -81,6 +81,34 @@ def test_transitions_append_history_and_terminal_runs_expire(store_redis):
         assert 3500 < store_redis.ttl(key) <= 3600
 
 
+def test_a_store_again_request_goes_to_the_node_that_kept_the_results_once(store_redis):
+    store = RunStore(store_redis, retention_seconds=3600)
+    run = _run()
+    store.create(run)
+    store.claim(run.id, "keeper", lambda n: [0])
+    with pytest.raises(runstore.NotKept, match="no results of it are kept on a node"):
+        store.request_store_again(run.id, "alice")
+    kept = {"node": "keeper", "path": "/w/unstored/x", "state": "kept"}
+    store.transition(run.id, RunState.STORING, "storing")
+    store.transition(
+        run.id, RunState.FAILED, "not stored", ErrorCode.RESULT_UPLOAD, kept_results=kept
+    )
+    asked = store.request_store_again(run.id, "alice")
+    requested_at = asked.kept_results.pop("requested_at")
+    assert asked.kept_results == dict(kept, state="requested", requested_by="alice")
+    assert requested_at.startswith(iso(utcnow())[:10])
+    assert store.get(run.id).kept_results["state"] == "requested"
+    assert store.next_store_request("keeper", 0.1) == run.id
+    assert store.next_store_request("keeper", 0.1) is None
+    with pytest.raises(runstore.NotKept, match="keeper is requested its results already"):
+        store.request_store_again(run.id, "bob")
+    assert store_redis.llen(keys.worker_store_requests("keeper")) == 0
+    # An ended run's fields rewritten keep its expiry (the record still goes at retention).
+    assert 3500 < store_redis.ttl(keys.run(run.id)) <= 3600
+    with pytest.raises(runstore.RunNotFound):
+        store.request_store_again("training-nosuchrun", "alice")
+
+
 def test_forbidden_transition_raises(store_redis):
     store = RunStore(store_redis)
     run = _run()

@@ -7,6 +7,7 @@ changes or deletes its DATA_DIR harms no later run."""
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 
 import pytest
@@ -125,6 +126,24 @@ def test_a_broken_cache_degrades_to_plain_staging_with_a_warning(store, tmp_path
     assert staged.warning.startswith(f"data cache {broken} not used (")
     assert staged.fetched.objects == 2 and staged.cached.objects == 0
     assert files(tmp_path / "run") == {"a.bin": b"a", "b.bin": b"b"}
+
+
+def test_an_unwritable_cache_folder_degrades_to_plain_staging_with_a_warning(store, tmp_path):
+    # Root writes through any mode; an immutable folder (chattr +i) refuses even root.
+    bucket_with(store, "cache-f", {"a.bin": b"a", "b.bin": b"b"})
+    frozen = tmp_path / "cache"
+    frozen.mkdir()
+    made = subprocess.run(["chattr", "+i", str(frozen)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"chattr +i is not allowed here: {made.stderr.strip()}")
+    try:
+        staged = DataCache(frozen, 10**9).stage(store, "cache-f", _fresh(tmp_path / "run"))
+    finally:
+        subprocess.run(["chattr", "-i", str(frozen)], check=True)
+    assert staged.warning.startswith(f"data cache {frozen} not used (")
+    assert staged.fetched.objects == 2 and staged.cached.objects == 0
+    assert files(tmp_path / "run") == {"a.bin": b"a", "b.bin": b"b"}
+    assert list(frozen.iterdir()) == []
 
 
 def test_cache_names_change_with_the_etag_and_size():
