@@ -17,6 +17,7 @@ import shutil
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +61,12 @@ class CheckpointCopier(threading.Thread):
             self.seen[rel] = _mark(st)
 
     def run(self) -> None:
-        while not self._halt.wait(self.period):
+        # At a fixed rate: a long copy does not push the later ones back (one that overran
+        # its period is followed by the next at once, never by several in a row).
+        due = time.monotonic() + self.period
+        while not self._halt.wait(max(0.0, due - time.monotonic())):
             self.copy_changed()
+            due = max(due + self.period, time.monotonic())
 
     def close(self, final: bool = True, deletions: bool = True) -> Copied:
         """Stop the periodic copies and (`final`) take the last one: the command has ended."""
