@@ -7,6 +7,8 @@ lost copies nothing more: its next attempt, elsewhere, owns the checkpoint now."
 
 from __future__ import annotations
 
+import threading
+
 from common.layout import LOAD_LOG, STORE_LOG, run_key
 from common.storage import StorageError
 from worker.attempt import Attempt
@@ -52,8 +54,19 @@ class CopyCheckpoints(Hook):
         attempt.before_stop.append(lambda: self._stopping(attempt))
 
     def _stopping(self, attempt: Attempt) -> None:
-        if not _lost(attempt):
-            self.copier.copy_changed()
+        """The copy at the stop, waited for at most the grace period: a store that hangs
+        delays the stop by no more than that (the copy goes on beside the signals)."""
+        if _lost(attempt):
+            return
+        copying = threading.Thread(target=self.copier.copy_changed, name="checkpoint-at-stop")
+        copying.start()
+        copying.join(attempt.settings.cancel_grace_seconds)
+        if copying.is_alive():
+            attempt.note(
+                f"checkpoint copy at the stop not done after "
+                f"{attempt.settings.cancel_grace_seconds:g} s: stopping the processes meanwhile",
+                STORE_LOG,
+            )
 
     def after(self, attempt: Attempt) -> None:
         # What a stopped program deleted while stopping (its cleanup) stays in the bucket.
