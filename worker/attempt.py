@@ -132,9 +132,7 @@ class Attempt:
                 log.debug("progress event not sent: %s", exc)
 
     def note(self, text: str, log_name: str = TRAINING_LOG) -> None:
-        """A line of the service's own in one of the run's logs (stamped like the pump's)."""
-        with open(self.dirs.log / log_name, "a") as f:
-            f.write(f"{iso(utcnow())} [dlaas] {text}\n")
+        note(self.dirs, text, log_name)
 
     # --- what happened -------------------------------------------------------------------
 
@@ -151,3 +149,9 @@ class Attempt:
         request = self.stopped_by()
         if request is not None and request.reason is StopReason.LOST:
             raise LostClaim(self.id, self.run.state, RunState.STORING, "claim lost")
+
+
+def note(dirs: RunDirs, text: str, log_name: str = TRAINING_LOG) -> None:
+    """A line of the service's own in one of the run's logs (stamped like the pump's)."""
+    with open(dirs.log / log_name, "a") as f:
+        f.write(f"{iso(utcnow())} [dlaas] {text}\n")

@@ -24,8 +24,9 @@ from common.layout import LOG_CHUNKS_PREFIX, STORE_LOG, learner_key, run_key
 from common.manifest import Manifest, ManifestError
 from common.run import Run
 from common.storage import StorageError, open_store
+from worker.attempt import note
 from worker.context import WorkerContext
-from worker.phases.store import store_results, unstored_dir
+from worker.phases.store import store_results, unstored_dir, unstored_root
 from worker.rundirs import RunDirs
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class StoreAgain(threading.Thread):
     def _resume(self) -> None:
         """A request this worker's earlier process was serving when it stopped is served
         again (the request itself left the list when that process took it)."""
-        kept = self.ctx.settings.work_dir / "unstored"
+        kept = unstored_root(self.ctx.settings.work_dir)
         for path in sorted(kept.iterdir()) if kept.is_dir() else ():
             try:
                 run = self.ctx.runs.get(path.name)
@@ -83,17 +84,21 @@ def serve(ctx: WorkerContext, run_id: str) -> str:
         if not dirs.root.is_dir():
             raise FileNotFoundError(f"nothing is kept at {dirs.root} on {ctx.name} any more")
         store, bucket, where = _results_store(ctx, run)
-        _note(dirs, f"storing again, as {run.kept_results.get('requested_by')} asked")
+        note(dirs, f"storing again, as {run.kept_results.get('requested_by')} asked", STORE_LOG)
         stored = store_results(store, bucket, run_id, dirs.result, dirs.model_zip, dirs.log)
         took = time.monotonic() - began
-        _note(dirs, f"stored {stored.objects} objects, {stored.bytes} bytes in {took:.2f} s")
+        note(
+            dirs,
+            f"stored {stored.objects} objects, {stored.bytes} bytes in {took:.2f} s",
+            STORE_LOG,
+        )
         store.put_file(dirs.log / STORE_LOG, bucket, run_key(run_id, learner_key(STORE_LOG)))
         for chunk in store.list(bucket, run_key(run_id, LOG_CHUNKS_PREFIX)):
             store.delete(bucket, chunk.key)
     except (StorageError, CredentialsError, ManifestError, OSError) as exc:
         log.warning("%s: kept results not stored again: %s", run_id, exc)
         if dirs.log.is_dir():
-            _note(dirs, f"storing again failed: {exc}")
+            note(dirs, f"storing again failed: {exc}", STORE_LOG)
         _mark(ctx, run, state="failed", at=iso(utcnow()), message=str(exc))
         return "failed"
     usage = dict(
@@ -141,8 +146,3 @@ def _mark(ctx: WorkerContext, run: Run, status_message: str = "", usage=None, **
     if usage is not None:
         fields["usage"] = usage
     ctx.runs.update(run.id, run.attempt, **fields)
-
-
-def _note(dirs: RunDirs, text: str) -> None:
-    with open(dirs.log / STORE_LOG, "a") as f:
-        f.write(f"{iso(utcnow())} [dlaas] {text}\n")

@@ -103,8 +103,12 @@ def keep_unstored(dirs: RunDirs, work_dir: Path) -> Path:
     return kept
 
 
+def unstored_root(work_dir: Path) -> Path:
+    return work_dir / "unstored"
+
+
 def unstored_dir(work_dir: Path, run_id: str) -> Path:
-    return work_dir / "unstored" / run_id
+    return unstored_root(work_dir) / run_id
 
 
 def _store_with_retries(attempt: Attempt):
