@@ -14,8 +14,8 @@ from common.artifacts import ArtifactStore
 from common.audit import AuditLog
 from common.crypto import CredentialBox
 from common.experimentstore import ExperimentStore
+from common.fleet.nodes import NodeStore
 from common.frameworks import Registry
-from common.nodes import NodeStore
 from common.runstore import RunStore
 from common.sessions import SessionStore
 from common.settings import Settings

@@ -14,7 +14,7 @@ from prometheus_client.core import (
 from api.openapi import contract
 from api.services import Services, current_services
 from common import stats
-from common.sizes import ResourceSize, queue_name
+from common.fleet.sizes import ResourceSize, queue_name
 from common.states import RunState
 
 bp = Blueprint("metrics", __name__)

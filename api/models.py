@@ -18,6 +18,7 @@ from api.services import current_services
 from api.upload import read_form
 from api.views import live_summaries, run_detail, run_location, run_summary
 from common.crypto import CredentialsError
+from common.fleet.waiting import explain_wait
 from common.ids import is_run_id, new_run_id
 from common.manifest import Manifest, ManifestError, StoreType, parse_manifest
 from common.modelzip import ModelZipError, ZipLimits, check_zip
@@ -34,7 +35,6 @@ from common.runstore import (
 from common.states import RunState
 from common.storage import StorageError, resolve_local_root
 from common.submission import new_run, queue_run
-from common.waiting import explain_wait
 
 log = logging.getLogger(__name__)
 bp = Blueprint("models", __name__, url_prefix="/v3/models")

@@ -11,7 +11,7 @@ from api.auth import admin_only, audit, authenticated, caller
 from api.errors import ApiError
 from api.openapi import contract, json_response, path_param, ref
 from api.services import current_services
-from common.sizes import ResourceSize, queue_name
+from common.fleet.sizes import ResourceSize, queue_name
 
 bp = Blueprint("nodes", __name__, url_prefix="/v3/nodes")
 queues_bp = Blueprint("queues", __name__, url_prefix="/v3/queues")

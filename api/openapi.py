@@ -36,7 +36,7 @@ from apispec_webframeworks.flask import FlaskPlugin
 from flask import Blueprint, Flask, current_app, jsonify
 
 from api.auth import Access
-from common.sizes import ResourceSize
+from common.fleet.sizes import ResourceSize
 from common.states import ErrorCode, RunState
 
 bp = Blueprint("openapi", __name__)

@@ -1,5 +1,5 @@
 """GPU packing against today's static partitioning, in a simulation driven by the allocator
-itself (common/packing.py: Node, admit, choose_gpus), and against the bound.
+itself (common/fleet/packing.py: Node, admit, choose_gpus), and against the bound.
 
     .venv/bin/python -m benchmarks.packing [--runs 1000] [--nodes 8] [--seed 1] [--load 0.92]
 
@@ -24,7 +24,7 @@ messages), each take the head of a size's queue, oldest head first, while `admit
               span (each run's work capped at the time from its arrival to the span's end),
               over the fleet's GPU-seconds in the span; nobody waits.
 Utilisation is measured over the span from the first arrival to the last. The reservation
-bound is common/packing.py's: bound + the longest declared time limit of the trace. The last
+bound is common/fleet/packing.py's: bound + the longest declared time limit of the trace. The last
 lines check each large run that waited past the reservation bound, where the wait bound is
 claimed, against its own: the latest declared end of the runs holding GPUs when it passed.
 """
@@ -45,8 +45,8 @@ from itertools import combinations_with_replacement
 from operator import attrgetter
 
 from benchmarks.figures import machine, percentile
-from common.packing import Node, Request, Reservation, Waiting, admit
-from common.sizes import DEFAULT_SIZE_GPUS, ResourceSize
+from common.fleet.packing import Node, Request, Reservation, Waiting, admit
+from common.fleet.sizes import DEFAULT_SIZE_GPUS, ResourceSize
 
 SIZE_SHARES = {ResourceSize.SMALL: 0.6, ResourceSize.MEDIUM: 0.3, ResourceSize.LARGE: 0.1}
 MEDIAN_SECONDS = 30 * 60.0

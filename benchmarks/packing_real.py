@@ -36,9 +36,9 @@ from benchmarks.figures import machine, percentile
 from benchmarks.packing import LIMIT_FACTOR, Outcome, make_trace, simulate, utilisation
 from benchmarks.privatestack import private_stack
 from common.clock import parse_iso
-from common.packing import Node, Reservation
+from common.fleet.packing import Node, Reservation
+from common.fleet.sizes import DEFAULT_SIZE_GPUS
 from common.runstore import RunStore
-from common.sizes import DEFAULT_SIZE_GPUS
 from common.states import RunState
 from deploy import runuser
 from worker.runuser import slot_user

@@ -52,7 +52,7 @@ dlaas:session:<sha256 of id>      string  DLAAS_SESSION_HOURS; a browser session
                                           token_hash, csrf, created_at} (common/sessions.py)
 
 Celery owns its own keys on the same Redis: the queues `dlaas.small`, `dlaas.medium`,
-`dlaas.large` (lists, see common/sizes.py), `unacked*`, `_kombu.*` and
+`dlaas.large` (lists, see common/fleet/sizes.py), `unacked*`, `_kombu.*` and
 `celery-task-meta-<task-id>` (results, expiring per common/taskqueue.py).
 """
 

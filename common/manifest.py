@@ -15,9 +15,9 @@ import yaml
 from common.fields import FieldReader
 from common.fields import join as _join
 from common.fields import kind as _kind
+from common.fleet.sizes import ResourceSize
 from common.frameworks import Registry, default_registry
 from common.metricspec import LogPattern, MetricSpecError, read_log_patterns
-from common.sizes import ResourceSize
 
 MAX_ALIASES = 50
 MAX_DEPTH = 100

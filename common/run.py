@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from common.sizes import ResourceSize
+from common.fleet.sizes import ResourceSize
 from common.states import ErrorCode, RunState
 
 

@@ -30,7 +30,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from common.sizes import DEFAULT_SIZE_GPUS, ResourceSize, byte_amount, parse_size_table
+from common.fleet.sizes import DEFAULT_SIZE_GPUS, ResourceSize, byte_amount, parse_size_table
 
 KNOWN_STORE_TYPES = ("local", "s3", "bluemix_objectstore")
 PREFIX = "DLAAS_"

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from celery import Celery
 
+from common.fleet.sizes import ResourceSize, queue_name
 from common.settings import Settings
-from common.sizes import ResourceSize, queue_name
 
 RUN_TASK = "dlaas.run_training"
 PING_TASK = "dlaas.ping"

@@ -13,7 +13,7 @@ import time
 from celery import Celery, signals
 
 from common.clock import iso, utcnow
-from common.sizes import ResourceSize
+from common.fleet.sizes import ResourceSize
 from common.storage.s3 import warm_up as warm_up_s3
 from common.taskqueue import PING_TASK, RUN_TASK, enqueue_run, make_celery
 from worker.context import WorkerContext

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from common.artifacts import ArtifactStore
 from common.crypto import CredentialBox
+from common.fleet.nodes import NodeStore
+from common.fleet.sizes import ResourceSize
 from common.frameworks import Registry
-from common.nodes import NodeStore
 from common.runstore import RunStore
 from common.settings import Settings
-from common.sizes import ResourceSize
 from worker.environments import EnvironmentCache
 from worker.gpus import GpuSet
 

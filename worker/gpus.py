@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations
 
-from common.packing import table_distance
+from common.fleet.packing import table_distance
 
 
 class GpuSpecError(ValueError):

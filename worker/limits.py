@@ -8,8 +8,8 @@ import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from common.fleet.sizes import ResourceSize
 from common.settings import Settings
-from common.sizes import ResourceSize
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ import redis
 
 from common.artifacts import ArtifactStore
 from common.crypto import CredentialBox, CredentialsError
-from common.nodes import NodeStore
+from common.fleet.nodes import NodeStore
+from common.fleet.sizes import ResourceSize, queue_name, sizes_for_gpus
 from common.runstore import RunStore
 from common.settings import Settings, SettingsError
-from common.sizes import ResourceSize, queue_name, sizes_for_gpus
 from worker.app import create_worker_app
 from worker.context import WorkerContext
 from worker.gpus import GpuSpecError, resolve_gpu_set

@@ -2,7 +2,7 @@
 (`Packer.place`), and which size queues the node consumes so that it takes a message only
 when it can start that run at once (`ConsumerControl`).
 
-Both ask `common.packing.admit` with the same view: the node's GPU ledger in Redis (written
+Both ask `common.fleet.packing.admit` with the same view: the node's GPU ledger in Redis (written
 in one transaction per start, so no GPU is given to two runs), the fleet's other nodes (their
 ledgers), and every PENDING run (for the reservation that keeps large runs from starving).
 A run holds its GPUs, and its slot (its place on the node: its run user), from its start
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import psutil
 
 from common.clock import parse_iso
-from common.packing import Node, Request, Reservation, Running, Waiting, admit
+from common.fleet.packing import Node, Request, Reservation, Running, Waiting, admit
+from common.fleet.sizes import ResourceSize, queue_name
 from common.run import Run
-from common.sizes import ResourceSize, queue_name
 from worker.context import WorkerContext
 from worker.phases.execute import time_limit
 

@@ -24,9 +24,9 @@ import redis
 from common import keys
 from common.artifacts import ArtifactStore
 from common.clock import parse_iso
+from common.fleet.sizes import ResourceSize, queue_name
 from common.runstore import InvalidTransition, RunNotFound, RunStore
 from common.settings import Settings
-from common.sizes import ResourceSize, queue_name
 from common.states import ACTIVE, ErrorCode, RunState
 from common.taskqueue import enqueue_run, make_celery
 from worker.activelock import ActiveLock, start_service

@@ -15,7 +15,7 @@ from enum import Enum
 
 import redis
 
-from common.nodes import NodeStore
+from common.fleet.nodes import NodeStore
 from common.runstore import RunStore
 
 log = logging.getLogger(__name__)

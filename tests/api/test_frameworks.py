@@ -20,8 +20,8 @@ from cryptography.fernet import Fernet
 from api.app import create_app
 from api.cli import main
 from api.client import DlaasClient
+from common.fleet.nodes import NodeStore
 from common.frameworks import RegistryError
-from common.nodes import NodeStore
 from common.settings import Settings
 from deploy.processes import api_argv, free_port
 from tests.api.test_openapi import CHECKS, schema

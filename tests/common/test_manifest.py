@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.fleet.sizes import ResourceSize
 from common.manifest import REDACTED, Manifest, ManifestError, StoreType, parse_manifest
-from common.sizes import ResourceSize
 from tests.conftest import manifest_yaml
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
+from common.fleet.sizes import ResourceSize
 from common.frameworks import default_registry
 from common.manifest import (
     CONNECTION_FIELDS,
@@ -33,7 +34,6 @@ from common.manifest import (
     StoreType,
     parse_manifest,
 )
-from common.sizes import ResourceSize
 from tests.conftest import manifest_yaml
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

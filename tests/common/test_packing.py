@@ -1,4 +1,4 @@
-"""The GPU packer (common/packing.py): best-fit examples, the reasons in words, and property
+"""The GPU packer (common/fleet/packing.py): best-fit examples, the reasons in words, and property
 tests over random arrivals, starts and ends on one or several nodes: no GPU given twice,
 a run that fits starts unless an older larger run is reserved, and a reserved large run
 starts within the stated bound while smaller runs keep arriving."""
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.packing import (
+from common.fleet.packing import (
     Node,
     PackingError,
     Request,

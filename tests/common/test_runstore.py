@@ -9,10 +9,10 @@ import pytest
 
 from common import keys, runstore
 from common.clock import iso, utcnow
+from common.fleet.sizes import ResourceSize
 from common.ids import is_run_id, new_run_id
 from common.run import Run
 from common.runstore import InvalidTransition, Quota, QuotaExceeded, RunFilter, RunStore
-from common.sizes import ResourceSize
 from common.states import ErrorCode, RunState
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from common.fleet.sizes import DEFAULT_SIZE_GPUS, ResourceSize, parse_size_table
 from common.settings import KNOWN_STORE_TYPES, Settings, SettingsError, settings_table, variables
-from common.sizes import DEFAULT_SIZE_GPUS, ResourceSize, parse_size_table
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.sizes import (
+from common.fleet.sizes import (
     DEFAULT_SIZE_GPUS,
     ResourceSize,
     parse_size_table,

@@ -1,14 +1,14 @@
-"""Why a PENDING run waits (common/waiting.py): its place among the runs of its size and the
+"""Why a PENDING run waits (common/fleet/waiting.py): its place among the runs of its size and the
 reason, from the pending runs and the nodes' heartbeat records as NodeStore.list() gives them."""
 
 from __future__ import annotations
 
 import pytest
 
+from common.fleet.sizes import ResourceSize
+from common.fleet.waiting import explain_wait, ordinal
 from common.run import Run
-from common.sizes import ResourceSize
 from common.states import RunState
-from common.waiting import explain_wait, ordinal
 
 GPUS = {ResourceSize.SMALL: 1, ResourceSize.MEDIUM: 2, ResourceSize.LARGE: 4}
 

@@ -15,7 +15,7 @@ import redis
 import requests
 from playwright.sync_api import expect
 
-from common.nodes import NodeStore
+from common.fleet.nodes import NodeStore
 from tests.conftest import manifest_yaml
 from tests.e2e.test_metrics_e2e import example_run  # noqa: F401 (the fixture)
 

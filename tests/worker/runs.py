@@ -8,9 +8,9 @@ import redis
 from common.artifacts import ArtifactStore
 from common.clock import iso, utcnow
 from common.crypto import CredentialBox
+from common.fleet.nodes import NodeStore
 from common.ids import new_run_id
 from common.manifest import parse_manifest
-from common.nodes import NodeStore
 from common.run import Run
 from common.runstore import RunStore
 from common.settings import Settings

@@ -18,10 +18,10 @@ import pytest
 from botocore.config import Config
 from cryptography.fernet import Fernet
 
+from common.fleet.sizes import ResourceSize
 from common.manifest import DataStore, ManifestError, StoreType, parse_manifest
 from common.run import Run
 from common.settings import Settings
-from common.sizes import ResourceSize
 from common.states import ErrorCode
 from tests.conftest import RUN_USERS, manifest_yaml
 from tests.worker.runs import submit_manifest, worker_context

@@ -10,7 +10,7 @@ import time
 import pytest
 from cryptography.fernet import Fernet
 
-from common.nodes import NodeStore
+from common.fleet.nodes import NodeStore
 from common.settings import Settings
 from tests.conftest import manifest_yaml
 from tests.worker.runs import submit_manifest, worker_context

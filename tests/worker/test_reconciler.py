@@ -8,11 +8,11 @@ import time
 import pytest
 
 from common.clock import iso, utcnow
+from common.fleet.sizes import ResourceSize
 from common.ids import new_run_id
 from common.run import Run
 from common.runstore import LostClaim, RunStore
 from common.settings import Settings
-from common.sizes import ResourceSize
 from common.states import ErrorCode, RunState
 from worker.reconciler import Reconciler
 

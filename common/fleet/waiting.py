@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.packing import why_waiting
+from common.fleet.packing import why_waiting
 from common.run import Run
 
 
