@@ -19,6 +19,7 @@ from api.upload import read_form
 from api.views import live_summaries, run_detail, run_location, run_summary
 from common.crypto import CredentialsError
 from common.fleet.waiting import explain_wait
+from common.fleet.waitlist import WaitList
 from common.ids import is_run_id, new_run_id
 from common.manifest import Manifest, ManifestError, StoreType, parse_manifest
 from common.modelzip import ModelZipError, ZipLimits, check_zip
@@ -305,7 +306,8 @@ def show(run_id: str):
     detail = run_detail(run, services.runs.history(run_id), metrics)
     detail["waiting"] = None
     if run.state is RunState.PENDING:
-        wait = explain_wait(run, services.runs.pending(), services.nodes.list())
+        place = WaitList(services.redis).place(run.id, run.resource)
+        wait = explain_wait(run, place, services.nodes.list())
         detail["waiting"] = wait.to_dict()
         detail["status_message"] = wait.message
     return jsonify(detail)

@@ -10,8 +10,10 @@ from flask import Blueprint, jsonify
 from api.auth import admin_only, audit, authenticated, caller
 from api.errors import ApiError
 from api.openapi import contract, json_response, path_param, ref
+from api.params import IntArg
 from api.services import current_services
 from common.fleet.sizes import ResourceSize, queue_name
+from common.fleet.waitlist import WaitList
 
 bp = Blueprint("nodes", __name__, url_prefix="/v3/nodes")
 queues_bp = Blueprint("queues", __name__, url_prefix="/v3/queues")
@@ -91,30 +93,56 @@ def _consume(node: dict, on: bool) -> None:
         change(queue_name(ResourceSize(size)), destination=[node["name"]], reply=False)
 
 
+QUEUE_LIMIT = IntArg(
+    "limit",
+    "How many runs of each size's head to list (default 100)",
+    default=100,
+    low=0,
+    high=1000,
+)
+
+
 @queues_bp.get("")
 @authenticated
 @contract(
-    "The runs waiting on each size's queue, in order: the caller's own named, other users' "
-    "counted (admins see every run's name and owner)",
+    "The runs waiting on each size's queue: how many, and the first `limit` of each in the order "
+    "they are served, the caller's own named, other users' counted (admins see every run's name "
+    "and owner)",
     tag="nodes",
+    params=[QUEUE_LIMIT.parameter()],
     ok={200: json_response("Each size's queue", ref("QueueList"))},
+    errors=(400,),
 )
 def list_queues():
+    """Reads the index of waiting runs (its length and head per size) and the head's records:
+    the same work with ten runs waiting or ten thousand."""
     principal = caller()
-    waiting: dict[str, list[dict]] = {size.value: [] for size in ResourceSize}
-    for run in current_services().runs.pending():
-        queue = waiting[run.resource.value]
-        shown = principal.admin or run.user == principal.user
-        queue.append(
-            {
-                "position": len(queue) + 1,
-                "model_id": run.id if shown else None,
-                "name": run.name if shown else None,
-                "user": run.user if shown else None,
-                "submitted_at": run.submitted_at,
-                "gpu_count": run.gpu_count,
-            }
-        )
-    return jsonify(
-        {"queues": [{"size": size, "pending": len(q), "runs": q} for size, q in waiting.items()]}
-    )
+    limit = QUEUE_LIMIT.read()
+    services = current_services()
+    waitlist = WaitList(services.redis)
+    lengths = waitlist.lengths()
+    heads = waitlist.heads(list(ResourceSize), limit) if limit else {}
+    records = {
+        run.id: run
+        for run in services.runs.records([q.run_id for head in heads.values() for q in head])
+    }
+    queues = []
+    for size in ResourceSize:
+        listed = []
+        for queued in heads.get(size, []):
+            run = records.get(queued.run_id)
+            if run is None:
+                continue  # claimed or deleted since the index was read
+            shown = principal.admin or run.user == principal.user
+            listed.append(
+                {
+                    "position": len(listed) + 1,
+                    "model_id": run.id if shown else None,
+                    "name": run.name if shown else None,
+                    "user": run.user if shown else None,
+                    "submitted_at": run.submitted_at,
+                    "gpu_count": run.gpu_count,
+                }
+            )
+        queues.append({"size": size.value, "pending": lengths[size], "runs": listed})
+    return jsonify({"queues": queues})

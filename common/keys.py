@@ -8,6 +8,17 @@ dlaas:user:<user>:runs            zset    none; member run id, score submission 
 dlaas:runs:active                 set     none; ids of runs in DOWNLOADING/PROCESSING/STORING
 dlaas:user:<user>:queued          set     none; the user's PENDING run ids (quota counting)
 dlaas:user:<user>:active          set     none; the user's DOWNLOADING/PROCESSING/STORING run ids
+dlaas:waiting:<size>              zset    none; the PENDING runs of a size in the order they are
+                                          served: score the epoch seconds a run took its place
+                                          (its submission; its return to PENDING from a node, which
+                                          puts it at the back), member its id. Written in the
+                                          transactions that change a run's state (runstore.py)
+dlaas:waiting:indexed             string  none; set once every PENDING run is in the index (a store
+                                          from before the index is indexed once, then never scanned)
+dlaas:plan                        hash    a few plan periods; the fleet's reservation plan
+                                          (common/fleet/plan.py): node name -> JSON list of the runs
+                                          past the bound it holds GPUs back for, "@at" -> when made
+dlaas:plan:lock                   string  one plan period; the node making the plan now
 dlaas:tokens                      hash    none; "sha256:<hex>" -> JSON {id, user, created_at,
                                           created_by, note} (tokens made by `dlaas admin`)
 dlaas:rate:<token-id>:<minute>    string  2 minutes; requests counted in that minute
@@ -16,6 +27,12 @@ dlaas:lease:<run-id>              string  lease TTL (DLAAS_LEASE_TTL_SECONDS); "
                                           refreshed by the worker executing the run
 dlaas:taken:<run-id>              string  lease TTL; the worker that received the run's message
                                           and has not yet claimed the run or handed it back
+dlaas:leases                      zset    none; run id -> epoch seconds its lease lapses, as its
+                                          worker last refreshed it (a hint: the lease key decides);
+                                          the reconciler reads the lapsed ones by range
+dlaas:messages:taken              zset    none; run id -> epoch seconds a worker took its message
+                                          (with dlaas:taken:<run-id>), until it claims the run or
+                                          hands it back; what the reconciler counts as in flight
 dlaas:worker:<name>               string  heartbeat TTL; JSON of the worker (host, sizes, GPUs, run)
 dlaas:workers                     zset    none; worker name -> last heartbeat epoch (pruned on read)
 dlaas:worker:<name>:drain         string  none; epoch seconds after which its run is handed back
@@ -85,6 +102,14 @@ def taken(run_id: str) -> str:
     return f"{PREFIX}:taken:{run_id}"
 
 
+def leases() -> str:
+    return f"{PREFIX}:leases"
+
+
+def messages_taken() -> str:
+    return f"{PREFIX}:messages:taken"
+
+
 def worker(name: str) -> str:
     return f"{PREFIX}:worker:{name}"
 
@@ -131,6 +156,22 @@ def user_queued(user: str) -> str:
 
 def user_active(user: str) -> str:
     return f"{PREFIX}:user:{user}:active"
+
+
+def waiting(size: str) -> str:
+    return f"{PREFIX}:waiting:{size}"
+
+
+def waiting_indexed() -> str:
+    return f"{PREFIX}:waiting:indexed"
+
+
+def plan() -> str:
+    return f"{PREFIX}:plan"
+
+
+def plan_lock() -> str:
+    return f"{PREFIX}:plan:lock"
 
 
 def tokens() -> str:

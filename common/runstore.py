@@ -4,6 +4,7 @@ fenced by attempt, leases, cancel requests, delete."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ import redis
 
 from common import keys, stats
 from common.clock import iso, parse_iso, utcnow
+from common.fleet.sizes import ResourceSize
 from common.metrics import RunMetrics
 from common.run import HistoryEntry, Run, encode_fields
 from common.states import ACTIVE, ErrorCode, RunState, can_transition
@@ -28,6 +30,7 @@ local active = {ACTIVE_STATES}
 local current = redis.call('GET', KEYS[1])
 if current == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
   return 1
 end
 if current then return 0 end
@@ -35,6 +38,7 @@ local attempt = redis.call('HGET', KEYS[2], 'attempt')
 local state = redis.call('HGET', KEYS[2], 'state')
 if attempt == ARGV[3] and state and active[state] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
   return 1
 end
 return 0
@@ -118,18 +122,31 @@ class QuotaExceeded(Exception):
         self.which, self.limit, self.current = which, limit, current
 
 
-def _track_user_state(pipe, run: Run) -> None:
-    """Keeps the user's queued/active sets (what quotas count) in step with the run."""
+def _track_user_state(pipe, run: Run, old: RunState | None) -> None:
+    """Keeps the user's queued/active sets (what quotas count) and the index of waiting runs
+    (keys.waiting) in step with the run's new state; `old`: the state it left (None: new)."""
     queued, active = keys.user_queued(run.user), keys.user_active(run.user)
+    waiting = keys.waiting(run.resource.value)
     if run.state is RunState.PENDING:
         pipe.sadd(queued, run.id)
         pipe.srem(active, run.id)
+        if old is not RunState.PENDING:
+            pipe.zadd(waiting, {run.id: waiting_since(run, old)})
     elif run.state in ACTIVE:
         pipe.srem(queued, run.id)
         pipe.sadd(active, run.id)
+        pipe.zrem(waiting, run.id)
     else:
         pipe.srem(queued, run.id)
         pipe.srem(active, run.id)
+        pipe.zrem(waiting, run.id)
+
+
+def waiting_since(run: Run, old: RunState | None) -> float:
+    """A PENDING run's place in its size's index: a new run its submission (first in, first
+    out), one back from a node (handed back, or its node lost) the moment it came back, as
+    its message goes to the back of its queue then."""
+    return parse_iso(run.submitted_at if old is None else run.updated_at).timestamp()
 
 
 class RunStore:
@@ -162,7 +179,7 @@ class RunStore:
             pipe.hset(keys.run(run.id), mapping=run.to_dict())
             pipe.rpush(keys.history(run.id), json.dumps(entry.to_dict()))
             pipe.zadd(keys.user_runs(run.user), {run.id: score})
-            _track_user_state(pipe, run)
+            _track_user_state(pipe, run, None)
             stats.count_state_change(pipe, run, None, None)
             pipe.execute()
 
@@ -480,7 +497,7 @@ class RunStore:
             if run.state.terminal and run.submitted_at and run.ended_at:
                 seconds = (parse_iso(run.ended_at) - parse_iso(run.submitted_at)).total_seconds()
             stats.count_state_change(pipe, run, old, seconds)
-            _track_user_state(pipe, run)
+            _track_user_state(pipe, run, old)
             if run.state.terminal and run.experiment:
                 pipe.rpush(keys.experiment_events(), run.experiment["id"])  # its controller's news
             if run.state.terminal and run.delete_requested:
@@ -500,6 +517,7 @@ class RunStore:
         else:
             pipe.srem(keys.active_runs(), run.id)
             pipe.delete(keys.lease(run.id))
+            pipe.zrem(keys.leases(), run.id)
         if run.state.terminal:
             pipe.expire(key, self.retention_seconds)
             pipe.expire(keys.history(run.id), self.retention_seconds)
@@ -535,7 +553,9 @@ class RunStore:
 
         def lease(pipe, run: Run) -> None:
             pipe.set(keys.lease(run_id), lease_value(worker, run.attempt), px=self.lease_ttl_ms)
+            pipe.zadd(keys.leases(), {run_id: time.time() + self.lease_ttl_ms / 1000})
             pipe.delete(keys.taken(run_id))
+            pipe.zrem(keys.messages_taken(), run_id)
 
         try:
             return self._rewrite(run_id, take, lease)
@@ -544,20 +564,52 @@ class RunStore:
 
     def refresh_lease(self, run_id: str, worker: str, attempt: int) -> bool:
         """Keep the lease alive; False when the claim is lost and the run must stop here."""
+        lapses = time.time() + self.lease_ttl_ms / 1000
         return bool(
             self._refresh(
-                keys=[keys.lease(run_id), keys.run(run_id)],
-                args=[lease_value(worker, attempt), self.lease_ttl_ms, str(attempt)],
+                keys=[keys.lease(run_id), keys.run(run_id), keys.leases()],
+                args=[
+                    lease_value(worker, attempt),
+                    self.lease_ttl_ms,
+                    str(attempt),
+                    lapses,
+                    run_id,
+                ],
             )
         )
+
+    def lapsed_leases(self, count: int = 1000) -> list[str]:
+        """Runs whose lease lapsed by the lease index (at most `count`, the longest lapsed
+        first): a range read, however many runs are active. A hint: the lease key decides."""
+        return self.redis.zrangebyscore(keys.leases(), "-inf", time.time(), 0, count)
+
+    def forget_lease(self, run_id: str) -> None:
+        """The run is no longer active: its lease index entry goes (normally its state change
+        removes it; this cleans an entry met after such a change)."""
+        self.redis.zrem(keys.leases(), run_id)
 
     def take_message(self, run_id: str, worker: str) -> None:
         """A worker received the run's message: until it claims the run or hands it back
         (`message_done`), or for one lease TTL, the reconciler knows where the message is."""
-        self.redis.set(keys.taken(run_id), worker, px=self.lease_ttl_ms)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.taken(run_id), worker, px=self.lease_ttl_ms)
+            pipe.zadd(keys.messages_taken(), {run_id: time.time()})
+            pipe.execute()
 
     def message_done(self, run_id: str) -> None:
-        self.redis.delete(keys.taken(run_id))
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.taken(run_id))
+            pipe.zrem(keys.messages_taken(), run_id)
+            pipe.execute()
+
+    def messages_in_flight(self, taken_after: float) -> int:
+        """How many messages workers have taken and not yet claimed or handed back, counting
+        only those taken after `taken_after` (epoch seconds; older marks are of workers that
+        died holding them, and are dropped here)."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(keys.messages_taken(), "-inf", f"({taken_after}")
+            pipe.zcard(keys.messages_taken())
+            return pipe.execute()[1]
 
     def message_taken(self, run_id: str) -> str | None:
         return self.redis.get(keys.taken(run_id))
@@ -672,14 +724,28 @@ class RunStore:
 
         return self._atomically(body, key)
 
-    def pending(self) -> list[Run]:
-        """Every user's PENDING runs, oldest submission first (the order the queues of each
-        size serve them in, but for a run handed back, which went to the back of its queue)."""
+    def index_waiting(self) -> int:
+        """Puts every PENDING run into the index of waiting runs, once for a store written
+        before there was one (its runs' ids from the users' queued sets, by SCAN); then marks
+        the store indexed, and later calls cost one GET. How many runs it added."""
+        if self.redis.exists(keys.waiting_indexed()):
+            return 0
         ids: set[str] = set()
         for key in self.redis.scan_iter(match=keys.user_queued("*"), count=500):
             ids |= self.redis.smembers(key)
-        runs = [r for r in self.records(sorted(ids)) if r.state is RunState.PENDING]
-        return sorted(runs, key=lambda r: (r.submitted_at, r.id))
+        added = 0
+        with self.redis.pipeline(transaction=False) as pipe:
+            for run in self.records(sorted(ids)):
+                if run.state is RunState.PENDING:
+                    pipe.zadd(
+                        keys.waiting(run.resource.value),
+                        {run.id: waiting_since(run, None)},
+                        nx=True,
+                    )
+                    added += 1
+            pipe.set(keys.waiting_indexed(), utcnow().isoformat())
+            pipe.execute()
+        return added
 
 
 class _NotPending(Exception):
@@ -700,8 +766,12 @@ def _forget(pipe, run_id: str, user: str) -> None:
     """Every key and index entry of the run, in `pipe`."""
     pipe.delete(keys.run(run_id), keys.history(run_id), keys.lease(run_id), keys.live_log(run_id))
     pipe.delete(keys.taken(run_id))
+    pipe.zrem(keys.leases(), run_id)
+    pipe.zrem(keys.messages_taken(), run_id)
     pipe.delete(*RunMetrics(pipe, run_id).all_keys())
     pipe.zrem(keys.user_runs(user), run_id)
     pipe.srem(keys.active_runs(), run_id)
     pipe.srem(keys.user_queued(user), run_id)
     pipe.srem(keys.user_active(user), run_id)
+    for size in ResourceSize:
+        pipe.zrem(keys.waiting(size.value), run_id)

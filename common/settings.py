@@ -316,6 +316,11 @@ class Settings(BaseSettings):
         description="how often a worker checks which sizes it can start a run of now, and "
         "consumes only those queues",
     )
+    plan_seconds: float = Field(
+        2.0,
+        description="how often the fleet's reservation plan (which node holds GPUs back for "
+        "each run past DLAAS_RESERVATION_AFTER_SECONDS) is made again, while such a run waits",
+    )
     live_log_max_entries: int = Field(
         200, description="cap of a run's live log stream, in entries of up to ~64 KB of lines"
     )

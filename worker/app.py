@@ -44,7 +44,7 @@ def create_worker_app(ctx: WorkerContext, sizes: list[str]) -> Celery:
     def ping() -> str:
         return "pong"
 
-    consumers = ConsumerControl(ctx, app.control, [ResourceSize(s) for s in sizes])
+    consumers = ConsumerControl(ctx, [ResourceSize(s) for s in sizes])
     _connect_signals(ctx, Heartbeat(ctx, sizes), consumers, StoreAgain(ctx))
     return app
 
@@ -71,11 +71,11 @@ def _connect_signals(
         gc.freeze()
 
     @signals.worker_ready.connect(weak=False)
-    def _ready(**_):
+    def _ready(sender=None, **_):
         ctx.nodes.clear_drain(ctx.name)  # a restarted worker does not inherit a drain
         ctx.nodes.clear_held(ctx.name)  # nor GPUs held by the runs of an earlier process
         heartbeat.start()
-        consumers.start()
+        consumers.start(sender)  # the worker's own consumer: switches made in-process
         store_again.start()
 
     @signals.worker_shutting_down.connect(weak=False)

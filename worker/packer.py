@@ -2,9 +2,13 @@
 (`Packer.place`), and which size queues the node consumes so that it takes a message only
 when it can start that run at once (`ConsumerControl`).
 
-Both ask `common.fleet.packing.admit` with the same view: the node's GPU ledger in Redis (written
-in one transaction per start, so no GPU is given to two runs), the fleet's other nodes (their
-ledgers), and every PENDING run (for the reservation that keeps large runs from starving).
+Both ask `common.fleet.packing.admit` with the node's own view: its GPU ledger in Redis
+(written in one transaction per start, so no GPU is given to two runs) and the runs past the
+reservation bound the fleet's plan gives this node to hold GPUs back for
+(common/fleet/plan.py: one field of one record). Neither reads the waiting runs nor the other
+nodes: a tick costs the same with no run waiting or ten thousand, on one node or a thousand.
+Only when a reservation holds a size back does the consumer control read the head of that
+size's index (BACKFILL_LOOKAHEAD runs) for one that may start around it.
 A run holds its GPUs, and its slot (its place on the node: its run user), from its start
 until its task ends.
 """
@@ -20,9 +24,10 @@ from dataclasses import dataclass
 
 import psutil
 
-from common.clock import parse_iso
-from common.fleet.packing import Node, Request, Reservation, Running, Waiting, admit
+from common.fleet.packing import Decision, Request, Reservation, Waiting, admit
+from common.fleet.plan import ReservationPlan, node_of
 from common.fleet.sizes import ResourceSize, queue_name
+from common.fleet.waitlist import WaitList
 from common.run import Run
 from worker.context import WorkerContext
 from worker.phases.execute import time_limit
@@ -42,79 +47,58 @@ class Place:
     slot: int
 
 
-def waiting_runs(pending: Iterable[Run]) -> list[Waiting]:
-    return [Waiting(r.id, r.gpu_count, parse_iso(r.submitted_at).timestamp()) for r in pending]
-
-
-def node_of(name: str, gpus: Iterable[int], held: dict[str, dict], distance=None) -> Node:
-    """The packing view of a node from its ledger (`distance`: its GPUs' topology)."""
-    node = Node(name, tuple(gpus), distance)
-    for run_id, entry in held.items():
-        started, limit = entry.get("started_at", 0.0), entry.get("timeout_seconds", 0.0)
-        ends_by = started + limit if limit else None
-        node.running[run_id] = Running(run_id, tuple(entry["gpus"]), started, ends_by)
-    return node
-
-
-def fleet_of(records: list[dict], me: str) -> list[Node]:
-    """The other ready nodes, from their records (NodeStore.list, ledgers included)."""
-    fleet = []
-    for record in records:
-        if record["name"] == me or record.get("status") != "ready":
-            continue
-        held = {r["run_id"]: r for r in record.get("runs", [])}
-        fleet.append(node_of(record["name"], record.get("gpus", []), held))
-    return fleet
-
-
 class Packer:
     def __init__(self, ctx: WorkerContext):
         self.ctx = ctx
         self.rule = Reservation(ctx.settings.reservation_after_seconds)
         self.distance = ctx.gpus.distance()
+        connection = ctx.nodes.redis
+        self.waitlist = WaitList(connection)
+        self.plan = ReservationPlan(
+            connection, ctx.nodes, ctx.settings.size_gpus, self.rule, ctx.settings.plan_seconds
+        )
 
     def _gpus(self, count: int) -> int:
         """The GPUs a run of `count` takes here: none on a CPU node (it serves every size)."""
         return count if self.ctx.gpus.indices else 0
 
-    def _view(self) -> tuple[list[Run], list[Node]]:
-        """The PENDING runs, and the other nodes: read only when a run waits past the bound
-        (only a reservation looks at them)."""
-        pending = self.ctx.runs.pending()
-        since = time.time() - self.rule.after_seconds
-        if all(parse_iso(r.submitted_at).timestamp() >= since for r in pending):
-            return pending, []
-        return pending, fleet_of(self.ctx.nodes.list(), self.ctx.name)
+    def _node(self, held: dict[str, dict]):
+        return node_of(self.ctx.name, self.ctx.gpus.indices, held, self.distance)
 
-    def _admit(self, held, request, waiting, fleet, now, slots=True):
+    def _held_for(self) -> list[Waiting]:
+        """The runs past the bound this node holds GPUs back for (the fleet's plan)."""
+        if not self.ctx.gpus.indices:
+            return []  # a CPU node's runs take no GPU: it holds nothing back
+        return self.plan.held_for(
+            self.ctx.name, lambda: self._node(self.ctx.nodes.held(self.ctx.name))
+        )
+
+    def _admit(self, held, request, reserved, now, slots=True) -> tuple[Place | None, Decision]:
         """admit() on this node as the ledger `held` has it, with the slot it would get
         (`slots` False: as if one were free)."""
         taken = {entry.get("slot", 0) for entry in held.values()}
         free_slots = [slot for slot in range(self.ctx.slots) if slot not in taken]
         if not free_slots and slots:
-            return None, f"all {self.ctx.slots} run slots of {self.ctx.name} are busy"
+            return None, Decision(
+                False, reason=f"all {self.ctx.slots} run slots of {self.ctx.name} are busy"
+            )
         free_slots = free_slots or [0]
-        node = node_of(self.ctx.name, self.ctx.gpus.indices, held, self.distance)
-        if all(w.run_id != request.run_id for w in waiting):
-            # The run asking waits too (the plan holds for no run when none smaller waits).
-            waiting = [*waiting, Waiting(request.run_id, request.gpus, now)]
-        decision = admit(node, request, waiting, now, self.rule, fleet)
+        decision = admit(self._node(held), request, reserved, now, self.rule)
         if not decision.start:
-            return None, decision.reason
-        return Place(tuple(decision.gpus), free_slots[0]), decision.reason
+            return None, decision
+        return Place(tuple(decision.gpus), free_slots[0]), decision
 
     def place(self, run: Run) -> tuple[Place | None, str]:
         """Hold GPUs and a slot for `run` on this node now, or say why it cannot start."""
-        pending, fleet = self._view()
-        waiting = waiting_runs(pending)
+        reserved = self._held_for()
         limit = time_limit(run, self.ctx.settings)
         request = Request(run.id, self._gpus(run.gpu_count), limit)
         outcome: list = [None, ""]
 
         def decide(held: dict[str, dict]) -> dict | None:
             now = time.time()
-            place, outcome[1] = self._admit(held, request, waiting, fleet, now)
-            outcome[0] = place
+            place, decision = self._admit(held, request, reserved, now)
+            outcome[0], outcome[1] = place, decision.reason
             if place is None:
                 return None
             return {
@@ -135,25 +119,28 @@ class Packer:
         self.ctx.nodes.wake(self.ctx.name)
 
     def startable(self, sizes: Iterable[ResourceSize]) -> set[ResourceSize]:
-        """The sizes of which this node could start a run now: a new one (no time limit), or
-        one of the oldest PENDING of that size (a backfill, by its time limit). Busy slots do
-        not count: the pool takes no message while all its processes run (one per slot)."""
-        pending, fleet = self._view()
+        """The sizes of which this node could start a run now: a new one (no time limit), or,
+        while a reservation holds that size back, one of its oldest PENDING runs (a backfill,
+        by its time limit). Busy slots do not count: the pool takes no message while all its
+        processes run (one per slot)."""
+        reserved = self._held_for()
         held = self.ctx.nodes.held(self.ctx.name)
-        waiting = waiting_runs(pending)
         now = time.time()
         table = self.ctx.settings.size_gpus
         yes: set[ResourceSize] = set()
         for size in sizes:
             new = Request("(next)", self._gpus(table[size]), 0.0)
-            if self._admit(held, new, waiting, fleet, now, slots=False)[0] is not None:
+            place, decision = self._admit(held, new, reserved, now, slots=False)
+            if place is not None:
                 yes.add(size)
                 continue
-            oldest = [r for r in pending if r.resource is size][:BACKFILL_LOOKAHEAD]
-            for run in oldest:
+            if decision.reserved_for is None:
+                continue  # no room for it, reservation or not: no backfill either
+            ids = [queued.run_id for queued in self.waitlist.head(size, BACKFILL_LOOKAHEAD)]
+            for run in self.ctx.runs.records(ids):
                 limit = time_limit(run, self.ctx.settings)
                 request = Request(run.id, self._gpus(run.gpu_count), limit)
-                if self._admit(held, request, waiting, fleet, now, slots=False)[0] is not None:
+                if self._admit(held, request, reserved, now, slots=False)[0] is not None:
                     yes.add(size)
                     break
         return yes
@@ -170,14 +157,23 @@ class Packer:
 
 class ConsumerControl(threading.Thread):
     """From the worker's main process: consume the queue of a size only while the node can
-    start a run of it at once; nothing while it drains (the drain owns its consumers)."""
+    start a run of it at once; nothing while it drains (the drain owns its consumers).
 
-    def __init__(self, ctx: WorkerContext, control, sizes: list[ResourceSize]):
+    The switch is this worker's own: its Celery consumer is handed the change to make in its
+    event loop (`call_soon`, as Celery's remote-control command does on arrival), never a
+    remote-control broadcast, which on Redis is a PUBLISH every worker of the fleet receives."""
+
+    def __init__(self, ctx: WorkerContext, sizes: list[ResourceSize]):
         super().__init__(name="dlaas-consumers", daemon=True)
-        self.ctx, self.control, self.sizes = ctx, control, sizes
+        self.ctx, self.sizes = ctx, sizes
         self.packer = Packer(ctx)
+        self.consumer = None  # Celery's consumer, once the worker is ready (start)
         self.consuming: set[ResourceSize] | None = set(sizes)  # Celery starts on all
         self._halt = threading.Event()
+
+    def start(self, consumer=None) -> None:
+        self.consumer = consumer
+        super().start()
 
     def stop(self) -> None:
         self._halt.set()
@@ -198,9 +194,11 @@ class ConsumerControl(threading.Thread):
         self.consuming = want
 
     def _switch(self, size: ResourceSize, on: bool) -> None:
-        change = self.control.add_consumer if on else self.control.cancel_consumer
-        change(queue_name(size), destination=[self.ctx.name], reply=False)
-        log.debug("%s %s", "consuming" if on else "not consuming", queue_name(size))
+        consumer, queue = self.consumer, queue_name(size)
+        if consumer is not None:
+            change = consumer.add_task_queue if on else consumer.cancel_task_queue
+            consumer.call_soon(change, queue)
+        log.debug("%s %s", "consuming" if on else "not consuming", queue)
 
     def run(self) -> None:
         while not self._halt.is_set():

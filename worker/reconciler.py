@@ -6,8 +6,14 @@ DOWNLOADING, PROCESSING or STORING whose lease has lapsed is given one more leas
 "node lost: <worker>", or goes back to its queue while its retry policy allows.
 
 A PENDING run whose message is on no queue, and that no worker has marked taken, lost its
-message with a worker that died holding it: seen so twice, a lease TTL apart, it is queued
-again (a duplicate message is harmless: a run is claimed once).
+message with a worker that died holding it, and is queued again (a duplicate message is
+harmless: a run is claimed once).
+
+What a pass costs does not grow with the runs waiting or the fleet's size: the lapsed leases
+are a range of the lease index (dlaas:leases); a lost message shows as a deficit, more runs
+waiting (the index's lengths) than messages on the queues and messages taken (list lengths
+and a count), and only a deficit that lasts a lease TTL makes it look for which runs lost
+theirs (then reading the queues and the index once: a lost message is rare).
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ import redis
 
 from common import keys
 from common.artifacts import ArtifactStore
-from common.clock import parse_iso
 from common.fleet.sizes import ResourceSize, queue_name
+from common.fleet.waitlist import WaitList
 from common.runstore import InvalidTransition, RunNotFound, RunStore
 from common.settings import Settings
 from common.states import ACTIVE, ErrorCode, RunState
@@ -51,26 +57,30 @@ class Reconciler:
         self.lock = ActiveLock(connection, keys.reconciler_lock(), self.identity, ttl)
         # run id -> (attempt, monotonic time its lapsed lease was first seen)
         self._lapsed: dict[str, tuple[int, float]] = {}
-        # run id -> monotonic time it was first seen PENDING with no message anywhere
-        self._unqueued: dict[str, float] = {}
+        # monotonic time since when more runs wait than messages are queued or taken
+        self._deficit_since: float | None = None
 
     def hold_lock(self) -> bool:
         return self.lock.hold()
 
     def pass_once(self) -> list[tuple[str, str]]:
-        """One look at every active run; returns what was done, as (run id, outcome)."""
+        """One look at the runs whose lease lapsed (the lease index), and at the messages;
+        returns what was done, as (run id, outcome)."""
         done = []
         now = time.monotonic()
-        active = set(self.runs.active_ids())
+        lapsed = self.runs.lapsed_leases()
         for run_id in list(self._lapsed):
-            if run_id not in active:
+            if run_id not in lapsed:
                 del self._lapsed[run_id]
-        for run_id in sorted(active):
-            run = self.runs.get(run_id)
+        records = {run.id: run for run in self.runs.records(lapsed)}
+        for run_id in lapsed:
+            run = records.get(run_id)
             if run is None or run.state not in ACTIVE:
+                self.runs.forget_lease(run_id)  # ended meanwhile
+                self._lapsed.pop(run_id, None)
                 continue
             if self.runs.lease_holder(run_id) is not None:
-                self._lapsed.pop(run_id, None)
+                self._lapsed.pop(run_id, None)  # refreshed since (or its worker's clock is ahead)
                 continue
             first = self._lapsed.get(run_id)
             if first is None or first[0] != run.attempt:
@@ -84,27 +94,55 @@ class Reconciler:
             done += self._lost_messages(now)
         return done
 
+    def sweep_active(self) -> None:
+        """Once, on becoming active: every active run into the lease index (a store from
+        before it, or an entry lost), so that the passes that follow see every lease."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in self.runs.active_ids():
+                pipe.zadd(keys.leases(), {run_id: time.time()}, nx=True)
+            pipe.execute()
+        self.runs.index_waiting()
+
+    def _queued_messages(self) -> int:
+        lists = [f"{queue_name(s)}{step}" for s in ResourceSize for step in PRIORITY_LISTS]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in lists:
+                pipe.llen(name)
+            return sum(pipe.execute())
+
     def _lost_messages(self, now: float) -> list[tuple[str, str]]:
         """Queue again each PENDING run whose message is gone (see the module's doc)."""
-        # kombu's Redis lists: the queue's own, and one per priority step (none used).
+        grace = self.settings.lease_ttl_seconds
+        waiting = sum(WaitList(self.redis).lengths().values())
+        in_flight = self.runs.messages_in_flight(time.time() - grace)
+        if waiting <= self._queued_messages() + in_flight:
+            self._deficit_since = None
+            return []
+        if self._deficit_since is None:
+            self._deficit_since = now
+        if now - self._deficit_since < grace:
+            return []  # a message on its way (submitted, or taken and not yet marked)
+        return self._requeue_unqueued(grace)
+
+    def _requeue_unqueued(self, grace: float) -> list[tuple[str, str]]:
+        """The deficit lasted: which waiting runs have no message on a queue and none taken
+        (reads the queues and the index once), queued again. Runs that took their place in
+        the last `grace` seconds are left: their message may be on its way."""
         lists = [f"{queue_name(s)}{step}" for s in ResourceSize for step in PRIORITY_LISTS]
         queued = "\n".join(str(raw) for name in lists for raw in self.redis.lrange(name, 0, -1))
-        grace = self.settings.lease_ttl_seconds
-        done, missing = [], set()
-        for run in self.runs.pending():
-            if run.id in queued or self.runs.message_taken(run.id) is not None:
-                continue
-            changed = parse_iso(run.updated_at or run.submitted_at).timestamp()
-            if time.time() - changed < grace:
-                continue  # just made: its message may be on its way
-            missing.add(run.id)
-            first = self._unqueued.setdefault(run.id, now)
-            if now - first >= grace:
-                self.requeue(run.id, run.resource)
-                log.warning("%s: PENDING with no message (its worker died holding it)", run.id)
-                done.append((run.id, "message lost, queued again"))
-                missing.discard(run.id)
-        self._unqueued = {k: v for k, v in self._unqueued.items() if k in missing}
+        waitlist, done = WaitList(self.redis), []
+        recent = time.time() - grace
+        for size, count in waitlist.lengths().items():
+            for queued_run in waitlist.head(size, count):
+                run_id = queued_run.run_id
+                if queued_run.since > recent or run_id in queued:
+                    continue
+                if self.runs.message_taken(run_id) is not None:
+                    continue
+                self.requeue(run_id, size)
+                log.warning("%s: PENDING with no message (its worker died holding it)", run_id)
+                done.append((run_id, "message lost, queued again"))
+        self._deficit_since = None
         return done
 
     def _node_lost(self, run) -> str:
@@ -143,6 +181,8 @@ class Reconciler:
                         "reconciler %s: %s", "active" if holding else "standing by", self.identity
                     )
                     active = holding
+                    if holding:
+                        self.sweep_active()
                 if holding:
                     self.pass_once()
             except redis.RedisError as exc:

@@ -1,6 +1,7 @@
 """Why a PENDING run waits, in words: its place among the runs of its size, and what it waits
 for on the fleet (`2nd of 3 large runs; waiting for 4 free GPUs on one node; largest free
-block now: 2 on node-b`). Pure: the API passes the pending runs and the nodes' heartbeats."""
+block now: 2 on node-b`). Pure: the API passes the run's place in the index of waiting runs
+(WaitList.place) and the nodes' heartbeats."""
 
 from __future__ import annotations
 
@@ -31,17 +32,19 @@ def ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def explain_wait(run: Run, pending: list[Run], nodes: list[dict]) -> Wait:
-    """`pending`: every PENDING run, oldest first (RunStore.pending); `nodes`: NodeStore.list()."""
+def explain_wait(run: Run, place: tuple[int | None, int], nodes: list[dict]) -> Wait:
+    """`place`: the run's position among the waiting runs of its size (None: not in the
+    index, as for a run just handed back) and how many wait (WaitList.place); `nodes`:
+    NodeStore.list()."""
     size = run.resource.value
-    same = [r.id for r in pending if r.resource is run.resource]
-    position = same.index(run.id) + 1 if run.id in same else len(same) + 1
-    of = max(len(same), position)
+    position, of = place
+    position = of + 1 if position is None else position
+    of = max(of, position)
     serving = [n for n in nodes if n["name"] in _serving(nodes, size, "ready")]
-    return Wait(position, of, size, _reason(run, size, serving, nodes))
+    return Wait(position, of, size, _reason(run, size, position, serving, nodes))
 
 
-def _reason(run: Run, size: str, serving: list[dict], nodes: list[dict]) -> str:
+def _reason(run: Run, size: str, position: int, serving: list[dict], nodes: list[dict]) -> str:
     if not serving:
         draining = sorted(_serving(nodes, size, "draining"))
         if draining:
@@ -52,9 +55,15 @@ def _reason(run: Run, size: str, serving: list[dict], nodes: list[dict]) -> str:
         free = {name: len(_free(n)) for name, n in with_gpus.items()}
         return why_waiting(run.gpu_count, free, {n: len(w["gpus"]) for n, w in with_gpus.items()})
     idle = [n["name"] for n in serving if not n.get("run")]
-    if idle:
+    if idle and position <= len(idle):
         return f"a worker is free ({idle[0]}): it takes the run next"
     count = len(serving)
+    if idle:  # the free workers take the runs before it first
+        ahead = position - 1
+        return (
+            f"waiting for a free worker serving {size} ({count} serve it, {len(idle)} free; "
+            f"{ahead} {'run' if ahead == 1 else 'runs'} ahead)"
+        )
     return f"waiting for a free worker serving {size} ({count} serve it, all busy)"
 
 
