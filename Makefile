@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 
 # `make demo-pytorch`: the PyTorch example (framework pytorch 2.13, its environment built by uv).
-.PHONY: setup demo demo-s3 demo-pytorch up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-stores bench-ratelimit bench-environments bench-experiments bench-runslist bench-packing bench-packing-real bench-checkpoints clean
+.PHONY: setup demo demo-s3 demo-pytorch up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-stores bench-ratelimit bench-environments bench-experiments bench-runslist bench-packing bench-packing-real bench-checkpoints bench-fleet clean
 
 setup: $(VENV)/.installed
 	@bash deploy/ensure-redis.sh $(VENV)
@@ -79,6 +79,9 @@ bench-packing-real: setup
 
 bench-checkpoints: setup
 	$(PY) -m benchmarks.checkpoints
+
+bench-fleet: setup
+	$(PY) -m benchmarks.fleet
 
 clean: down
 	rm -rf .dlaas

@@ -17,8 +17,9 @@ dlaas:waiting:indexed             string  none; set once every PENDING run is in
                                           from before the index is indexed once, then never scanned)
 dlaas:plan                        hash    a few plan periods; the fleet's reservation plan
                                           (common/fleet/plan.py): node name -> JSON list of the runs
-                                          past the bound it holds GPUs back for, "@at" -> when made
-dlaas:plan:lock                   string  one plan period; the node making the plan now
+                                          past the bound it holds GPUs back for, "@at" -> when made,
+                                          "@due" -> when the next waiting run passes the bound
+dlaas:plan:lock                   string  one plan period, deleted once made; the node making it
 dlaas:tokens                      hash    none; "sha256:<hex>" -> JSON {id, user, created_at,
                                           created_by, note} (tokens made by `dlaas admin`)
 dlaas:rate:<token-id>:<minute>    string  2 minutes; requests counted in that minute

@@ -118,13 +118,15 @@ class Packer:
         self.ctx.nodes.release(self.ctx.name, run_id)
         self.ctx.nodes.wake(self.ctx.name)
 
-    def startable(self, sizes: Iterable[ResourceSize]) -> set[ResourceSize]:
+    def startable(
+        self, sizes: Iterable[ResourceSize], held: dict[str, dict] | None = None
+    ) -> set[ResourceSize]:
         """The sizes of which this node could start a run now: a new one (no time limit), or,
         while a reservation holds that size back, one of its oldest PENDING runs (a backfill,
         by its time limit). Busy slots do not count: the pool takes no message while all its
-        processes run (one per slot)."""
+        processes run (one per slot). `held`: the node's ledger, when just read."""
         reserved = self._held_for()
-        held = self.ctx.nodes.held(self.ctx.name)
+        held = self.ctx.nodes.held(self.ctx.name) if held is None else held
         now = time.time()
         table = self.ctx.settings.size_gpus
         yes: set[ResourceSize] = set()
@@ -145,10 +147,12 @@ class Packer:
                     break
         return yes
 
-    def forget_dead(self) -> list[str]:
-        """Release ledger entries whose pool process is gone (killed under its run)."""
+    def forget_dead(self, held: dict[str, dict] | None = None) -> list[str]:
+        """Release ledger entries whose pool process is gone (killed under its run); `held`:
+        the node's ledger, when just read."""
         gone = []
-        for run_id, entry in self.ctx.nodes.held(self.ctx.name).items():
+        held = self.ctx.nodes.held(self.ctx.name) if held is None else held
+        for run_id, entry in held.items():
             if not psutil.pid_exists(entry.get("pid", 0)):
                 self.release(run_id)
                 gone.append(run_id)
@@ -179,12 +183,17 @@ class ConsumerControl(threading.Thread):
         self._halt.set()
 
     def tick(self) -> None:
-        for run_id in self.packer.forget_dead():
+        """One look: the node's ledger and drain (one round trip) and the plan's word for it
+        (one HMGET); the same work however many runs wait and however many nodes there are."""
+        held, drain = self.ctx.nodes.glance(self.ctx.name)
+        dead = self.packer.forget_dead(held)
+        for run_id in dead:
             log.warning("%s: its pool process is gone; its GPUs are free again", run_id)
-        if self.ctx.nodes.drain_deadline(self.ctx.name) is not None:
+            held.pop(run_id, None)
+        if drain is not None:
             self.consuming = None  # unknown once the drain is lifted: set all again then
             return
-        want = self.packer.startable(self.sizes)
+        want = self.packer.startable(self.sizes, held)
         known = self.consuming
         for size in self.sizes:
             if size in want and (known is None or size not in known):

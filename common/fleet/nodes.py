@@ -125,6 +125,15 @@ class NodeStore:
         """A worker starting afresh: no run of an earlier process holds its GPUs."""
         self.redis.delete(keys.worker_gpus(name))
 
+    def glance(self, name: str) -> tuple[dict[str, dict], float | None]:
+        """What a node's consumer control looks at each tick, in one round trip: its ledger
+        (as held()) and its drain deadline (as drain_deadline())."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.worker_gpus(name))
+            pipe.get(keys.drain(name))
+            ledger, drain = pipe.execute()
+        return _entries(ledger), None if drain is None else float(drain)
+
     def request_drain(self, name: str, deadline: float = math.inf) -> None:
         """Ask a worker to take no new run; at `deadline` (epoch seconds) its run is stopped
         and handed back. The default lets the running run finish."""

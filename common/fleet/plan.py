@@ -2,13 +2,14 @@
 the bound (common/fleet/packing.py, `plan_reservations`), made once for the whole fleet per
 plan period and kept in Redis (keys.plan), where each node reads its own entry.
 
-A node asks `held_for(me)` before it starts a run or decides which queues to consume. That is
-one round trip: its field of the plan, the plan's age, and whether the head of any size's
-index has waited past the bound. Only when a run has, and the plan is older than a period, is
-the plan made again: by the first node to take the plan's lock (one per period for the
-fleet), which reads the fleet's records then (every node's heartbeat and ledger: the only
-read of the fleet, once a period, while a run waits past the bound). Nothing waiting past
-the bound: no plan is made and no node reads the fleet.
+A node asks `held_for(me)` before it starts a run or decides which queues to consume: one
+HMGET, its field of the plan and the plan's age. When the plan is older than a period (or
+the oldest run waiting when it was made has passed the bound since), the
+first node to take the plan's lock (one per period for the fleet) makes it again: it reads
+the head of each size's index for runs past the bound (a range by score) and, only when
+there are some, the fleet's records (every node's heartbeat and ledger: the only read of the
+fleet, once a period, while a run waits past the bound). With no run past the bound the plan
+is written empty, and no node reads the fleet.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ MAX_PLANNED = 256
 KEPT_PERIODS = 5
 
 AT = "@at"  # the plan's field that says when it was made (epoch seconds)
+DUE = "@due"  # when the oldest run then waiting passes the bound: the plan is old by then
 
 
 def node_of(name: str, gpus: Iterable[int], held: Mapping[str, dict], distance=None) -> Node:
@@ -74,47 +76,45 @@ class ReservationPlan:
         self.period = period_seconds
 
     def held_for(self, me: str, my_node: Callable[[], Node]) -> list[Waiting]:
-        """The runs past the bound node `me` holds GPUs back for, as the fleet's plan says;
-        the plan made again first when it is older than a period and a run is past the bound
-        (`my_node()`: this node's own view, which the plan uses over its heartbeat)."""
+        """The runs past the bound node `me` holds GPUs back for, as the fleet's plan says
+        (one HMGET); the plan made again first when it is older than a period and no other
+        node is making it (`my_node()`: this node's own view, which the plan uses over its
+        heartbeat)."""
+        at, due, mine = self.redis.hmget(keys.plan(), AT, DUE, me)
         now = time.time()
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.plan(), AT, me)
-            for size in ResourceSize:
-                pipe.zrangebyscore(
-                    keys.waiting(size.value), "-inf", now - self.rule.after_seconds, 0, 1
-                )
-            (at, mine), *overdue = pipe.execute()
-        if at is not None and now - float(at) < self.period:
+        if at is not None and now - float(at) < self.period and now < float(due or "inf"):
             return _decode(mine)
-        if not any(overdue):
-            return []
         lock = self.redis.set(keys.plan_lock(), me, nx=True, px=max(1, int(self.period * 1000)))
         if not lock:  # another node makes it now: the last plan's word meanwhile
             return _decode(mine)
-        return self.make(now, me, my_node()).get(me, [])
+        return self.make(now, me, my_node).get(me, [])
 
-    def make(self, now: float, me: str, my_node: Node) -> dict[str, list[Waiting]]:
-        """Make the plan from the index's runs past the bound and the fleet's records, and
-        store it (one transaction); {node name: the runs it holds back for}."""
+    def make(self, now: float, me: str, my_node: Callable[[], Node]) -> dict[str, list[Waiting]]:
+        """Make the plan from the index's runs past the bound and, only when there are
+        some, the fleet's records; store it (one transaction, an empty plan when no run is
+        past the bound); {node name: the runs it holds back for}."""
         sizes = [size for size in ResourceSize if size in self.size_gpus]
         overdue = self.waitlist.waited_since(now - self.rule.after_seconds, MAX_PLANNED, sizes)
-        heads = self.waitlist.heads(sizes, 1)  # which sizes wait at all: the fewest GPUs
-        waiting = {
-            queued.run_id: Waiting(queued.run_id, self.size_gpus[queued.size], queued.since)
-            for found in (*overdue.values(), *heads.values())
-            for queued in found
-        }
-        fleet = [*fleet_of(self.nodes.list(), me), my_node]
-        plan = plan_reservations(waiting.values(), fleet, now, self.rule)
+        # The next run to pass the bound among those waiting now: the plan is old then.
+        due = self.waitlist.next_since(now - self.rule.after_seconds, sizes)
+        due += self.rule.after_seconds
         by_node: dict[str, list[Waiting]] = {}
-        for run_id, node in plan.items():
-            by_node.setdefault(node, []).append(waiting[run_id])
+        if any(overdue.values()):
+            heads = self.waitlist.heads(sizes, 1)  # which sizes wait at all: the fewest GPUs
+            waiting = {
+                queued.run_id: Waiting(queued.run_id, self.size_gpus[queued.size], queued.since)
+                for found in (*overdue.values(), *heads.values())
+                for queued in found
+            }
+            fleet = [*fleet_of(self.nodes.list(), me), my_node()]
+            for run_id, node in plan_reservations(waiting.values(), fleet, now, self.rule).items():
+                by_node.setdefault(node, []).append(waiting[run_id])
         mapping = {node: _encode(runs) for node, runs in by_node.items()}
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.plan())
-            pipe.hset(keys.plan(), mapping={AT: repr(now), **mapping})
+            pipe.hset(keys.plan(), mapping={AT: repr(now), DUE: repr(due), **mapping})
             pipe.pexpire(keys.plan(), max(1, int(KEPT_PERIODS * self.period * 1000)))
+            pipe.delete(keys.plan_lock())  # made: the next is due by its age, not the lock
             pipe.execute()
         return by_node
 

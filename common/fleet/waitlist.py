@@ -5,6 +5,7 @@ place, how many wait; none reads every waiting run."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -70,6 +71,15 @@ class WaitList:
             size: [Queued(run_id, size, since) for run_id, since in found]
             for size, found in zip(sizes, answers, strict=True)
         }
+
+    def next_since(self, after: float, sizes: Iterable[ResourceSize] = ResourceSize) -> float:
+        """The earliest `since` later than `after` among the waiting runs (inf: none)."""
+        sizes = list(sizes)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for size in sizes:
+                pipe.zrangebyscore(keys.waiting(size.value), f"({after}", "+inf", 0, 1, True)
+            answers = pipe.execute()
+        return min((since for found in answers for _, since in found), default=math.inf)
 
     def place(self, run_id: str, size: ResourceSize) -> tuple[int | None, int]:
         """The run's position among the waiting runs of its size (1: the next; None: not

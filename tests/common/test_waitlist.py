@@ -120,8 +120,10 @@ def test_the_index_is_the_pending_runs_in_the_order_they_are_served(store_redis,
             elif step == "worker_died":  # its node is lost and no retry is left: FAILED
                 store_redis.delete(keys.lease(run.id))
                 assert failing._node_lost(run) == "failed"
-            else:
-                store.transition(run.id, RunState.COMPLETED, "done", attempt=run.attempt)
+            else:  # its command ran and its results were stored
+                states = [RunState.PROCESSING, RunState.STORING, RunState.COMPLETED]
+                for state in states[states.index(run.state) + 1 if run.state in states else 0 :]:
+                    store.transition(run.id, state, state.value, attempt=run.attempt)
         assert _indexed(store_redis) == served
         assert {r for ids in served.values() for r in ids} == _pending_by_scan(store)
 

@@ -273,3 +273,26 @@ def test_two_runs_staging_at_once_on_one_node_fetch_their_shared_data_once(pack,
             Bucket="pack-shared-results", Key=f"{run_id}/learner-1/training-log.txt"
         )["Body"].read()
         assert digest in unstamped(log.decode())
+
+
+def test_the_consumer_control_switches_in_process_and_broadcasts_nothing(pack, started):
+    # Every remote-control message of the fleet travels on the pidbox channel: count them.
+    listener = pack.redis.client().pubsub()
+    listener.psubscribe("*pidbox*")
+    started.append(pack.start_worker("pack-f@test", "0"))  # one GPU: one small run fills it
+    ids = [submit(pack, "sleep 1", "small") for _ in range(3)]
+    for run_id in ids:
+        assert wait_state(pack, run_id, RunState.COMPLETED, timeout=60).state is RunState.COMPLETED
+    time.sleep(1.0)  # idle ticks too
+    broadcasts, deadline = [], time.monotonic() + 2
+    while time.monotonic() < deadline:
+        message = listener.get_message(timeout=0.2)
+        if message is not None and message["type"] == "pmessage":
+            broadcasts.append(message)
+    listener.close()
+    assert broadcasts == []
+    # The node stopped taking small runs while full and took them again when free: its own
+    # consumer did, at each start and end.
+    log = (pack.home / "logs" / "pack-f@test.log").read_text()
+    assert log.count("Canceling queue dlaas.small") >= 2, log[-3000:]
+    assert log.count("Started consuming from dlaas.small") >= 2, log[-3000:]
