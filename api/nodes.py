@@ -79,10 +79,10 @@ def undrain(name: str):
 
 def _live_node(name: str) -> dict:
     """The node's record, if it is up (draining included); 404 otherwise."""
-    for node in current_services().nodes.list():
-        if node["name"] == name and node["status"] != "lost":
-            return node
-    raise ApiError(404, f"no live node {name!r}")
+    node = current_services().nodes.record(name)
+    if node is None:
+        raise ApiError(404, f"no live node {name!r}")
+    return node
 
 
 def _consume(node: dict, on: bool) -> None:

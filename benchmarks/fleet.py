@@ -110,8 +110,13 @@ class Stack:
             log = open(self.home / f"{name}.log", "w")
             argv = [str(BIN / "dlaas-worker"), "--name", name, "--gpus", "0"]
             env = dict(self.env, DLAAS_RUN_AS=user)
-            self.workers[name] = subprocess.Popen(
-                argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            self.workers[name] = subprocess.Popen(  # its own group: stopped by pid, whole
+                argv,
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
             names.append(name)
         deadline = time.monotonic() + 60 + 5 * len(names)

@@ -9,7 +9,9 @@ knows is in Redis (the experiment, its trials, the study's journal), so a contro
 any point loses nothing: a trial is written with its run id before its run is made, and the
 next controller makes or queues that same run (a run is claimed once, whatever the messages),
 so no trial runs twice. It wakes on news (a trial's run ended, an experiment was submitted or
-cancelled: `dlaas:experiments:events`) and looks at every running experiment each interval.
+cancelled: `dlaas:experiments:events`); each interval it looks again only at the running
+experiments with early stopping (their running trials' objectives), and at every running
+experiment once when it becomes the active controller.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class Controller:
             3 * settings.controller_interval_seconds,
         )
         self._studies: dict[str, optuna.Study] = {}
+        # Running experiments with early stopping: the only ones looked at periodically.
+        self._pruning: set[str] = set()
         self._zips: dict[str, bytes] = {}
 
     # --- the loop ----------------------------------------------------------------------
@@ -92,12 +96,17 @@ class Controller:
                     )
                     active = holding
                     self._studies.clear()  # another may have moved them on meanwhile
+                    if holding:  # every running experiment once: what it needs is learned
+                        for experiment_id in self.experiments.active_ids():
+                            self.step(experiment_id)
                 if not holding:
                     time.sleep(interval)
                     continue
                 now = time.monotonic()
                 if now >= next_pass:
-                    for experiment_id in self.experiments.active_ids():
+                    # Only experiments that prune need a periodic look (their running trials'
+                    # objectives); every other change comes as an event.
+                    for experiment_id in sorted(self._pruning):
                         self.step(experiment_id)
                     next_pass = now + interval
                 news = self.experiments.wait_event(max(0.05, next_pass - time.monotonic()))
@@ -112,8 +121,11 @@ class Controller:
         experiment = self.experiments.get(experiment_id)
         if experiment is None or experiment.state.terminal:
             self.redis.srem(keys.active_experiments(), experiment_id)
+            self._pruning.discard(experiment_id)
             return
         spec = ExperimentSpec.from_dict(experiment.spec)
+        if spec.early_stopping is not None:
+            self._pruning.add(experiment_id)
         study = self._study(experiment, spec)
         trials = self.experiments.trials(experiment_id)
         for trial in trials:
@@ -333,6 +345,7 @@ class Controller:
             return  # each cancelled run's end brings the controller back
         self.experiments.end(experiment.id, state, message)
         self._studies.pop(experiment.id, None)
+        self._pruning.discard(experiment.id)
         self._zips.pop(experiment.id, None)
         if experiment.artifact:
             self.artifacts.delete(experiment.artifact)

@@ -61,6 +61,31 @@ class NodeStore:
             nodes.append(node)
         return nodes
 
+    def record(self, name: str) -> dict | None:
+        """One live node's record as list() gives it (None: not up), in one round trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(keys.worker(name))
+            pipe.get(keys.drain(name))
+            pipe.hgetall(keys.worker_gpus(name))
+            record, drain, ledger = pipe.execute()
+        if not record:
+            return None
+        node = json.loads(record)
+        node["status"] = "draining" if drain is not None else "ready"
+        node.update(_ledger_fields(node.get("gpus", []), _entries(ledger)))
+        return node
+
+    def caches(self, names: list[str]) -> dict[str, dict[str, int]]:
+        """The data-cache counters of these nodes (hits, misses, ...), in one round trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(keys.worker_cache(name))
+            answers = pipe.execute()
+        return {
+            name: {k: int(v) for k, v in counted.items()}
+            for name, counted in zip(names, answers, strict=True)
+        }
+
     # --- the GPU ledger: which run holds which GPUs of a node --------------------------
 
     def held(self, name: str) -> dict[str, dict]:
@@ -117,9 +142,6 @@ class NodeStore:
                 if amount:
                     pipe.hincrby(keys.worker_cache(name), figure, amount)
             pipe.execute()
-
-    def cache_figures(self, name: str) -> dict[str, int]:
-        return {k: int(v) for k, v in self.redis.hgetall(keys.worker_cache(name)).items()}
 
     def clear_held(self, name: str) -> None:
         """A worker starting afresh: no run of an earlier process holds its GPUs."""

@@ -20,6 +20,10 @@ import psutil
 import pytest
 import requests
 
+from common.clock import iso, utcnow
+from common.fleet.sizes import ResourceSize
+from common.ids import new_run_id
+from common.run import Run
 from common.runstore import RunStore
 from common.settings import Settings
 from common.states import ErrorCode, RunState
@@ -502,3 +506,58 @@ def test_redis_outage_as_the_command_ends_keeps_every_state_change(fleet, starte
     done = wait_state(fleet, run_id, RunState.COMPLETED, RunState.FAILED, timeout=60)
     assert done.state is RunState.COMPLETED, done.status_message
     assert [h.state for h in runs(fleet).history(run_id)] == EVERY_STATE_ONCE
+
+
+def test_thousands_waiting_survive_a_worker_and_a_redis_restart_and_nothing_scans(fleet, started):
+    client, store = fleet.redis.client(), runs(fleet)
+    celery = make_celery(Settings.from_env(fleet.env))
+    worker = fleet.start_worker("one-gpu@fault", "3")  # one GPU: it serves small only
+    started.append(worker)
+    waiting = []
+    for i in range(2000):  # large runs, which no node here holds: they wait
+        run = Run(
+            id=new_run_id(),
+            user=("alice", "bob")[i % 2],
+            name="waits",
+            state=RunState.PENDING,
+            framework_name="python",
+            framework_version="3.11",
+            resource=ResourceSize.LARGE,
+            gpu_count=4,
+            command="true",
+            submitted_at=iso(utcnow()),
+        )
+        store.create(run)
+        celery.send_task(RUN_TASK, args=[run.id], queue="dlaas.large")
+        waiting.append(run.id)
+    try:
+        fleet.stop(worker)
+        fleet.redis.stop()
+        fleet.redis.start()
+        started.append(fleet.start_worker("one-gpu@fault", "3"))
+        client.config_resetstat()
+        # The hot paths after the restarts: the worker's ticks, a run's place, the queues, a
+        # small run through the whole pipeline.
+        small = submit(fleet, "echo small", "small")
+        assert wait_state(fleet, small, RunState.COMPLETED).state is RunState.COMPLETED
+        shown = requests.get(
+            f"{fleet.api_url}/v3/models/{waiting[-2]}", headers=fleet.headers(), timeout=10
+        ).json()
+        assert shown["waiting"]["position"] == 1999 and shown["waiting"]["of"] == 2000
+        queues = requests.get(f"{fleet.api_url}/v3/queues", headers=fleet.headers(), timeout=10)
+        large = next(q for q in queues.json()["queues"] if q["size"] == "large")
+        assert large["pending"] == 2000 and len(large["runs"]) == 100
+        # In the order they are served: alice's named, bob's counted.
+        named = [run_id if i % 2 == 0 else None for i, run_id in enumerate(waiting[:100])]
+        assert [r["model_id"] for r in large["runs"]] == named
+        time.sleep(2.0)  # a few more ticks
+        stats = client.info("commandstats")
+        assert "cmdstat_scan" not in stats, stats["cmdstat_scan"]
+        # Nothing lost: every run still waits, in its place, with its message.
+        assert client.zrange("dlaas:waiting:large", 0, -1) == waiting
+        assert client.llen("dlaas.large") == 2000
+        assert {r.state for r in store.records(waiting)} == {RunState.PENDING}
+    finally:  # the other tests' workers serve large: none of these may reach them
+        client.delete("dlaas.large")
+        for i, run_id in enumerate(waiting):
+            store.delete(run_id, ("alice", "bob")[i % 2])
