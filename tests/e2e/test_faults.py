@@ -514,10 +514,11 @@ def test_thousands_waiting_survive_a_worker_and_a_redis_restart_and_nothing_scan
     worker = fleet.start_worker("one-gpu@fault", "3")  # one GPU: it serves small only
     started.append(worker)
     waiting = []
+    owner = ["bob" if i % 100 == 0 else "alice" for i in range(2000)]  # bob under his quota
     for i in range(2000):  # large runs, which no node here holds: they wait
         run = Run(
             id=new_run_id(),
-            user=("alice", "bob")[i % 2],
+            user=owner[i],
             name="waits",
             state=RunState.PENDING,
             framework_name="python",
@@ -538,17 +539,19 @@ def test_thousands_waiting_survive_a_worker_and_a_redis_restart_and_nothing_scan
         client.config_resetstat()
         # The hot paths after the restarts: the worker's ticks, a run's place, the queues, a
         # small run through the whole pipeline.
-        small = submit(fleet, "echo small", "small")
+        small = fleet.submit(manifest_yaml("echo small", resource="small"), user="bob")
         assert wait_state(fleet, small, RunState.COMPLETED).state is RunState.COMPLETED
-        shown = requests.get(
-            f"{fleet.api_url}/v3/models/{waiting[-2]}", headers=fleet.headers(), timeout=10
+        shown = requests.get(  # bob's (alice is an admin here: she sees every run named)
+            f"{fleet.api_url}/v3/models/{waiting[1900]}", headers=fleet.headers("bob"), timeout=10
         ).json()
-        assert shown["waiting"]["position"] == 1999 and shown["waiting"]["of"] == 2000
-        queues = requests.get(f"{fleet.api_url}/v3/queues", headers=fleet.headers(), timeout=10)
+        assert shown["waiting"]["position"] == 1901 and shown["waiting"]["of"] == 2000
+        queues = requests.get(
+            f"{fleet.api_url}/v3/queues", headers=fleet.headers("bob"), timeout=10
+        )
         large = next(q for q in queues.json()["queues"] if q["size"] == "large")
         assert large["pending"] == 2000 and len(large["runs"]) == 100
-        # In the order they are served: alice's named, bob's counted.
-        named = [run_id if i % 2 == 0 else None for i, run_id in enumerate(waiting[:100])]
+        # In the order they are served: bob's named, alice's counted.
+        named = [run_id if owner[i] == "bob" else None for i, run_id in enumerate(waiting[:100])]
         assert [r["model_id"] for r in large["runs"]] == named
         time.sleep(2.0)  # a few more ticks
         stats = client.info("commandstats")
@@ -559,5 +562,5 @@ def test_thousands_waiting_survive_a_worker_and_a_redis_restart_and_nothing_scan
         assert {r.state for r in store.records(waiting)} == {RunState.PENDING}
     finally:  # the other tests' workers serve large: none of these may reach them
         client.delete("dlaas.large")
-        for i, run_id in enumerate(waiting):
-            store.delete(run_id, ("alice", "bob")[i % 2])
+        for run_id, user in zip(waiting, owner, strict=True):
+            store.delete(run_id, user)
