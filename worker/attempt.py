@@ -73,6 +73,10 @@ class Attempt:
     log_listeners: list = field(default_factory=list)
     samplers: list = field(default_factory=list)
     before_stop: list = field(default_factory=list)
+    # Helper threads of the command (live log, log chunks, metrics, checkpoints), started
+    # once it runs (start_deferred): each start waits for the new thread to be scheduled,
+    # milliseconds on a busy node, which the command's start need not wait for.
+    deferred: list = field(default_factory=list)
     execution: Execution | None = None
     uploaded_chunks: list[str] = field(default_factory=list)
     stored_summary: str = ""
@@ -130,6 +134,16 @@ class Attempt:
                 self.progress(dict(fields, run_id=self.id))
             except Exception as exc:
                 log.debug("progress event not sent: %s", exc)
+
+    def start_later(self, thread) -> None:
+        """Start `thread` once the command runs (or when start_deferred is called first)."""
+        self.deferred.append(thread)
+
+    def start_deferred(self) -> None:
+        """Start the threads kept for later; again, nothing (a hook's `after` calls it
+        before it stops its thread, so that a thread it made was always started)."""
+        while self.deferred:
+            self.deferred.pop(0).start()
 
     def note(self, text: str, log_name: str = TRAINING_LOG) -> None:
         note(self.dirs, text, log_name)

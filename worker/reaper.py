@@ -27,6 +27,44 @@ def become_subreaper() -> bool:
         return False
 
 
+def children_of(pid: int) -> set[int]:
+    """The process's children, from the kernel's list of each of its threads' children
+    (/proc/PID/task/TID/children): a read of its own, where psutil's children() reads every
+    process of the machine. psutil's way where the kernel has no such list."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError):
+        return set()
+    found: set[int] = set()
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as listed:
+                found.update(int(child) for child in listed.read().split())
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                continue  # the thread ended meanwhile
+            try:  # a kernel without CONFIG_PROC_CHILDREN
+                return {child.pid for child in psutil.Process(pid).children()}
+            except psutil.NoSuchProcess:
+                return set()
+        except (ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def descendants(roots: list[int]) -> list[int]:
+    """The roots and every process below them, each once (a walk of children_of)."""
+    seen: dict[int, None] = {}  # in the order met
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen[pid] = None
+        todo.extend(children_of(pid))
+    return list(seen)
+
+
 class ProcessTree:
     """The processes of one run: the `bash -c` and everything it started, including
     processes re-parented to this worker after their parent exited."""
@@ -39,18 +77,15 @@ class ProcessTree:
 
     @staticmethod
     def current_children() -> set[int]:
-        return {p.pid for p in psutil.Process().children()}
+        return children_of(os.getpid())
 
     def members(self) -> list[psutil.Process]:
         found: dict[int, psutil.Process] = {}
         roots = [pid for pid in self.current_children() if pid not in self.not_ours]
         roots += [pid for pid in self.seen if pid not in roots]
-        for pid in roots:
+        for pid in descendants(roots):
             try:
-                proc = psutil.Process(pid)
-                found[pid] = proc
-                for child in proc.children(recursive=True):
-                    found[child.pid] = child
+                found[pid] = psutil.Process(pid)
             except psutil.NoSuchProcess:
                 continue
         alive = [p for p in found.values() if _alive(p)]

@@ -87,6 +87,8 @@ def test_log_chunks_are_uploaded_while_the_command_runs_and_remembered(attempt):
     stored = attempt.settings.local_store_root / "tests" / "results" / attempt.id
     chunk = stored / "learner-1" / "log-chunks" / "000000000000.txt"
     with applied([UploadLogChunks], attempt):
+        assert attempt.deferred  # the uploader starts with the command, not before it
+        attempt.start_deferred()  # the command runs
         attempt.dirs.log_file.write_text("epoch 1\nepoch 2\n")
         deadline = time.monotonic() + 10
         while not chunk.exists() and time.monotonic() < deadline:

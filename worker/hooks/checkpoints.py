@@ -50,7 +50,7 @@ class CopyCheckpoints(Hook):
             lambda rel: store.delete(bucket, run_key(attempt.id, CHECKPOINTS + rel)),
         )
         self.copier.remember()
-        self.copier.start()
+        attempt.start_later(self.copier)
         attempt.before_stop.append(lambda: self._stopping(attempt))
 
     def _stopping(self, attempt: Attempt) -> None:
@@ -69,6 +69,7 @@ class CopyCheckpoints(Hook):
             )
 
     def after(self, attempt: Attempt) -> None:
+        attempt.start_deferred()
         # What a stopped program deleted while stopping (its cleanup) stays in the bucket.
         copied = self.copier.close(final=not _lost(attempt), deletions=attempt.stop.request is None)
         if copied.files or self.copier.removed:

@@ -16,10 +16,11 @@ class StreamLiveLog(Hook):
         live = LiveLog(attempt.ctx.runs.redis, attempt.id, settings.live_log_max_entries)
         patiently(live.reset, settings.redis_outage_seconds, f"{attempt.id} live log")
         self.streamer = LiveStreamer(live)
-        self.streamer.start()
+        attempt.start_later(self.streamer)
         attempt.log_listeners.append(self.streamer)
 
     def after(self, attempt: Attempt) -> None:
+        attempt.start_deferred()
         self.streamer.close()
         if self.streamer.dropped_lines:
             attempt.usage["live_log_dropped_lines"] = self.streamer.dropped_lines

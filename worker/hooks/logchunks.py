@@ -20,8 +20,9 @@ class UploadLogChunks(Hook):
             settings.log_chunk_seconds,
             settings.log_chunk_bytes,
         )
-        self.chunks.start()
+        attempt.start_later(self.chunks)
 
     def after(self, attempt: Attempt) -> None:
+        attempt.start_deferred()
         self.chunks.close()
         attempt.uploaded_chunks.extend(self.chunks.uploaded)

@@ -35,9 +35,10 @@ class CollectMetrics(Hook):
             settings.metrics_poll_seconds,
         )
         (dirs.log / METRICS_FILE).touch()
-        self.collector.start()
+        attempt.start_later(self.collector)
 
     def after(self, attempt: Attempt) -> None:
+        attempt.start_deferred()
         self.collector.close()
         self.store.close(attempt.settings.retention_seconds)
         summaries = self.collector.summaries()

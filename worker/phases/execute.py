@@ -97,13 +97,19 @@ def _run_command(attempt: Attempt, env: dict):
         attempt.dirs.log_file,
         attempt.stop,
         settings.cancel_grace_seconds,
-        on_start=lambda pid: attempt.update(process_id=pid),
+        on_start=lambda pid: _started(attempt, pid),
         listeners=attempt.log_listeners,
         samplers=attempt.samplers,
         before_stop=attempt.before_stop,
         user=attempt.user,
         limits=attempt.limits,
     )
+
+
+def _started(attempt: Attempt, pid: int) -> None:
+    """The command runs: its helper threads start now, then its pid is written."""
+    attempt.start_deferred()
+    attempt.update(process_id=pid)
 
 
 def _after_command(attempt: Attempt) -> None:
