@@ -359,7 +359,7 @@ def main() -> int:
             )
             stack.start_workers(args.workers)
             time.sleep(10.0)  # their start-up (imports, first heartbeats) over
-            stack.dispatch(2)
+            stack.drain(2 * args.workers)  # each worker's first runs (its pool's cold path)
             print(f"\n1. real workers ({args.workers}, one declared GPU each, serving small)")
             print(
                 f"{'waiting':>8} {'node idle CPU':>14} {'(max)':>8} {'Redis CPU':>10} "
