@@ -50,18 +50,15 @@ from benchmarks.figures import machine, percentile
 from benchmarks.privatestack import private_stack
 from common import keys
 from common.artifacts import ArtifactStore
-from common.clock import iso, utcnow
 from common.crypto import CredentialBox
 from common.fleet.nodes import NodeStore
 from common.fleet.sizes import ResourceSize
-from common.ids import new_run_id
-from common.run import Run
 from common.runstore import RunStore
 from common.settings import Settings
-from common.states import RunState
 from common.taskqueue import enqueue_run, make_celery
 from deploy import runuser
 from deploy.processes import stop_pid
+from tests.conftest import bare_run
 from worker.context import WorkerContext
 from worker.gpus import GpuSet
 from worker.packer import ConsumerControl, Packer
@@ -137,18 +134,8 @@ class Stack:
         """Large runs waiting, from ten users, until `waiting` wait (records and messages
         as the API writes them, without its HTTP and its zip upload)."""
         for i in range(self.filled, waiting):
-            run = Run(
-                id=new_run_id(),
-                user=USERS[i % len(USERS)],
-                name="bench-waiting",
-                state=RunState.PENDING,
-                framework_name="python",
-                framework_version="3.11",
-                resource=ResourceSize.LARGE,
-                gpu_count=self.settings.size_gpus[ResourceSize.LARGE],
-                command="true",
-                submitted_at=iso(utcnow()),
-            )
+            size = ResourceSize.LARGE
+            run = bare_run(size, USERS[i % len(USERS)], self.settings.size_gpus[size])
             self.runs.create(run)
             enqueue_run(self.celery, run.id, run.resource)
         self.filled = max(self.filled, waiting)
@@ -262,18 +249,7 @@ def simulate(url: str, env: dict[str, str], names: list[str], seconds: float, re
             ctx.nodes.heartbeat(ctx.name, info)
             heapq.heappush(queue, (at + beat, i, kind))
         else:
-            run = Run(
-                id=new_run_id(),
-                user="sim",
-                name="sim",
-                state=RunState.PENDING,
-                framework_name="python",
-                framework_version="3.11",
-                resource=ResourceSize.SMALL,
-                gpu_count=1,
-                command="true",
-                submitted_at=iso(utcnow()),
-            )
+            run = bare_run(ResourceSize.SMALL, "sim")
             if packer.place(run)[0] is not None:
                 packer.release(run.id)
                 places += 1

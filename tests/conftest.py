@@ -23,6 +23,11 @@ import redis
 import requests
 from cryptography.fernet import Fernet
 
+from common.clock import iso, utcnow
+from common.fleet.sizes import DEFAULT_SIZE_GPUS, ResourceSize
+from common.ids import new_run_id
+from common.run import Run
+from common.states import RunState
 from common.tokens import write_tokens_file
 from deploy.processes import (
     api_argv,
@@ -438,3 +443,20 @@ training_results_reference:
   connection: {{path: {store_path}}}
   target: {{bucket: {results_bucket}, type: local}}
 """
+
+
+def bare_run(size: ResourceSize, user: str = "alice", gpu_count: int | None = None) -> Run:
+    """A PENDING run record of `size` whose command is `true`, as the API would store it,
+    without a zip or a manifest: for the stores, the index and the fleet's benchmarks."""
+    return Run(
+        id=new_run_id(),
+        user=user,
+        name="r",
+        state=RunState.PENDING,
+        framework_name="python",
+        framework_version="3.11",
+        resource=size,
+        gpu_count=DEFAULT_SIZE_GPUS[size] if gpu_count is None else gpu_count,
+        command="true",
+        submitted_at=iso(utcnow()),
+    )

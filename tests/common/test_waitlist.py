@@ -10,34 +10,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common import keys
-from common.clock import iso, utcnow
-from common.fleet.sizes import DEFAULT_SIZE_GPUS, ResourceSize
+from common.fleet.sizes import ResourceSize
 from common.fleet.waitlist import WaitList
-from common.ids import new_run_id
 from common.run import Run
 from common.runstore import InvalidTransition, RunStore
 from common.settings import Settings
 from common.states import ACTIVE, RunState
+from tests.conftest import bare_run
 from worker.reconciler import Reconciler
 
 pytestmark = pytest.mark.integration
 
 STEPS = ("submit", "claim", "cancel", "delete", "hand_back", "lease_lapsed", "worker_died", "end")
-
-
-def _run(size: ResourceSize) -> Run:
-    return Run(
-        id=new_run_id(),
-        user="alice",
-        name="r",
-        state=RunState.PENDING,
-        framework_name="python",
-        framework_version="3.11",
-        resource=size,
-        gpu_count=DEFAULT_SIZE_GPUS[size],
-        command="true",
-        submitted_at=iso(utcnow()),
-    )
 
 
 def _pending_by_scan(store: RunStore) -> set[str]:
@@ -84,7 +68,7 @@ def test_the_index_is_the_pending_runs_in_the_order_they_are_served(store_redis,
     for step, size, pick in steps:
         pending = [run_id for ids in served.values() for run_id in ids]
         if step == "submit":
-            run = _run(size)
+            run = bare_run(size)
             store.create(run)
             made.append(run.id)
             served[size].append(run.id)
@@ -130,7 +114,11 @@ def test_the_index_is_the_pending_runs_in_the_order_they_are_served(store_redis,
 
 def test_a_runs_place_and_the_head_of_its_size(store_redis):
     store = RunStore(store_redis)
-    runs = [_run(ResourceSize.SMALL), _run(ResourceSize.LARGE), _run(ResourceSize.SMALL)]
+    runs = [
+        bare_run(ResourceSize.SMALL),
+        bare_run(ResourceSize.LARGE),
+        bare_run(ResourceSize.SMALL),
+    ]
     for run in runs:
         store.create(run)
     waitlist = WaitList(store_redis)
@@ -152,7 +140,7 @@ def test_a_runs_place_and_the_head_of_its_size(store_redis):
 
 def test_a_store_from_before_the_index_is_indexed_once(store_redis):
     store = RunStore(store_redis)
-    runs = [_run(ResourceSize.MEDIUM) for _ in range(5)]
+    runs = [bare_run(ResourceSize.MEDIUM) for _ in range(5)]
     for run in runs:
         store.create(run)
     claimed = store.claim(runs[1].id, "node-a")

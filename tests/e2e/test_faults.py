@@ -20,16 +20,13 @@ import psutil
 import pytest
 import requests
 
-from common.clock import iso, utcnow
 from common.fleet.sizes import ResourceSize
-from common.ids import new_run_id
-from common.run import Run
 from common.runstore import RunStore
 from common.settings import Settings
 from common.states import ErrorCode, RunState
 from common.taskqueue import RUN_TASK, make_celery
 from deploy.processes import alive
-from tests.conftest import make_zip, manifest_yaml, module_stack, stopped_after
+from tests.conftest import bare_run, make_zip, manifest_yaml, module_stack, stopped_after
 from tests.e2e.test_cli_e2e import dlaas
 
 pytestmark = pytest.mark.integration
@@ -516,18 +513,7 @@ def test_thousands_waiting_survive_a_worker_and_a_redis_restart_and_nothing_scan
     waiting = []
     owner = ["bob" if i % 100 == 0 else "alice" for i in range(2000)]  # bob under his quota
     for i in range(2000):  # large runs, which no node here holds: they wait
-        run = Run(
-            id=new_run_id(),
-            user=owner[i],
-            name="waits",
-            state=RunState.PENDING,
-            framework_name="python",
-            framework_version="3.11",
-            resource=ResourceSize.LARGE,
-            gpu_count=4,
-            command="true",
-            submitted_at=iso(utcnow()),
-        )
+        run = bare_run(ResourceSize.LARGE, owner[i])
         store.create(run)
         celery.send_task(RUN_TASK, args=[run.id], queue="dlaas.large")
         waiting.append(run.id)
