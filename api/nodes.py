@@ -121,7 +121,7 @@ def list_queues():
     services = current_services()
     waitlist = WaitList(services.redis)
     lengths = waitlist.lengths()
-    heads = waitlist.heads(list(ResourceSize), limit) if limit else {}
+    heads = waitlist.heads(ResourceSize, limit)
     records = {
         run.id: run
         for run in services.runs.records([q.run_id for head in heads.values() for q in head])
@@ -129,7 +129,7 @@ def list_queues():
     queues = []
     for size in ResourceSize:
         listed = []
-        for queued in heads.get(size, []):
+        for queued in heads[size]:
             run = records.get(queued.run_id)
             if run is None:
                 continue  # claimed or deleted since the index was read

@@ -8,7 +8,8 @@ import secrets
 import string
 
 _ALPHABET = string.ascii_letters + string.digits
-RUN_ID_PATTERN = re.compile(r"^training-[A-Za-z0-9]{9}$")
+RUN_ID_IN_TEXT = re.compile(r"training-[A-Za-z0-9]{9}")  # one standing in a longer text
+RUN_ID_PATTERN = re.compile(rf"^{RUN_ID_IN_TEXT.pattern}$")
 EXPERIMENT_ID_PATTERN = re.compile(r"^experiment-[A-Za-z0-9]{9}$")
 
 

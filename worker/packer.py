@@ -27,7 +27,6 @@ import psutil
 from common.fleet.packing import Decision, Request, Reservation, Waiting, admit
 from common.fleet.plan import ReservationPlan, node_of
 from common.fleet.sizes import ResourceSize, queue_name
-from common.fleet.waitlist import WaitList
 from common.run import Run
 from worker.context import WorkerContext
 from worker.phases.execute import time_limit
@@ -52,10 +51,8 @@ class Packer:
         self.ctx = ctx
         self.rule = Reservation(ctx.settings.reservation_after_seconds)
         self.distance = ctx.gpus.distance()
-        connection = ctx.nodes.redis
-        self.waitlist = WaitList(connection)
         self.plan = ReservationPlan(
-            connection, ctx.nodes, ctx.settings.size_gpus, self.rule, ctx.settings.plan_seconds
+            ctx.nodes.redis, ctx.nodes, ctx.settings.size_gpus, self.rule, ctx.settings.plan_seconds
         )
 
     def _gpus(self, count: int) -> int:
@@ -65,12 +62,14 @@ class Packer:
     def _node(self, held: dict[str, dict]):
         return node_of(self.ctx.name, self.ctx.gpus.indices, held, self.distance)
 
-    def _held_for(self) -> list[Waiting]:
-        """The runs past the bound this node holds GPUs back for (the fleet's plan)."""
+    def _held_for(self, held: dict[str, dict] | None = None) -> list[Waiting]:
+        """The runs past the bound this node holds GPUs back for (the fleet's plan); `held`:
+        the node's ledger when just read (else read should this node make the plan)."""
         if not self.ctx.gpus.indices:
             return []  # a CPU node's runs take no GPU: it holds nothing back
         return self.plan.held_for(
-            self.ctx.name, lambda: self._node(self.ctx.nodes.held(self.ctx.name))
+            self.ctx.name,
+            lambda: self._node(self.ctx.nodes.held(self.ctx.name) if held is None else held),
         )
 
     def _admit(self, held, request, reserved, now, slots=True) -> tuple[Place | None, Decision]:
@@ -125,8 +124,8 @@ class Packer:
         while a reservation holds that size back, one of its oldest PENDING runs (a backfill,
         by its time limit). Busy slots do not count: the pool takes no message while all its
         processes run (one per slot). `held`: the node's ledger, when just read."""
-        reserved = self._held_for()
         held = self.ctx.nodes.held(self.ctx.name) if held is None else held
+        reserved = self._held_for(held)
         now = time.time()
         table = self.ctx.settings.size_gpus
         yes: set[ResourceSize] = set()
@@ -138,7 +137,7 @@ class Packer:
                 continue
             if decision.reserved_for is None:
                 continue  # no room for it, reservation or not: no backfill either
-            ids = [queued.run_id for queued in self.waitlist.head(size, BACKFILL_LOOKAHEAD)]
+            ids = [queued.run_id for queued in self.plan.waitlist.head(size, BACKFILL_LOOKAHEAD)]
             for run in self.ctx.runs.records(ids):
                 limit = time_limit(run, self.ctx.settings)
                 request = Request(run.id, self._gpus(run.gpu_count), limit)

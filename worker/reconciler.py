@@ -31,6 +31,7 @@ from common import keys
 from common.artifacts import ArtifactStore
 from common.fleet.sizes import ResourceSize, queue_name
 from common.fleet.waitlist import WaitList
+from common.ids import RUN_ID_IN_TEXT
 from common.runstore import InvalidTransition, RunNotFound, RunStore
 from common.settings import Settings
 from common.states import ACTIVE, ErrorCode, RunState
@@ -41,6 +42,8 @@ log = logging.getLogger("dlaas.reconciler")
 
 # The suffixes of kombu's Redis lists of one queue: "" and "\x06\x16<priority>".
 PRIORITY_LISTS = ("", *(f"\x06\x16{p}" for p in range(1, 10)))
+# Every Redis list a run's message can wait in.
+QUEUE_LISTS = tuple(f"{queue_name(s)}{step}" for s in ResourceSize for step in PRIORITY_LISTS)
 
 
 class Reconciler:
@@ -69,8 +72,9 @@ class Reconciler:
         done = []
         now = time.monotonic()
         lapsed = self.runs.lapsed_leases()
+        lapsed_now = set(lapsed)
         for run_id in list(self._lapsed):
-            if run_id not in lapsed:
+            if run_id not in lapsed_now:
                 del self._lapsed[run_id]
         records = {run.id: run for run in self.runs.records(lapsed)}
         for run_id in lapsed:
@@ -80,7 +84,7 @@ class Reconciler:
                 self._lapsed.pop(run_id, None)
                 continue
             if self.runs.lease_holder(run_id) is not None:
-                self._lapsed.pop(run_id, None)  # refreshed since (or its worker's clock is ahead)
+                self._lapsed.pop(run_id, None)  # refreshed since (or its worker's clock is behind)
                 continue
             first = self._lapsed.get(run_id)
             if first is None or first[0] != run.attempt:
@@ -104,9 +108,8 @@ class Reconciler:
         self.runs.index_waiting()
 
     def _queued_messages(self) -> int:
-        lists = [f"{queue_name(s)}{step}" for s in ResourceSize for step in PRIORITY_LISTS]
         with self.redis.pipeline(transaction=False) as pipe:
-            for name in lists:
+            for name in QUEUE_LISTS:
                 pipe.llen(name)
             return sum(pipe.execute())
 
@@ -128,8 +131,12 @@ class Reconciler:
         """The deficit lasted: which waiting runs have no message on a queue and none taken
         (reads the queues and the index once), queued again. Runs that took their place in
         the last `grace` seconds are left: their message may be on its way."""
-        lists = [f"{queue_name(s)}{step}" for s in ResourceSize for step in PRIORITY_LISTS]
-        queued = "\n".join(str(raw) for name in lists for raw in self.redis.lrange(name, 0, -1))
+        queued = {
+            run_id
+            for name in QUEUE_LISTS
+            for raw in self.redis.lrange(name, 0, -1)
+            for run_id in RUN_ID_IN_TEXT.findall(str(raw))
+        }
         waitlist, done = WaitList(self.redis), []
         recent = time.time() - grace
         for size, count in waitlist.lengths().items():

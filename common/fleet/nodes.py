@@ -45,35 +45,19 @@ class NodeStore:
         seen = self.redis.zrevrange(keys.workers(), 0, -1, withscores=True)
         with self.redis.pipeline(transaction=False) as pipe:
             for name, _ in seen:
-                pipe.get(keys.worker(name))
-                pipe.get(keys.drain(name))
-                pipe.hgetall(keys.worker_gpus(name))
+                _ask(pipe, name)
             answers = pipe.execute()
         nodes = []
         for i, (name, last) in enumerate(seen):
-            record, drain, ledger = answers[3 * i : 3 * i + 3]
-            if record:
-                node = json.loads(record)
-                node["status"] = "draining" if drain is not None else "ready"
-                node.update(_ledger_fields(node.get("gpus", []), _entries(ledger)))
-            else:
-                node = {"name": name, "last_heartbeat": last, "status": "lost"}
-            nodes.append(node)
+            node = _live(*answers[3 * i : 3 * i + 3])
+            nodes.append(node or {"name": name, "last_heartbeat": last, "status": "lost"})
         return nodes
 
     def record(self, name: str) -> dict | None:
         """One live node's record as list() gives it (None: not up), in one round trip."""
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(keys.worker(name))
-            pipe.get(keys.drain(name))
-            pipe.hgetall(keys.worker_gpus(name))
-            record, drain, ledger = pipe.execute()
-        if not record:
-            return None
-        node = json.loads(record)
-        node["status"] = "draining" if drain is not None else "ready"
-        node.update(_ledger_fields(node.get("gpus", []), _entries(ledger)))
-        return node
+            _ask(pipe, name)
+            return _live(*pipe.execute())
 
     def caches(self, names: list[str]) -> dict[str, dict[str, int]]:
         """The data-cache counters of these nodes (hits, misses, ...), in one round trip."""
@@ -167,6 +151,24 @@ class NodeStore:
 
     def clear_drain(self, name: str) -> None:
         self.redis.delete(keys.drain(name))
+
+
+def _ask(pipe, name: str) -> None:
+    """Queue the reads of a node's record that _live makes one of: heartbeat, drain, ledger."""
+    pipe.get(keys.worker(name))
+    pipe.get(keys.drain(name))
+    pipe.hgetall(keys.worker_gpus(name))
+
+
+def _live(record: str | None, drain: str | None, ledger: dict | None) -> dict | None:
+    """A live node's record as list() gives it, from its heartbeat, drain and ledger keys
+    (None: no heartbeat)."""
+    if not record:
+        return None
+    node = json.loads(record)
+    node["status"] = "draining" if drain is not None else "ready"
+    node.update(_ledger_fields(node.get("gpus", []), _entries(ledger)))
+    return node
 
 
 def _entries(ledger: dict[str, str] | None) -> dict[str, dict]:

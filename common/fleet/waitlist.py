@@ -36,50 +36,43 @@ class WaitList:
                 pipe.zcard(keys.waiting(size.value))
             return dict(zip(sizes, pipe.execute(), strict=True))
 
-    def head(self, size: ResourceSize, count: int, start: int = 0) -> list[Queued]:
-        """The runs of `size` at positions start to start + count - 1 (0: the next served)."""
-        if count <= 0:
-            return []
-        found = self.redis.zrange(
-            keys.waiting(size.value), start, start + count - 1, withscores=True
-        )
-        return [Queued(run_id, size, since) for run_id, since in found]
+    def head(self, size: ResourceSize, count: int) -> list[Queued]:
+        """The first `count` runs of `size` (the next served first)."""
+        return self.heads([size], count)[size]
 
     def heads(self, sizes: Iterable[ResourceSize], count: int) -> dict[ResourceSize, list[Queued]]:
         """The first `count` of each size (one round trip)."""
-        sizes = list(sizes)
-        with self.redis.pipeline(transaction=False) as pipe:
-            for size in sizes:
-                pipe.zrange(keys.waiting(size.value), 0, count - 1, withscores=True)
-            answers = pipe.execute()
-        return {
-            size: [Queued(run_id, size, since) for run_id, since in found]
-            for size, found in zip(sizes, answers, strict=True)
-        }
+        if count <= 0:
+            return {size: [] for size in sizes}
+        return self._each(sizes, lambda pipe, key: pipe.zrange(key, 0, count - 1, withscores=True))
 
     def waited_since(
         self, before: float, count: int, sizes: Iterable[ResourceSize] = ResourceSize
     ) -> dict[ResourceSize, list[Queued]]:
         """Of each size, the first `count` runs waiting since `before` or earlier (the ones a
         reservation may hold GPUs for): a range by score, one round trip."""
+        return self._each(
+            sizes, lambda pipe, key: pipe.zrangebyscore(key, "-inf", before, 0, count, True)
+        )
+
+    def next_since(self, after: float, sizes: Iterable[ResourceSize] = ResourceSize) -> float:
+        """The earliest `since` later than `after` among the waiting runs (inf: none)."""
+        found = self._each(
+            sizes, lambda pipe, key: pipe.zrangebyscore(key, f"({after}", "+inf", 0, 1, True)
+        )
+        return min((q.since for queued in found.values() for q in queued), default=math.inf)
+
+    def _each(self, sizes: Iterable[ResourceSize], read) -> dict[ResourceSize, list[Queued]]:
+        """`read(pipe, key)` on each size's index, in one round trip: its (id, since) pairs."""
         sizes = list(sizes)
         with self.redis.pipeline(transaction=False) as pipe:
             for size in sizes:
-                pipe.zrangebyscore(keys.waiting(size.value), "-inf", before, 0, count, True)
+                read(pipe, keys.waiting(size.value))
             answers = pipe.execute()
         return {
             size: [Queued(run_id, size, since) for run_id, since in found]
             for size, found in zip(sizes, answers, strict=True)
         }
-
-    def next_since(self, after: float, sizes: Iterable[ResourceSize] = ResourceSize) -> float:
-        """The earliest `since` later than `after` among the waiting runs (inf: none)."""
-        sizes = list(sizes)
-        with self.redis.pipeline(transaction=False) as pipe:
-            for size in sizes:
-                pipe.zrangebyscore(keys.waiting(size.value), f"({after}", "+inf", 0, 1, True)
-            answers = pipe.execute()
-        return min((since for found in answers for _, since in found), default=math.inf)
 
     def place(self, run_id: str, size: ResourceSize) -> tuple[int | None, int]:
         """The run's position among the waiting runs of its size (1: the next; None: not

@@ -8,25 +8,7 @@ import pytest
 
 from common.fleet.sizes import ResourceSize
 from common.fleet.waiting import explain_wait, ordinal
-from common.run import Run
-from common.states import RunState
-
-GPUS = {ResourceSize.SMALL: 1, ResourceSize.MEDIUM: 2, ResourceSize.LARGE: 4}
-
-
-def _run(i: int, size: ResourceSize = ResourceSize.LARGE, gpus: int | None = None) -> Run:
-    return Run(
-        id=f"training-{i:09d}",
-        user="alice",
-        name=f"r{i}",
-        state=RunState.PENDING,
-        framework_name="python",
-        framework_version="3.11",
-        resource=size,
-        gpu_count=GPUS[size] if gpus is None else gpus,
-        command="true",
-        submitted_at=f"2026-12-03T08:00:{i:02d}.000000Z",
-    )
+from tests.conftest import bare_run
 
 
 def _node(name: str, gpus: list[int], sizes: list[str], run=None, status="ready", **extra):
@@ -54,7 +36,12 @@ def test_ordinals(n, word):
 
 
 def test_its_place_is_said_among_the_runs_of_its_size():
-    runs = [_run(0), _run(1, ResourceSize.SMALL), _run(2), _run(3)]
+    runs = [
+        bare_run(ResourceSize.LARGE),
+        bare_run(ResourceSize.SMALL),
+        bare_run(ResourceSize.LARGE),
+        bare_run(ResourceSize.LARGE),
+    ]
     nodes = [
         _node(
             "node-a", [0, 1, 2, 3], ["small", "medium", "large"], run="training-x", free_gpus=[2, 3]
@@ -71,13 +58,13 @@ def test_its_place_is_said_among_the_runs_of_its_size():
 
 
 def test_a_run_bigger_than_every_node_says_so():
-    run = _run(0, gpus=8)
+    run = bare_run(ResourceSize.LARGE, gpu_count=8)
     nodes = [_node("node-a", [0, 1, 2, 3], ["large"]), _node("node-b", [0, 1], ["large"])]
     assert explain_wait(run, (1, 1), nodes).reason == "no node has 8 GPUs (the largest has 4)"
 
 
 def test_a_node_running_a_run_has_no_free_gpu_unless_its_heartbeat_says():
-    run = _run(0, ResourceSize.MEDIUM)
+    run = bare_run(ResourceSize.MEDIUM)
     nodes = [
         _node("node-a", [0, 1], ["medium"], run="training-x"),
         _node("node-b", [0, 1, 2, 3], ["medium", "large"], run="training-y", free_gpus=[3]),
@@ -88,7 +75,7 @@ def test_a_node_running_a_run_has_no_free_gpu_unless_its_heartbeat_says():
 
 
 def test_no_worker_serving_the_size_names_the_draining_ones():
-    run = _run(0)
+    run = bare_run(ResourceSize.LARGE)
     nodes = [
         _node("node-a", [0], ["small"]),
         _node("node-b", [0, 1, 2, 3], ["large"], status="draining"),
@@ -99,7 +86,7 @@ def test_no_worker_serving_the_size_names_the_draining_ones():
 
 
 def test_cpu_nodes_wait_for_a_free_worker():
-    run = _run(0, ResourceSize.SMALL)
+    run = bare_run(ResourceSize.SMALL)
     busy = [_node("cpu-a", [], ["small"], run="training-x"), _node("cpu-b", [], ["small"], run="y")]
     assert explain_wait(run, (1, 1), busy).reason == (
         "waiting for a free worker serving small (2 serve it, all busy)"
@@ -111,7 +98,7 @@ def test_cpu_nodes_wait_for_a_free_worker():
 
 
 def test_a_free_worker_takes_only_as_many_runs_next_as_there_are_free_workers():
-    run = _run(0, ResourceSize.SMALL)
+    run = bare_run(ResourceSize.SMALL)
     nodes = [_node("cpu-a", [], ["small"]), _node("cpu-b", [], ["small"], run="training-x")]
     assert explain_wait(run, (1, 4224), nodes).reason.endswith("it takes the run next")
     far = explain_wait(run, (4224, 4224), nodes)
