@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from common.fleet.sizes import ResourceSize
@@ -65,12 +65,13 @@ class Run:
 
     def to_dict(self) -> dict[str, str]:
         """Flat string fields for one Redis HSET; empty values are left out."""
-        return {k: v for k, v in encode_fields(asdict(self)).items() if v is not None}
+        # Not asdict(): it deep-copies the manifest and every dict only to dump them as JSON.
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v for k, v in encode_fields(values).items() if v is not None}
 
     @classmethod
     def from_dict(cls, data: dict[str, str]) -> Run:
-        known = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
+        values: dict[str, Any] = {k: v for k, v in data.items() if k in _FIELDS}
         values["state"] = RunState(values["state"])
         values["resource"] = ResourceSize(values["resource"])
         values["gpu_count"] = int(values["gpu_count"])
@@ -102,13 +103,15 @@ class Run:
         return cls(**values)
 
 
+_FIELDS = frozenset(f.name for f in fields(Run))
+
+
 def encode_fields(values: dict[str, Any]) -> dict[str, str | None]:
     """Fields of a run as stored: enums by value, lists and dicts as JSON, the rest as text;
     None for an empty value (not stored: an HSET leaves it out, an update removes it)."""
-    known = {f.name for f in fields(Run)}
     out: dict[str, str | None] = {}
     for name, value in values.items():
-        if name not in known:
+        if name not in _FIELDS:
             raise TypeError(f"a run has no field {name!r}")
         if value is None or value is False or value == "" or value == [] or value == {}:
             out[name] = None

@@ -44,6 +44,16 @@ end
 return 0
 """.replace("ACTIVE_STATES", ", ".join(f'["{state.value}"]=true' for state in sorted(ACTIVE)))
 
+# Fields of a run set (ARGV[2] name-value pairs from ARGV[3]) and cleared (the names after
+# them) only when ARGV[1] is its current claim: one round trip, not WATCH, HGET and MULTI.
+_UPDATE = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+local last = 2 + 2 * tonumber(ARGV[2])
+if last > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3, last)) end
+if #ARGV > last then redis.call('HDEL', KEYS[1], unpack(ARGV, last + 1)) end
+return 1
+"""
+
 
 class RunNotFound(LookupError):
     pass
@@ -160,6 +170,7 @@ class RunStore:
         self.retention_seconds = retention_seconds
         self.lease_ttl_ms = int(lease_ttl_seconds * 1000)
         self._refresh = connection.register_script(_REFRESH_LEASE)
+        self._update = connection.register_script(_UPDATE)
 
     def create(self, run: Run, message: str = "submitted", quota: Quota | None = None) -> None:
         """Stores a new run. With `quota`, atomically checks first that the user has fewer
@@ -626,18 +637,8 @@ class RunStore:
         kept = {name: value for name, value in encoded.items() if value is not None}
         cleared = [name for name, value in encoded.items() if value is None]
 
-        def body(pipe):
-            if pipe.hget(key, "attempt") != str(attempt):
-                return False
-            pipe.multi()
-            if kept:
-                pipe.hset(key, mapping=kept)
-            if cleared:
-                pipe.hdel(key, *cleared)
-            pipe.execute()
-            return True
-
-        return self._atomically(body, key)
+        pairs = [item for name, value in kept.items() for item in (name, value)]
+        return bool(self._update(keys=[key], args=[attempt, len(kept), *pairs, *cleared]))
 
     def request_store_again(self, run_id: str, by: str) -> Run:
         """Ask the node that kept a run's results (S303) to store them again: the run's

@@ -45,6 +45,10 @@ def make_celery(settings: Settings, main: str = "dlaas") -> Celery:
 
 
 def enqueue_run(app: Celery, run_id: str, size: ResourceSize) -> str:
-    """Put the run on its size's queue; the message carries the run id and nothing else."""
-    result = app.send_task(RUN_TASK, args=[run_id], queue=queue_name(size))
+    """Put the run on its size's queue; the message carries the run id and nothing else.
+
+    Without a result: the run's state is in the run store, and the worker writes the run's
+    progress as the task's state itself (worker/monitors.py), its end state last. The worker
+    stores neither the task's start nor its return value (two writes per run fewer)."""
+    result = app.send_task(RUN_TASK, args=[run_id], queue=queue_name(size), ignore_result=True)
     return result.id

@@ -17,6 +17,7 @@ from common.fleet.sizes import ResourceSize
 from common.storage.s3 import warm_up as warm_up_s3
 from common.taskqueue import PING_TASK, RUN_TASK, enqueue_run, make_celery
 from worker.context import WorkerContext
+from worker.monitors import ProgressEvents
 from worker.packer import ConsumerControl
 from worker.reaper import become_subreaper
 from worker.storeagain import StoreAgain
@@ -29,16 +30,15 @@ def create_worker_app(ctx: WorkerContext, sizes: list[str]) -> Celery:
     app = make_celery(ctx.settings, main="dlaas-worker")
     ctx.requeue = lambda run_id, size: enqueue_run(app, run_id, size)
 
-    @app.task(name=RUN_TASK, ignore_result=False, bind=True)
+    progress = ProgressEvents(app)
+
+    @app.task(name=RUN_TASK, bind=True)
     def run_training_task(self, run_id: str) -> str:
         # Thin on purpose: everything happens in plain functions testable without a broker.
-        return run_training(run_id, ctx, lambda fields: _progress(self, fields))
-
-    def _progress(task, fields: dict) -> None:
-        # Progress (run id, state, bytes) as a custom task state in the result backend, which
-        # Flower's task result view shows while the run goes on, and as a task event.
-        task.update_state(state=fields.get("run_state", "PROGRESS"), meta=fields)
-        task.send_event("task-progress", **fields)
+        # Progress (run id, state, bytes) as the task's custom state in the result backend,
+        # which Flower's task result view shows while the run goes on, and as a task event.
+        task_id, hostname = self.request.id, self.request.hostname
+        return run_training(run_id, ctx, lambda fields: progress.send(task_id, hostname, fields))
 
     @app.task(name=PING_TASK)
     def ping() -> str:

@@ -148,6 +148,26 @@ def test_claiming_an_ended_or_missing_run_returns_none(store_redis):
     assert store.claim("training-missing00", "w") is None
 
 
+def test_an_update_sets_and_clears_fields_only_for_the_current_claim(store_redis):
+    store = RunStore(store_redis)
+    run = _run()
+    store.create(run)
+    claimed = store.claim(run.id, "w1", lambda n: [0])
+    assert store.update(run.id, claimed.attempt, process_id=42, usage={"staged_bytes": 7})
+    got = store.get(run.id)
+    assert (got.process_id, got.usage) == (42, {"staged_bytes": 7})
+    # An empty value removes the field; a stale claim changes nothing.
+    assert store.update(run.id, claimed.attempt, usage={}, status_message="staging")
+    assert not store.update(run.id, claimed.attempt - 1, process_id=1)
+    assert not store.update("training-missing00", 1, process_id=1)
+    got = store.get(run.id)
+    assert (got.process_id, got.usage, got.status_message) == (42, {}, "staging")
+    assert "usage" not in store_redis.hgetall(keys.run(run.id))
+    assert not store_redis.exists(keys.run("training-missing00"))
+    with pytest.raises(TypeError, match="no field 'nonsense'"):
+        store.update(run.id, claimed.attempt, nonsense=1)
+
+
 def test_listing_is_per_user_newest_first_and_paginated(store_redis):
     store = RunStore(store_redis)
     mine = []

@@ -111,6 +111,13 @@ def test_flower_sees_workers_queues_and_tasks_but_no_secret(stack, workers, api_
     assert "PROGRESS" in listed_states, listed_states
     assert "PROCESSING" in result_states, result_states
     assert stack.wait_ended(run_id)["state"] == "COMPLETED"
+    # The task keeps no result of Celery's own (SUCCESS): its last state is the run's end.
+    result_url = f"{url}/api/task/result/{mine[0]['uuid']}"
+    wait_until(
+        lambda: requests.get(result_url, auth=basic, timeout=10).json().get("state") == "COMPLETED",
+        10,
+        "the run's end state in Flower's result view",
+    )
     assert stack.wait_ended(leaky)["state"] == "FAILED"
 
     responses = []
