@@ -599,13 +599,16 @@ class RunStore:
         removes it; this cleans an entry met after such a change)."""
         self.redis.zrem(keys.leases(), run_id)
 
-    def take_message(self, run_id: str, worker: str) -> None:
+    def take_message(self, run_id: str, worker: str) -> Run | None:
         """A worker received the run's message: until it claims the run or hands it back
-        (`message_done`), or for one lease TTL, the reconciler knows where the message is."""
+        (`message_done`), or for one lease TTL, the reconciler knows where the message is.
+        Returns the run as it is once marked (None when it is gone), in the same round trip."""
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.taken(run_id), worker, px=self.lease_ttl_ms)
             pipe.zadd(keys.messages_taken(), {run_id: time.time()})
-            pipe.execute()
+            pipe.hgetall(keys.run(run_id))
+            data = pipe.execute()[2]
+        return Run.from_dict(data) if data else None
 
     def message_done(self, run_id: str) -> None:
         with self.redis.pipeline(transaction=True) as pipe:

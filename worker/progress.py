@@ -6,14 +6,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import Future
 
 from common.runstore import RunStore
 from common.storage.base import TransferProgress
+from worker.keptthreads import kept_pool
 
 log = logging.getLogger(__name__)
 
 
-class ProgressReporter(threading.Thread):
+class ProgressReporter:
+    """Its loop runs on a thread the process keeps (worker/keptthreads.py), not one of its
+    own: `start`, then `finish` once the transfer ended."""
+
     def __init__(
         self,
         runs: RunStore,
@@ -23,20 +29,24 @@ class ProgressReporter(threading.Thread):
         tell: Callable[..., None] | None = None,
         every_seconds: float = 1.0,
     ):
-        super().__init__(name=f"progress-{run_id}", daemon=True)
         self.runs, self.run_id, self.attempt = runs, run_id, attempt
         self.progress = progress
         self.tell = tell
         self.every = every_seconds
         self._done = threading.Event()
+        self._loop: Future | None = None
+
+    def start(self) -> None:
+        self._loop = kept_pool("progress").submit(self._run)
 
     def finish(self) -> None:
-        """Stops the thread and writes the transfer's last figures."""
+        """Stops the loop and writes the transfer's last figures."""
         self._done.set()
-        self.join(timeout=5)
+        if self._loop is not None:
+            futures.wait((self._loop,), timeout=5)
         self._write()
 
-    def run(self) -> None:
+    def _run(self) -> None:
         while not self._done.wait(self.every):
             self._write()
 

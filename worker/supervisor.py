@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent import futures
+from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import Enum
 
@@ -17,6 +19,7 @@ import redis
 
 from common.fleet.nodes import NodeStore
 from common.runstore import RunStore
+from worker.keptthreads import kept_pool
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,10 @@ class StopFlag:
         return self._event.wait(timeout)
 
 
-class RunSupervisor(threading.Thread):
+class RunSupervisor:
+    """Its loop runs on a thread the process keeps (worker/keptthreads.py), not one of its
+    own: `start`, then `finish` once the attempt ended."""
+
     def __init__(
         self,
         runs: RunStore,
@@ -65,7 +71,6 @@ class RunSupervisor(threading.Thread):
         tick_seconds: float = 0.5,
         stop: StopFlag | None = None,
     ):
-        super().__init__(name=f"supervise-{run_id}", daemon=True)
         self.runs, self.nodes = runs, nodes
         self.run_id, self.worker, self.attempt = run_id, worker, attempt
         self.refresh_every = lease_refresh_seconds
@@ -75,6 +80,14 @@ class RunSupervisor(threading.Thread):
         self._deadline: float | None = None
         self._limit_text = ""
         self.redis_errors = 0
+        self._loop: Future | None = None
+
+    def start(self) -> None:
+        self._loop = kept_pool("supervise").submit(self.run)
+
+    def is_alive(self) -> bool:
+        """Whether its loop still runs."""
+        return self._loop is not None and not self._loop.done()
 
     def start_clock(self, seconds: float) -> None:
         """The run's time limit starts now (when its command starts)."""
@@ -84,12 +97,15 @@ class RunSupervisor(threading.Thread):
 
     def finish(self) -> None:
         self._done.set()
-        self.join(timeout=5)
+        if self._loop is not None:
+            futures.wait((self._loop,), timeout=5)
 
     def run(self) -> None:
+        # The first look one tick after the claim, which has just set the lease (and a cancel
+        # that came before is noticed when staging ends): not on the run's way to its command.
         next_refresh = 0.0
         outage_since: float | None = None
-        while not self._done.is_set():
+        while not self._done.wait(self.tick):
             now = time.monotonic()
             if self._deadline is not None and now > self._deadline:
                 self.stop.set(StopReason.TIMEOUT, f"time limit of {self._limit_text} reached")
@@ -118,4 +134,3 @@ class RunSupervisor(threading.Thread):
                     log.warning(
                         "%s: Redis unreachable (%s); the command keeps running", self.run_id, exc
                     )
-            self._done.wait(self.tick)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 
+from common.run import Run
 from common.states import RunState
 from worker.attempt import Attempt
 from worker.context import WorkerContext
@@ -55,15 +56,14 @@ def run_training(run_id: str, ctx: WorkerContext, progress=None) -> str:
     From the message's arrival to the claim (or the hand-back) the run is marked taken by
     this worker: a worker that dies in between leaves a PENDING run with no message, which
     the reconciler finds (no message on its queue, no mark) and queues again."""
-    ctx.runs.take_message(run_id, ctx.name)
+    pending = ctx.runs.take_message(run_id, ctx.name)
     try:
-        return _run_training(run_id, ctx, progress)
+        return _run_training(run_id, pending, ctx, progress)
     finally:
         ctx.runs.message_done(run_id)
 
 
-def _run_training(run_id: str, ctx: WorkerContext, progress) -> str:
-    pending = ctx.runs.get(run_id)
+def _run_training(run_id: str, pending: Run | None, ctx: WorkerContext, progress) -> str:
     if pending is None or pending.state is not RunState.PENDING:
         log.info("%s: dropped, not PENDING any more (claimed, ended or deleted)", run_id)
         return "skipped"

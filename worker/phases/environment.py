@@ -37,8 +37,8 @@ def wanted_by(attempt: Attempt) -> Wanted:
 
 
 def prepare_environment(attempt: Attempt, model_job: Future, abandon: threading.Event):
-    """Run after the model zip is staged (same thread): the environment, or None when the
-    model could not be staged. Raises BuildFailed or BuildStopped."""
+    """Once the model zip is staged (waits for it): the environment, or None when the model
+    could not be staged. Raises BuildFailed or BuildStopped."""
     if model_job.exception() is not None:
         return None
     wanted = wanted_by(attempt)

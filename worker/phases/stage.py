@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
 from pathlib import Path
 
 import redis
@@ -19,6 +19,7 @@ from common.states import ErrorCode, RunState
 from common.storage import StorageError
 from worker.attempt import Attempt, RunFailed
 from worker.datacache import DataCache, Staged
+from worker.keptthreads import kept_pool
 from worker.phases.environment import joined, prepare_environment
 from worker.phases.open_stores import storage_code
 from worker.pipeline import Phase
@@ -40,28 +41,30 @@ class Stage(Phase):
 
     def run(self, attempt: Attempt) -> None:
         ctx, run = attempt.ctx, attempt.run
-        with ThreadPoolExecutor(1, thread_name_prefix="model-staging") as pool:
-            model_job = pool.submit(
-                stage_model,
-                ctx.artifacts,
-                run.artifact,
-                attempt.model_zip,
-                attempt.dirs.model,
-                ctx.settings,
-            )
-            # The same thread, once the model is unpacked: its environment, while data comes.
-            abandon = threading.Event()
-            env_job = pool.submit(prepare_environment, attempt, model_job, abandon)
+        # One job on one kept thread: the model, then (prepare_environment reads its
+        # requirements.txt) its environment, while the data comes in this thread.
+        model_job: futures.Future = futures.Future()
+        abandon = threading.Event()
 
-            def should_stop() -> bool:  # a model that cannot be staged stops the data early
-                failed = model_job.done() and model_job.exception() is not None
-                return attempt.stop.is_set() or failed
+        def model_then_environment():
+            model_job.set_running_or_notify_cancel()
+            try:
+                model_job.set_result(
+                    stage_model(
+                        ctx.artifacts,
+                        run.artifact,
+                        attempt.model_zip,
+                        attempt.dirs.model,
+                        ctx.settings,
+                    )
+                )
+            except BaseException as exc:  # whatever it is, the run's thread hears of it
+                model_job.set_exception(exc)
+            return prepare_environment(attempt, model_job, abandon)
 
-            began, began_cpu = time.monotonic(), time.process_time()
-            data_error, staged = _stage_data(attempt, should_stop)
-            took, took_cpu = time.monotonic() - began, time.process_time() - began_cpu
-            if data_error is not None or attempt.stop.is_set():
-                abandon.set()
+        env_job = kept_pool("model-staging").submit(model_then_environment)
+        try:
+            data_error, staged, took, took_cpu = _stage_data_beside(attempt, model_job, abandon)
             try:
                 unzipped = model_job.result()
             except (ModelZipError, StorageError, OSError) as exc:
@@ -72,7 +75,11 @@ class Stage(Phase):
                 attempt.note(f"{waiting}: see {ENVIRONMENT_LOG}", LOAD_LOG)
                 attempt.tell(run_state=RunState.DOWNLOADING.value, environment="building")
                 attempt.update(status_message=waiting)  # what `show` says meanwhile
-            env_job.exception()  # waits; its outcome is read below, after the data's
+        except BaseException:
+            abandon.set()
+            raise
+        finally:
+            futures.wait((env_job,))  # nothing of the run left running
         attempt.note(
             f"model: {unzipped.files} files, {unzipped.uncompressed_bytes} bytes into MODEL_DIR",
             LOAD_LOG,
@@ -84,6 +91,22 @@ class Stage(Phase):
         _record(attempt, staged, took, took_cpu)
         joined(attempt, env_job)
         _notice_cancel(attempt)
+
+
+def _stage_data_beside(attempt: Attempt, model_job: futures.Future, abandon: threading.Event):
+    """The data while the model and its environment are prepared beside it: (error, what was
+    staged, seconds, CPU seconds). A data error or a stop abandons the environment."""
+
+    def should_stop() -> bool:  # a model that cannot be staged stops the data early
+        failed = model_job.done() and model_job.exception() is not None
+        return attempt.stop.is_set() or failed
+
+    began, began_cpu = time.monotonic(), time.process_time()
+    data_error, staged = _stage_data(attempt, should_stop)
+    took, took_cpu = time.monotonic() - began, time.process_time() - began_cpu
+    if data_error is not None or attempt.stop.is_set():
+        abandon.set()
+    return data_error, staged, took, took_cpu
 
 
 def _stage_data(attempt: Attempt, should_stop) -> tuple[StorageError | None, Staged | None]:
