@@ -4,7 +4,6 @@ when API and workers run on different machines (DLAAS_ARTIFACT_STORE)."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from common.settings import Settings
@@ -40,12 +39,10 @@ class ArtifactStore:
         return cls(store, settings.artifact_bucket)
 
     def put(self, run_id: str, data: bytes) -> str:
-        """Store the zip; returns the reference kept on the run."""
-        ref = f"{run_id}/model.zip"
-        with tempfile.NamedTemporaryFile(suffix=".zip") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            self.store.put_file(Path(tmp.name), self.bucket, ref)
+        """Store the zip; returns the reference kept on the run (`<run-id>.zip`: no folder
+        per run in a local store; runs stored as `<run-id>/model.zip` keep theirs)."""
+        ref = f"{run_id}.zip"
+        self.store.put_bytes(data, self.bucket, ref)
         return ref
 
     def fetch(self, ref: str, dest: Path) -> Path:

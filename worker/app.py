@@ -20,6 +20,7 @@ from worker.context import WorkerContext
 from worker.monitors import ProgressEvents
 from worker.packer import ConsumerControl
 from worker.reaper import become_subreaper
+from worker.rundirs import remove_stale_spares, spare_folder
 from worker.storeagain import StoreAgain
 from worker.training import run_training
 
@@ -69,11 +70,14 @@ def _connect_signals(
         except Exception as exc:  # a node with a broken AWS config may still run local stores
             log.warning("could not read the S3 model ahead of runs: %s", exc)
         gc.freeze()
+        spare_folder(ctx.settings.work_dir).make()  # its first run's folder
 
     @signals.worker_ready.connect(weak=False)
     def _ready(sender=None, **_):
         ctx.nodes.clear_drain(ctx.name)  # a restarted worker does not inherit a drain
         ctx.nodes.clear_held(ctx.name)  # nor GPUs held by the runs of an earlier process
+        if removed := remove_stale_spares(ctx.settings.work_dir):
+            log.info("removed the spare run folders of ended processes: %s", ", ".join(removed))
         heartbeat.start()
         consumers.start(sender)  # the worker's own consumer: switches made in-process
         store_again.start()

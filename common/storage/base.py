@@ -118,6 +118,10 @@ class ObjectStore(Protocol):
 
     def put_file(self, src: Path, bucket: str, key: str) -> None: ...
 
+    def put_bytes(self, data: bytes, bucket: str, key: str) -> None:
+        """One object from memory (a submitted zip): no file written first."""
+        ...
+
     def get_file(self, bucket: str, key: str, dest: Path) -> None: ...
 
     def stream(self, bucket: str, key: str) -> tuple[int, Iterator[bytes]]:

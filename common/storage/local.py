@@ -125,11 +125,18 @@ class LocalStore(ListedDownloads):
         return stats
 
     def put_file(self, src: Path, bucket: str, key: str) -> None:
+        self._put(bucket, key, lambda partial: shutil.copyfile(src, partial))
+
+    def put_bytes(self, data: bytes, bucket: str, key: str) -> None:
+        self._put(bucket, key, lambda partial: partial.write_bytes(data))
+
+    def _put(self, bucket: str, key: str, write: Callable[[Path], object]) -> None:
+        """`write(partial)` beside the object, then renamed: a reader sees all of it or none."""
         target = self._object(bucket, key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(target.name + ".partial")
-            shutil.copyfile(src, partial)
+            write(partial)
             os.replace(partial, target)
         except OSError as exc:
             raise StorageError(

@@ -249,6 +249,12 @@ class S3Store(ListedDownloads):
         except Exception as exc:
             raise self._error(exc, bucket, f"cannot write {key}") from None
 
+    def put_bytes(self, data: bytes, bucket: str, key: str) -> None:
+        try:
+            self.client.put_object(Bucket=bucket, Key=key, Body=data)
+        except Exception as exc:
+            raise self._error(exc, bucket, f"cannot write {key}") from None
+
     def get_file(self, bucket: str, key: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -4,6 +4,7 @@ an auth_url ending in /auth/v1.0) or Keystone v3 (user, password, project, domai
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -194,6 +195,16 @@ class SwiftStore(ListedDownloads):
 
     def put_file(self, src: Path, bucket: str, key: str) -> None:
         self._upload(bucket, [(src, key)])
+
+    def put_bytes(self, data: bytes, bucket: str, key: str) -> None:
+        connection = Connection(**self.connection_options)
+        try:
+            # A file-like body: swiftclient rewinds it to send it again after a new token.
+            connection.put_object(bucket, key, contents=io.BytesIO(data), content_length=len(data))
+        except (ClientException, SwiftError, OSError) as exc:
+            raise self._error(exc, bucket, f"cannot write {key}") from None
+        finally:
+            connection.close()
 
     def get_file(self, bucket: str, key: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)

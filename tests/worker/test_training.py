@@ -16,6 +16,7 @@ from common.states import ErrorCode, RunState
 from tests.conftest import ROOT, manifest_yaml, start_redis, unstamped
 from tests.worker.runs import submit_manifest, worker_context
 from worker.context import WorkerContext
+from worker.rundirs import spare_folder
 from worker.training import run_training
 
 pytestmark = pytest.mark.integration
@@ -60,6 +61,22 @@ def test_completed_run_leaves_results_log_and_code(ctx):
     assert [h.state for h in ctx.runs.history(run.id)][-1] is RunState.COMPLETED
     assert not (ctx.settings.work_dir / run.id).exists()  # the work directory is removed
     assert not ctx.artifacts.exists(run.artifact)  # the copy in the results bucket remains
+
+
+def test_a_run_starts_in_the_folder_its_process_made_when_the_last_run_ended(ctx):
+    _, results = _buckets(ctx)
+    first = _submit(ctx, "true")
+    assert run_training(first.id, ctx) == "COMPLETED"
+    spare = spare_folder(ctx.settings.work_dir)
+    spare._job.result(timeout=10)
+    (spare.path / "tmp" / "made-ahead").touch()  # to know the folder again
+    second = _submit(ctx, "ls $TMPDIR $MODEL_DIR")
+    assert run_training(second.id, ctx) == "COMPLETED"
+    log = unstamped((results / second.id / "learner-1" / "training-log.txt").read_text())
+    assert log.split() == [f"{ctx.settings.work_dir}/{second.id}/model:", "train.sh",
+                           f"{ctx.settings.work_dir}/{second.id}/tmp:", "made-ahead"]  # fmt: skip
+    spare._job.result(timeout=10)
+    assert list((spare.path / "tmp").iterdir()) == []  # the next run's, made again
 
 
 def test_failing_command_is_failed_c201_with_last_lines_and_log_kept(ctx):

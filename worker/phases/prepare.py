@@ -1,9 +1,11 @@
-"""The run's working folder on the node, fresh and the worker's only (worker/rundirs.py)."""
+"""The run's working folder on the node, fresh and the worker's only: the pool process's spare
+one renamed into place, when it has one (worker/rundirs.py)."""
 
 from __future__ import annotations
 
 from worker.attempt import Attempt
 from worker.pipeline import Phase
+from worker.rundirs import spare_folder
 from worker.runuser import prepare_work_dir
 
 
@@ -11,6 +13,6 @@ class Prepare(Phase):
     name = "prepare"
 
     def run(self, attempt: Attempt) -> None:
-        prepare_work_dir(attempt.settings.work_dir)
-        attempt.dirs.create()
-        attempt.dirs.log_file.touch()
+        work_dir = attempt.settings.work_dir
+        prepare_work_dir(work_dir)
+        attempt.dirs.create(spare_folder(work_dir))
