@@ -9,6 +9,8 @@
     <run-id>/learner-1/metrics.jsonl           every metric point seen (JSON lines)
     <run-id>/learner-1/evaluation-metrics.txt  the program's own metrics file, if it wrote one
     <run-id>/learner-1/log-chunks/<n>          copies of the log while it runs (removed at the end)
+    <run-id>/learner-1/tensorboard/<folder>/   the TensorBoard event files the program wrote
+                                               (`tensorboard --logdir` over it shows the run)
 
 The worker writes these, the API reads the logs back, the demo and benchmarks look at them.
 """
@@ -27,6 +29,8 @@ RUN_LOGS = (TRAINING_LOG, LOAD_LOG, STORE_LOG, ENVIRONMENT_LOG, METRICS_FILE)
 # beside the service's own logs when it is there.
 EMETRICS_FILE = "evaluation-metrics.txt"
 METRICS_KEY = f"{LEARNER}/{METRICS_FILE}"
+# The event files the metrics read (worker/tensorboard.py), each under its series' folder.
+TENSORBOARD_FOLDER = "tensorboard"
 
 SUBMITTED_CODE_KEY = "_submitted_code/model.zip"
 TRAINING_LOG_KEY = f"{LEARNER}/{TRAINING_LOG}"

@@ -17,7 +17,12 @@ from common.fields import join as _join
 from common.fields import kind as _kind
 from common.fleet.sizes import ResourceSize
 from common.frameworks import Registry, default_registry
-from common.metricspec import LogPattern, MetricSpecError, read_log_patterns
+from common.metricspec import (
+    LogPattern,
+    MetricSpecError,
+    read_log_patterns,
+    read_tensorboard_folder,
+)
 
 MAX_ALIASES = 50
 MAX_DEPTH = 100
@@ -93,6 +98,8 @@ class Manifest:
     expose_credentials: bool = False
     # metric_definitions / evaluation_metrics: the regexes that read metrics from the log.
     log_patterns: tuple[LogPattern, ...] = ()
+    # evaluation_metrics {type: tensorboard, in}: the folder of the event files ("": anywhere).
+    tensorboard_in: str = ""
 
     def to_dict(self, redact: bool = False) -> dict[str, Any]:
         return {
@@ -109,6 +116,7 @@ class Manifest:
             "training_data": self.training_data.to_dict(redact),
             "training_results": self.training_results.to_dict(redact),
             **({"metrics": [p.to_dict() for p in self.log_patterns]} if self.log_patterns else {}),
+            **({"tensorboard_in": self.tensorboard_in} if self.tensorboard_in else {}),
         }
 
     @classmethod
@@ -127,6 +135,7 @@ class Manifest:
             training_data=DataStore.from_dict(data["training_data"]),
             training_results=DataStore.from_dict(data["training_results"]),
             log_patterns=tuple(LogPattern.from_dict(p) for p in data.get("metrics", ())),
+            tensorboard_in=data.get("tensorboard_in", ""),
         )
 
     def secrets(self) -> dict[str, dict[str, str]]:
@@ -285,6 +294,7 @@ class _Reader(FieldReader):
         data, results = self.stores(top)
         try:
             patterns = read_log_patterns(top)
+            tensorboard_in = read_tensorboard_folder(top)
         except MetricSpecError as exc:
             raise ManifestError(exc.field, exc.problem) from None
         return Manifest(
@@ -301,6 +311,7 @@ class _Reader(FieldReader):
             timeout_seconds=timeout,
             expose_credentials=expose,
             log_patterns=patterns,
+            tensorboard_in=tensorboard_in,
         )
 
     def framework(self, md: dict) -> tuple[str, str]:

@@ -13,6 +13,9 @@ users bring, turned into `LogPattern`s.
           regex: "Epoch %{INT:epoch}: accuracy %{FLOAT:acc}"
           etimes: {epoch: {type: INT, value: $epoch}}
           values: {accuracy: {type: FLOAT, value: $acc}}     # series `test:accuracy`
+    evaluation_metrics:            # FfDL's TensorBoard collector: the event files under `in`
+      type: tensorboard            #   (worker/tensorboard.py reads event files anywhere under
+      in: $LOG_DIR/tb              #   LOG_DIR and RESULT_DIR without it)
 
 A metric's goal (which way is better) is given, or guessed from its name: loss, error and
 the like are lower-is-better, anything else higher-is-better.
@@ -45,6 +48,8 @@ LOWER_IS_BETTER |= {"wer", "cer"}
 # Each line of the stored log starts with the pump's UTC stamp and a space (worker/logpump.py).
 STAMP_CHARS = len("2026-01-01T00:00:00.000000Z ")
 NON_METRIC_TYPES = ("tensorboard", "optimizer", "emetrics_file")
+# Where `type: tensorboard`'s `in:` may point (worker/tensorboard.py reads the event files).
+TENSORBOARD_ROOTS = ("$LOG_DIR", "$RESULT_DIR")
 
 
 class MetricSpecError(ValueError):
@@ -115,6 +120,33 @@ def read_log_patterns(top: dict[str, Any]) -> tuple[LogPattern, ...]:
     return tuple(patterns)
 
 
+def read_tensorboard_folder(top: dict[str, Any]) -> str:
+    """FfDL's `evaluation_metrics: {type: tensorboard, in: <folder>}`: the folder whose event
+    files are read, as `$LOG_DIR[/path]` or `$RESULT_DIR[/path]` (FfDL's `$JOB_STATE_DIR/logs`
+    is LOG_DIR); "" without one: event files are read anywhere under both."""
+    value = top.get("evaluation_metrics")
+    if not isinstance(value, dict) or value.get("type") != "tensorboard":
+        return ""
+    folder = value.get("in")
+    if folder is None:
+        return ""
+    where = "evaluation_metrics.in"
+    expected = (
+        "expected a folder under $LOG_DIR or $RESULT_DIR (FfDL's $JOB_STATE_DIR/logs is $LOG_DIR)"
+    )
+    if not isinstance(folder, str) or not folder.strip():
+        raise MetricSpecError(where, expected)
+    text = re.sub(r"\$\{(\w+)\}", r"$\1", folder.strip())
+    state_logs = "$JOB_STATE_DIR/logs"
+    if text == state_logs or text.startswith(f"{state_logs}/"):
+        text = "$LOG_DIR" + text[len(state_logs) :]
+    root, _, rest = text.partition("/")
+    parts = [part for part in rest.split("/") if part not in ("", ".")]
+    if root not in TENSORBOARD_ROOTS or ".." in parts:
+        raise MetricSpecError(where, f"{folder!r}: {expected}")
+    return "/".join([root, *parts])
+
+
 def _definitions(value: Any, path: str) -> list[LogPattern]:
     if not isinstance(value, list):
         raise MetricSpecError(path, "expected a list of {name, regex}")
@@ -158,7 +190,8 @@ def _evaluation_metrics(value: Any) -> list[LogPattern]:
     _known(value, path, ("type", "in", "line_lookahead", "linelookahead", "groups", "event_types"))
     kind = _text(value, "type", path)
     if kind in NON_METRIC_TYPES:
-        return []  # FfDL's other collectors: accepted, nothing read from the log
+        return []  # not from the log: tensorboard's event files (read_tensorboard_folder), or
+        # FfDL's other collectors, accepted and read as event files and JSON are anyway
     if kind != "regex_extractor":
         known = ", ".join(("regex_extractor", *NON_METRIC_TYPES))
         raise MetricSpecError(f"{path}.type", f"unknown type {kind!r} (known: {known})")

@@ -79,6 +79,8 @@ class Attempt:
     deferred: list = field(default_factory=list)
     execution: Execution | None = None
     uploaded_chunks: list[str] = field(default_factory=list)
+    # TensorBoard event files the metrics read, and their keys under the learner's folder.
+    event_files: list[tuple[Path, str]] = field(default_factory=list)
     stored_summary: str = ""
     failure: RunFailed | None = None
 

@@ -1,4 +1,5 @@
-"""Training metrics, collected while the command runs, from three places:
+"""Training metrics, collected while the command runs, from three places here and TensorBoard's
+event files (worker/tensorboard.py):
 
     the log           the manifest's regexes over each new line of the stored log file
     LOG_DIR           evaluation-metrics.txt, JSON lines the program appends (FfDL's form
@@ -245,6 +246,8 @@ class MetricsCollector(threading.Thread):
                     # At the end, the whole rest of the log (read in pieces).
                     while final and isinstance(source, LogSource) and source.offset != offset:
                         offset = source.offset
+                        found += source.read()
+                    while final and getattr(source, "unread", False):  # event files
                         found += source.read()
                 except Exception:  # a source's failure must not end the others
                     log.exception("metrics: %s failed", type(source).__name__)

@@ -28,6 +28,7 @@ from worker.attempt import note
 from worker.context import WorkerContext
 from worker.phases.store import store_results, unstored_dir, unstored_root
 from worker.rundirs import RunDirs
+from worker.tensorboard import TensorBoardSource, tensorboard_roots
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,13 @@ def serve(ctx: WorkerContext, run_id: str) -> str:
             raise FileNotFoundError(f"nothing is kept at {dirs.root} on {ctx.name} any more")
         store, bucket, where = _results_store(ctx, run)
         note(dirs, f"storing again, as {run.kept_results.get('requested_by')} asked", STORE_LOG)
-        stored = store_results(store, bucket, run_id, dirs.result, dirs.model_zip, dirs.log)
+        roots, named = tensorboard_roots(
+            run.manifest.get("tensorboard_in", ""), dirs.log, dirs.result
+        )
+        event_files = TensorBoardSource(roots, named).stored_keys()
+        stored = store_results(
+            store, bucket, run_id, dirs.result, dirs.model_zip, dirs.log, None, event_files
+        )
         took = time.monotonic() - began
         note(
             dirs,

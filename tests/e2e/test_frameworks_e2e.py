@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
@@ -140,3 +141,71 @@ def test_requirement_that_does_not_exist_fails_naming_it_with_uvs_output_stored(
     build_log = (results / run_id / "learner-1" / ENVIRONMENT_LOG).read_text()
     assert "uv pip install" in build_log  # the command, then uv's whole output
     assert missing in build_log and "No solution found" in build_log, build_log
+
+
+SUMMARY_WRITER = """
+import os, time
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+root = os.path.join(os.environ["LOG_DIR"], "tb")
+train, evaluation = SummaryWriter(f"{root}/train"), SummaryWriter(f"{root}/eval")
+torch.manual_seed(0)
+model, x = torch.nn.Linear(4, 1), torch.randn(256, 4)
+y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+for step in range(1, 41):
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    optimizer.zero_grad(); loss.backward(); optimizer.step()
+    train.add_scalar("loss", loss.item(), step)
+    print(f"step {step} loss {loss.item():.6f}", flush=True)
+    if step % 10 == 0:
+        evaluation.add_scalar("loss", loss.item() * 1.1, step)
+    if step == 20:  # half of it on disk; the test sees it while the run goes on
+        train.flush(); evaluation.flush()
+        time.sleep(6)
+train.close(); evaluation.close()
+"""
+
+
+def test_summarywriter_scalars_are_the_runs_metrics_live_and_stored_with_the_event_files(
+    stack, workers, buckets
+):
+    """A PyTorch program logging with SummaryWriter (tensorboard from its requirements.txt),
+    no metric declared: its scalars are the run's metrics while it runs and after."""
+    _, results = buckets
+    manifest = manifest_yaml(
+        "python3 train.py",
+        data_bucket="fw-data",
+        results_bucket="fw-results",
+        framework=("pytorch", "2.13"),
+    )
+    files = {"train.py": SUMMARY_WRITER, "requirements.txt": "tensorboard\n"}
+    run_id = submitted(stack, files, manifest)
+    url = f"{stack.api_url}/v3/models/{run_id}"
+    live, deadline = {}, time.monotonic() + 600
+    while time.monotonic() < deadline:
+        live = requests.get(f"{url}/metrics", headers=stack.headers(), timeout=10).json()
+        if live["state"] in ("COMPLETED", "FAILED") or "train/loss" in live.get("metrics", {}):
+            break
+        time.sleep(0.5)
+    assert live["state"] == "PROCESSING", live  # seen while the run went on
+    assert 1 <= live["metrics"]["train/loss"]["count"] <= 20
+    done = stack.wait_ended(run_id, timeout=120)
+    out = results / run_id
+    log = unstamped((out / TRAINING_LOG_KEY).read_text())
+    assert done["state"] == "COMPLETED", (done["status_message"], log[-2000:])
+    printed = {int(s): float(v) for s, v in re.findall(r"^step (\d+) loss (\S+)$", log, re.M)}
+    body = requests.get(f"{url}/metrics", headers=stack.headers(), timeout=10).json()
+    metrics = body["metrics"]
+    assert set(metrics) == {"train/loss", "eval/loss"}
+    train = [(p["step"], p["value"]) for p in metrics["train/loss"]["points"]]
+    assert [step for step, _ in train] == list(range(1, 41))
+    assert all(abs(value - printed[step]) < 1e-5 for step, value in train)
+    assert [p["step"] for p in metrics["eval/loss"]["points"]] == [10, 20, 30, 40]
+    assert metrics["train/loss"]["goal"] == "minimize"
+    assert metrics["train/loss"]["best"]["value"] == min(value for _, value in train)
+    shown = requests.get(url, headers=stack.headers(), timeout=10).json()
+    assert shown["metrics"]["train/loss"]["last"]["step"] == 40
+    stored = sorted(p.relative_to(out).parent.as_posix() for p in out.rglob("*tfevents*"))
+    assert stored == ["learner-1/tensorboard/eval", "learner-1/tensorboard/train"]

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from common.clock import iso, utcnow
-from common.manifest import ManifestError, parse_manifest
+from common.manifest import Manifest, ManifestError, parse_manifest
 from common.metrics import Point, RunMetrics, Series, read_jsonl
 from common.metricspec import goal_for
 from tests.conftest import manifest_yaml
@@ -120,9 +120,35 @@ def test_bad_metric_definitions_name_the_field(section, field):
     assert str(caught.value).startswith(field)
 
 
+@pytest.mark.parametrize(
+    "folder, kept",
+    [
+        ('"$JOB_STATE_DIR/logs/tb"', "$LOG_DIR/tb"),  # FfDL's own spelling of LOG_DIR
+        ('"${LOG_DIR}/tb/./runs/"', "$LOG_DIR/tb/runs"),
+        ("$RESULT_DIR", "$RESULT_DIR"),
+    ],
+)
+def test_ffdls_tensorboard_collector_names_the_folder_its_event_files_are_read_from(folder, kept):
+    manifest = parse_manifest(
+        manifest_yaml() + f"evaluation_metrics: {{type: tensorboard, in: {folder}}}"
+    )
+    assert manifest.log_patterns == () and manifest.tensorboard_in == kept
+    assert Manifest.from_dict(manifest.to_dict()).tensorboard_in == kept
+    assert parse_manifest(manifest_yaml()).tensorboard_in == ""  # read anywhere under both
+
+
+@pytest.mark.parametrize("folder", ["/var/log/tb", "$LOG_DIR/../../etc", "$HOME/tb", "''", "[a]"])
+def test_a_tensorboard_folder_outside_the_runs_folders_is_refused_naming_the_field(folder):
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(manifest_yaml() + f"evaluation_metrics: {{type: tensorboard, in: {folder}}}")
+    assert caught.value.field == "evaluation_metrics.in"
+    assert "expected a folder under $LOG_DIR or $RESULT_DIR" in str(caught.value)
+
+
 def test_other_ffdl_collectors_are_accepted_and_read_nothing_from_the_log():
-    tensorboard = 'evaluation_metrics: {type: tensorboard, in: "$JOB_STATE_DIR/logs/tb"}'
-    assert parse_manifest(manifest_yaml() + tensorboard).log_patterns == ()
+    for kind in ("optimizer", "emetrics_file"):
+        section = f'evaluation_metrics: {{type: {kind}, in: "$JOB_STATE_DIR/logs/tb"}}'
+        assert parse_manifest(manifest_yaml() + section).log_patterns == ()
 
 
 def test_goals_by_name():

@@ -15,6 +15,7 @@ from worker.metrics import (
 )
 from worker.patience import patiently
 from worker.pipeline import Hook
+from worker.tensorboard import TensorBoardSource, tensorboard_roots
 
 
 class CollectMetrics(Hook):
@@ -26,8 +27,11 @@ class CollectMetrics(Hook):
             attempt.manifest.log_patterns, dirs.log_file, settings.metrics_regex_seconds
         )
         self.json_source = JsonLinesSource(dirs.log / EMETRICS_FILE)
+        roots, named = tensorboard_roots(attempt.manifest.tensorboard_in, dirs.log, dirs.result)
+        self.tensorboard = TensorBoardSource(roots, named)
+        sources = (self.log_source, self.json_source, ValDictSource(dirs.result / VAL_DICT_FILE))
         self.collector = MetricsCollector(
-            (self.log_source, self.json_source, ValDictSource(dirs.result / VAL_DICT_FILE)),
+            (*sources, self.tensorboard),
             dirs.log / METRICS_FILE,
             self.store,
             settings.metrics_max_points,
@@ -40,6 +44,8 @@ class CollectMetrics(Hook):
     def after(self, attempt: Attempt) -> None:
         attempt.start_deferred()
         self.collector.close()
+        self.tensorboard.close()
+        attempt.event_files = self.tensorboard.stored_keys()
         self.store.close(attempt.settings.retention_seconds)
         summaries = self.collector.summaries()
         counts = {
@@ -47,6 +53,7 @@ class CollectMetrics(Hook):
             "metric_points_dropped": self.collector.dropped_points,
             "metric_regex_timeouts": self.log_source.timeouts,
             "metric_bad_lines": self.json_source.bad_lines,
+            "metric_bad_event_files": self.tensorboard.broken_files,
         }
         attempt.usage.update({k: v for k, v in counts.items() if v})
         if summaries:

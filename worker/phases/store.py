@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from common import stats
@@ -128,6 +129,7 @@ def _store_with_retries(attempt: Attempt):
                 attempt.model_zip,
                 dirs.log,
                 attempt.transfer,
+                attempt.event_files,
             )
         except StorageError as exc:
             if exc.user_fault or tries == STORE_ATTEMPTS:
@@ -146,11 +148,14 @@ def store_results(
     model_zip: Path,
     log_dir: Path,
     progress: TransferProgress | None = None,
+    event_files: Sequence[tuple[Path, str]] = (),
 ) -> TransferStats:
-    """RESULT_DIR under `<run-id>/`, the zip and the run's logs where common/layout.py says."""
+    """RESULT_DIR under `<run-id>/`, the zip and the run's logs where common/layout.py says,
+    and the TensorBoard `event_files` at their keys in the learner's folder."""
     stats = store.upload_dir(result_dir, bucket, run_id, progress)
     files = [(model_zip, SUBMITTED_CODE_KEY)]
     files += [(log_dir / name, learner_key(name)) for name in (*RUN_LOGS, EMETRICS_FILE)]
+    files += [(path, learner_key(key)) for path, key in event_files]
     for src, key in files:
         if src.exists():
             store.put_file(src, bucket, run_key(run_id, key))
