@@ -268,19 +268,26 @@ def _metric_text(name: str, summary: dict) -> str:
 
 @verb(
     "metrics",
-    "a run's training metrics: last, best and step of each (from its log and files)",
-    RUN_ID,
+    "a run's training metrics (last, best and step of each), or several runs' side by side",
+    arg("run_id", metavar="ID", nargs="+", help="the run's Model-ID; several: compared"),
     arg("--name", help="only this metric, with its points"),
     arg("--since", type=int, default=0, help="points from this step on (with --name)"),
 )
 def _metrics(client: DlaasClient, args, out: Printer) -> int:
     """A table of the run's metrics (each one's last and best value, and their steps), live
-    while it runs; with --name, that metric's points too. --json gives the points of all."""
-    answer = client.metrics(args.run_id, args.name, args.since)
+    while it runs; with --name, that metric's points too. --json gives the points of all.
+    Several runs: each metric's last and best of every run side by side; with --name, that
+    metric's value at each step, a column a run."""
+    answers = [client.metrics(run_id, args.name, args.since) for run_id in args.run_id]
+    if len(answers) > 1:
+        out.data({"runs": answers})
+        _compared(args.run_id, answers, args.name, out)
+        return 0
+    answer = answers[0]
     out.data(answer)
     series = answer["metrics"]
     if not series:
-        out.say(f"No metrics for {args.run_id} yet ({cli_name(answer['state'])}).")
+        out.say(f"No metrics for {args.run_id[0]} yet ({cli_name(answer['state'])}).")
         return 0
     width = max(len(n) for n in series) + 2
     out.say(f"{'metric':<{width}}{'last':>12}{'step':>8}{'best':>12}{'step':>8}  {'goal':<9}points")
@@ -296,6 +303,40 @@ def _metrics(client: DlaasClient, args, out: Printer) -> int:
         for point in series[args.name]["points"]:
             out.say(f"{point['step']:>8}  {point['value']:>12.6g}  {iso_seconds(point['time'])}")
     return 0
+
+
+def _compared(run_ids: Sequence[str], answers: list[dict], name: str | None, out: Printer) -> None:
+    """Runs side by side: per metric, each run's `last (step) / best (step)`; with `name`,
+    that metric's value at each step any of them has, a column a run ("-": none there)."""
+    column = max(24, *(len(r) + 2 for r in run_ids))
+    names = sorted({n for answer in answers for n in answer["metrics"]})
+    if not names:
+        out.say("No metrics for these runs yet.")
+        return
+    if name is None:
+        width = max(len(n) for n in names) + 2
+        out.say(f"{'metric':<{width}}" + "".join(f"{r:>{column}}" for r in run_ids))
+        for metric in names:
+            cells = [_last_best(answer["metrics"].get(metric)) for answer in answers]
+            out.say(f"{metric:<{width}}" + "".join(f"{c:>{column}}" for c in cells))
+        out.say("(each: last value (its step) / best value (its step))")
+        return
+    by_step = [{p["step"]: p["value"] for p in a["metrics"].get(name, {}).get("points", [])}
+               for a in answers]  # fmt: skip
+    out.say(f"{'step':>8}" + "".join(f"{r:>{column}}" for r in run_ids))
+    for step in sorted(set().union(*by_step)):
+        cells = [f"{values[step]:.6g}" if step in values else "-" for values in by_step]
+        out.say(f"{step:>8}" + "".join(f"{c:>{column}}" for c in cells))
+
+
+def _last_best(summary: dict | None) -> str:
+    if not summary:
+        return "-"
+    last, best = summary.get("last") or {}, summary.get("best") or {}
+    return (
+        f"{last.get('value', 0):.4g} ({last.get('step')}) / {best.get('value', 0):.4g} "
+        f"({best.get('step')})"
+    )
 
 
 @verb(

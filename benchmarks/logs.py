@@ -12,7 +12,10 @@
    Prints the times, their ratios, and checks the stored training-log.txt holds exactly N
    lines, in order. In print mode, also the same command through the service with three
    metric regexes declared (every 100th line a metric line, matched by all three), in the
-   same rounds: the metrics' cost on the command, and every metric point counted.
+   same rounds: the metrics' cost on the command, and every metric point counted; and the
+   same command while the worker reads 100,000 TensorBoard scalars (an event file written
+   here by tensorboard's own writer, copied into the run's LOG_DIR just before it prints):
+   their cost on the command (the reader takes at most 0.2 s of CPU a poll), every point read.
 2. A command printing a line every 20 ms (plain print, no flush), each carrying its print
    time, is followed with
    `logs --follow` (server-sent events); prints the median and 95th percentile of the delay
@@ -126,8 +129,27 @@ def wait_done(client: DlaasClient, run_id: str, timeout: float = 900) -> dict:
     raise RuntimeError(f"{run_id} did not end")
 
 
-def _service_run(client: DlaasClient, submit, home: Path, args, metrics: bool):
-    run_id = submit(" ".join(["python3 emit.py", str(args.lines), *MODE]), metrics)
+TENSORBOARD_SCALARS = 100_000
+EVENT_FILE = "events.out.tfevents.1.bench"
+WITH_EVENTS = f"mkdir -p $LOG_DIR/tb && cp {EVENT_FILE} $LOG_DIR/tb/ && "
+
+
+def write_event_file(path: Path, scalars: int) -> None:
+    """`scalars` points of one series, as SummaryWriter writes them (simple_value)."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    writer = EventFileWriter(str(path.parent), max_queue_size=1000, filename_suffix=".w")
+    for step in range(scalars):
+        value = summary_pb2.Summary.Value(tag="loss", simple_value=1 / (step + 1))
+        summary = summary_pb2.Summary(value=[value])
+        writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+    writer.close()
+    next(path.parent.glob("*tfevents*.w")).rename(path)
+
+
+def _service_run(client: DlaasClient, submit, home: Path, args, metrics: bool, before=""):
+    run_id = submit(before + " ".join(["python3 emit.py", str(args.lines), *MODE]), metrics)
     run = wait_done(client, run_id)
     if run["state"] != "COMPLETED":
         raise RuntimeError(f"{run_id}: {run['status_message']}")
@@ -155,8 +177,11 @@ def measure_overhead(home: Path, client: DlaasClient, submit, args) -> dict:
     with_regexes = MODE == ["print"]
     if with_regexes:
         MODE.append("metrics")  # every run of this mode prints the metric lines
-    times: dict[str, list[float]] = {"service": [], "regexes": [], "baseline": [], "pipe": []}
+    times: dict[str, list[float]] = {
+        "service": [], "regexes": [], "tensorboard": [], "baseline": [], "pipe": []
+    }  # fmt: skip
     points: list[int] = []
+    scalars: list[int] = []
     for _ in range(args.repeat):
         _, results, took = _service_run(client, submit, home, args, metrics=False)
         times["service"].append(took)
@@ -165,6 +190,9 @@ def measure_overhead(home: Path, client: DlaasClient, submit, args) -> dict:
             times["regexes"].append(took)
             found = client.metrics(run_id)["metrics"]
             points.append(min((found.get(n) or {}).get("count", 0) for n in ("loss", "acc", "lr")))
+            run_id, _, took = _service_run(client, submit, home, args, False, WITH_EVENTS)
+            times["tensorboard"].append(took)
+            scalars.append(client.metrics(run_id)["metrics"]["loss"]["count"])
         times["baseline"].append(devnull_run(home, args.lines))
         times["pipe"].append(bare_pipe_run(home, args.lines))
     out = {key + "s": values for key, values in times.items()}
@@ -177,6 +205,7 @@ def measure_overhead(home: Path, client: DlaasClient, submit, args) -> dict:
             regex_results / TRAINING_LOG_KEY
         )
         out["points"] = points
+        out["scalars"] = scalars
         MODE.remove("metrics")
     return out
 
@@ -203,6 +232,8 @@ def main() -> int:
         with zipfile.ZipFile(model, "w") as archive:
             archive.writestr("emit.py", EMIT)
             archive.writestr("tick.py", TICK)
+            write_event_file(home / EVENT_FILE, TENSORBOARD_SCALARS)
+            archive.write(home / EVENT_FILE, EVENT_FILE)
 
         def submit(command: str, metrics: bool = False) -> str:
             manifest = home / "manifest.yml"
@@ -276,6 +307,16 @@ def main() -> int:
             print(
                 f"  with regexes: stored log {o['regex_count']} lines, metric points per "
                 f"series {o['points']} of {expected}: {'all kept' if ok else 'NOT all kept'}"
+            )
+        if "tensorboard" in o:
+            ok = all(count == TENSORBOARD_SCALARS for count in o["scalars"])
+            complete = complete and ok
+            print(
+                f"  {'service, TensorBoard read:':30s} median {o['tensorboard']:6.2f} s  "
+                f"({', '.join(f'{s:.2f}' for s in o['tensorboards'])}); "
+                f"vs without {o['tensorboard'] / o['service']:.2f}; "
+                f"points {o['scalars']} of {TENSORBOARD_SCALARS}: "
+                f"{'all read' if ok else 'NOT all read'}"
             )
         print(
             f"  ratio service / bare pipe:     {o['service'] / o['pipe']:6.2f} "

@@ -24,7 +24,7 @@ from playwright.sync_api import expect
 from common import keys
 from common import study as studies
 from common.experiment import parse_experiment
-from tests.conftest import ROOT, manifest_yaml
+from tests.conftest import ROOT, make_zip, manifest_yaml
 from tests.e2e.test_cli_e2e import dlaas
 
 pytestmark = pytest.mark.integration
@@ -275,6 +275,71 @@ def test_a_hopeless_trial_is_stopped_early_by_the_median_rule(sweep_stack, prune
         earlier.append(next(p["value"] for p in series if p["step"] == step))
     assert median == pytest.approx(statistics.median(earlier), rel=1e-5)
     assert value < median
+
+
+TENSORBOARD_TRIAL = """
+import os, sys, time
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+quality = float(sys.argv[1])
+writer = EventFileWriter(os.path.join(os.environ["LOG_DIR"], "tb"))
+for step in range(1, 9):
+    value = summary_pb2.Summary.Value(tag="accuracy", simple_value=quality * step / 8)
+    summary = summary_pb2.Summary(value=[value])
+    writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+    writer.flush()
+    time.sleep(0.4)
+writer.close()
+"""
+
+
+def test_a_tensorboard_scalar_is_an_experiments_objective_and_the_pruner_acts_on_it(sweep_stack):
+    """Trials that report only through TensorBoard event files: their scalar is the objective,
+    the leaderboard ranks by it, and the median rule stops the hopeless third."""
+    stack = sweep_stack
+    qualities = [{"name": "quality", "double_values": [0.9, 0.8, 0.1]}]
+    seed = next(s for s in range(100) if grid_order(qualities, s)[-1] == {"quality": 0.1})
+    hpo = {
+        "method": {
+            "name": "grid",
+            "parameters": [
+                {"name": "objective", "string_value": "accuracy"},
+                {"name": "maximize_or_minimize", "string_value": "maximize"},
+            ],
+        },
+        "hyper_parameters": qualities,
+        "max_concurrent_trials": 1,
+        "early_stopping": {"method": "median", "startup_trials": 2, "warmup_steps": 1},
+        "seed": seed,
+    }
+    answer = requests.post(
+        f"{stack.api_url}/v3/experiments",
+        files={
+            "model_definition": (
+                "tb.zip",
+                make_zip({"tb.py": TENSORBOARD_TRIAL, "requirements.txt": "tensorboard\n"}),
+            ),
+            "manifest": ("m.yml", manifest_yaml("python3 tb.py ${quality}", name="tb-trial")),
+            "experiment": (
+                "e.yml",
+                yaml.safe_dump({"name": "tb-sweep", "hyper_parameters_optimization": hpo}),
+            ),
+        },  # fmt: skip
+        headers=stack.headers(),
+        timeout=10,
+    )
+    assert answer.status_code == 201, answer.text
+    final = wait_experiment(stack, answer.json()["experiment_id"])
+    assert final["state"] == "COMPLETED", final["status_message"]
+    by_quality = {e["values"]["quality"]: e for e in final["leaderboard"]}
+    assert by_quality[0.9]["state"] == by_quality[0.8]["state"] == "completed"
+    assert by_quality[0.9]["objective"] == pytest.approx(0.9)  # step 8's, as written
+    assert final["leaderboard"][0]["values"] == {"quality": 0.9}
+    hopeless = by_quality[0.1]
+    assert hopeless["state"] == "pruned", hopeless
+    message = run_of(stack, hopeless["run_id"])["status_message"]
+    assert message.startswith("stopped early: accuracy "), message
 
 
 def test_the_experiment_page_shows_the_leaderboard_every_trials_curve_and_the_stopped_one(

@@ -162,6 +162,56 @@ def test_cli_metrics_table_json_and_show(stack, example_run):
     ), shown.stdout
 
 
+SECOND = """
+import json, os
+with open(os.path.join(os.environ["LOG_DIR"], "evaluation-metrics.txt"), "a") as f:
+    for epoch in (1, 2, 3):
+        f.write(json.dumps({"epoch": epoch, "test_loss": 3.0 / epoch}) + "\\n")
+"""
+
+
+def test_cli_metrics_compares_runs_side_by_side_and_refuses_another_users(stack, example_run):
+    run_id, _, _, records = example_run
+    answer = requests.post(
+        f"{stack.api_url}/v3/models",
+        files={
+            "model_definition": ("m.zip", make_zip({"second.py": SECOND})),
+            "manifest": ("m.yml", manifest_yaml("python3 second.py")),
+        },
+        headers=stack.headers(),
+        timeout=10,
+    )
+    second = answer.json()["model_id"]
+    assert stack.wait_ended(second)["state"] == "COMPLETED"
+    table = dlaas(stack, "metrics", run_id, second)
+    assert table.returncode == 0, table.stderr
+    assert re.split(r"\s+", table.stdout.splitlines()[0].strip()) == ["metric", run_id, second]
+    best = min(records, key=lambda r: r["test_loss"])
+    row = next(line for line in table.stdout.splitlines() if line.startswith("test_loss "))
+    assert row.split()[1:] == [
+        f"{records[-1]['test_loss']:.4g}", f"({EPOCHS})", "/", f"{best['test_loss']:.4g}",
+        f"({best['epoch']})", "1", "(3)", "/", "1", "(3)",
+    ]  # fmt: skip
+    assert re.search(r"^val_accuracy\s+\S+ \(\d+\) / \S+ \(\d+\)\s+-$", table.stdout, re.M)
+    steps = dlaas(stack, "metrics", run_id, second, "--name", "test_loss")
+    rows = [line.split() for line in steps.stdout.splitlines()[1:]]
+    by_epoch = {r["epoch"]: r["test_loss"] for r in records}
+    assert rows == [
+        [
+            str(e),
+            f"{by_epoch[e]:.6g}" if e in by_epoch else "-",
+            f"{3.0 / e:.6g}" if e <= 3 else "-",
+        ]
+        for e in sorted({*by_epoch, 1, 2, 3})
+    ]
+    as_json = json.loads(dlaas(stack, "metrics", run_id, second, "--json").stdout)
+    assert [r["metrics"]["test_loss"]["count"] for r in as_json["runs"]] == [EPOCHS, 3]
+    # Another user's run: not there for this one, as for `show`.
+    refused = dlaas(stack, "metrics", run_id, second, user="bob")
+    assert refused.returncode != 0
+    assert refused.stderr == f"no training run '{run_id}' (HTTP 404)\n", refused.stderr
+
+
 LIVE = """
 import json, os, time
 print("step 1 loss=0.75", flush=True)
