@@ -93,6 +93,41 @@ def run(run_id: str):
     )
 
 
+MAX_COMPARED = 10
+
+
+@bp.get("/compare")
+def compare():
+    """Runs side by side: `?runs=ID,ID,...` (the selection, in the address to share it). A run
+    that is missing or another user's answers the 404 page naming it, as its own page does."""
+    services = current_services()
+    run_ids = [r for r in request.args.get("runs", "").split(",") if r]
+    if not 2 <= len(set(run_ids)) <= MAX_COMPARED:
+        return _page(
+            "missing.html",
+            owned=(lambda: None, f"compare: 2 to {MAX_COMPARED} runs, as ?runs=ID,ID,..."),
+        )
+
+    def first_missing():
+        for run_id in run_ids:
+            run = services.runs.get(run_id) if is_run_id(run_id) else None
+            if run is None or not _visible(run.user):
+                return run_id
+        return None
+
+    missing = first_missing()
+    return _page(
+        "compare.html",
+        owned=(lambda: None, f"no training run {missing!r}") if missing else None,
+        run_ids=",".join(dict.fromkeys(run_ids)),
+    )
+
+
+def _visible(owner: str) -> bool:
+    found = _signed_in()
+    return found is not None and (found[1].user == owner or found[1].admin)
+
+
 @bp.get("/experiments/")
 def experiments():
     return _page("experiments.html")

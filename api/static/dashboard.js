@@ -97,38 +97,58 @@ function every(ms, work) {
 
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"];
 
-// One uPlot chart: x = step, a series per entry of `lines` ({label, points: [{step, value}]}).
-function lineChart(holder, title, lines) {
-  const steps = [...new Set(lines.flatMap((l) => l.points.map((p) => p.step)))].sort((a, b) => a - b);
-  const index = new Map(steps.map((s, i) => [s, i]));
-  const data = [steps];
+// Integer steps get integer ticks only (1, 2, 5, 10, ...): no "step 2.5".
+const INTEGER_STEPS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8].map((p) => m * p)).sort((a, b) => a - b);
+
+// One uPlot chart: x = step (or `axis: "time"`, the wall time each point was seen), a series
+// per entry of `lines` ({label, points: [{step, value, time}], color?, bold?, dashed?}).
+function lineChart(holder, title, lines, axis = "step") {
+  const xOf = axis === "time" ? (p) => Date.parse(p.time) / 1000 : (p) => p.step;
+  const xs = [...new Set(lines.flatMap((l) => l.points.map(xOf)))].sort((a, b) => a - b);
+  const index = new Map(xs.map((s, i) => [s, i]));
+  const data = [xs];
   for (const line of lines) {
-    const ys = new Array(steps.length).fill(null);
-    for (const p of line.points) ys[index.get(p.step)] = p.value;
+    const ys = new Array(xs.length).fill(null);
+    for (const p of line.points) ys[index.get(xOf(p))] = p.value;
     data.push(ys);
   }
+  const integers = axis === "step" && xs.every(Number.isInteger);
   const width = Math.max(260, Math.min(holder.clientWidth || 440, 440));
   const options = {
     title,
     width,
     height: 240,
-    scales: { x: { time: false } },
-    axes: [{ label: "step" }, {}],
+    scales: { x: { time: axis === "time" } },
+    axes: [{ label: axis === "time" ? "wall time" : "step", ...(integers ? { incrs: INTEGER_STEPS } : {}) }, {}],
     series: [
-      { label: "step" },
+      { label: axis === "time" ? "time" : "step" },
       ...lines.map((line, i) => ({
         label: line.label,
-        stroke: PALETTE[i % PALETTE.length],
+        stroke: line.color || PALETTE[i % PALETTE.length],
         width: line.bold ? 3 : 1.5,
         dash: line.dashed ? [6, 4] : undefined,
         spanGaps: true,
-        points: { show: steps.length < 60 },
+        points: { show: xs.length < 60 },
       })),
     ],
   };
-  const box = el("figure", { class: "chart", "data-metric": title, "data-points": String(steps.length) });
+  const counts = lines.map((l) => l.points.length).join(",");
+  const box = el("figure", { class: "chart", "data-metric": title, "data-points": String(xs.length), "data-line-points": counts, "data-axis": axis });
   holder.append(box);
   return new uPlot(options, data, box);
+}
+
+// The page's "by step" / "by wall time" buttons: `draw(axis)` redraws with the chosen one.
+function axisSwitch(draw) {
+  let axis = "step";
+  for (const button of document.querySelectorAll(".axis-switch button")) {
+    button.addEventListener("click", () => {
+      axis = button.dataset.axis;
+      for (const b of document.querySelectorAll(".axis-switch button")) b.setAttribute("aria-pressed", String(b === button));
+      draw(axis);
+    });
+  }
+  return () => axis;
 }
 
 // A list read `limit` rows at a time and polled every `ms`, with its Newer and Older buttons:
@@ -181,11 +201,24 @@ function runsPage() {
     return page.next_offset;
   }
 
+  // The runs chosen to compare, kept while the list refreshes; the button opens them.
+  const chosen = new Set();
+  const compare = document.getElementById("compare");
+  const showChosen = () => {
+    compare.disabled = chosen.size < 2 || chosen.size > 10;
+    compare.textContent = chosen.size ? `Compare ${chosen.size} selected` : "Compare selected";
+  };
+  compare.addEventListener("click", () => location.assign(`/ui/compare?runs=${[...chosen].join(",")}`));
+  showChosen();
+
   function runRow(run) {
     const reason = run.state === "FAILED" ? `${run.error_code || ""} ${run.status_message || ""}`.trim() : "";
+    const box = el("input", { type: "checkbox", "aria-label": `compare ${run.model_id}`, checked: chosen.has(run.model_id) });
+    box.addEventListener("change", () => { box.checked ? chosen.add(run.model_id) : chosen.delete(run.model_id); showChosen(); });
     return el(
       "tr",
       { "data-run-id": run.model_id },
+      el("td", {}, box),
       el("td", {}, el("a", { href: `/ui/runs/${run.model_id}`, text: run.name || run.model_id }),
         el("div", { class: "muted small", text: run.model_id }),
         run.experiment ? el("div", { class: "small" }, el("a", { href: `/ui/experiments/${run.experiment.id}`, text: `trial ${run.experiment.trial}` })) : null),
@@ -207,29 +240,56 @@ function runsPage() {
 
 // -- a run ----------------------------------------------------------------------------------
 
-const USAGE = {
-  peak_rss_bytes: ["Peak memory", bytes],
-  cpu_seconds: ["CPU time", duration],
-  gpu_utilization_mean: ["GPU utilisation, mean", (v) => `${v}%`],
-  gpu_utilization_max: ["GPU utilisation, peak", (v) => `${v}%`],
-  gpu_memory_peak_bytes: ["GPU memory, peak", bytes],
-  staged_objects: ["Staged objects", String],
-  staged_bytes: ["Staged bytes", bytes],
-  staging_seconds: ["Staging took", duration],
-  stored_objects: ["Stored objects", String],
-  stored_bytes: ["Stored bytes", bytes],
-  storing_seconds: ["Storing took", duration],
-  environment_seconds: ["Environment ready in", duration],
-};
+// What a run used, in words with units, by the part of its life it belongs to.
+const USAGE_GROUPS = [
+  ["Staging", {
+    staged_objects: ["Objects staged", (v) => `${v} objects`],
+    staged_bytes: ["Bytes staged", bytes],
+    cached_objects: ["From the node's cache", (v) => `${v} objects`],
+    cached_bytes: ["From the node's cache, bytes", bytes],
+    fetched_objects: ["From the store", (v) => `${v} objects`],
+    fetched_bytes: ["From the store, bytes", bytes],
+    staging_seconds: ["Staging took", duration],
+    staging_cpu_seconds: ["Staging's CPU time", duration],
+  }],
+  ["Environment", {
+    environment_seconds: ["Environment ready in", duration],
+  }],
+  ["Execution", {
+    peak_rss_bytes: ["Peak memory", bytes],
+    cpu_seconds: ["CPU time", duration],
+    gpu_utilization_mean: ["GPU utilisation, mean", (v) => `${v} %`],
+    gpu_utilization_max: ["GPU utilisation, peak", (v) => `${v} %`],
+    gpu_memory_peak_bytes: ["GPU memory, peak", bytes],
+    metric_points: ["Metric points", (v) => `${v} points`],
+    metric_points_dropped: ["Metric points dropped", (v) => `${v} points`],
+  }],
+  ["Storing", {
+    stored_objects: ["Objects stored", (v) => `${v} objects`],
+    stored_bytes: ["Bytes stored", bytes],
+    storing_seconds: ["Storing took", duration],
+  }],
+];
 
 function usageFacts(usage) {
   const facts = [];
-  for (const [key, value] of Object.entries(usage || {})) {
-    const [label, format] = USAGE[key] || [key.replaceAll("_", " "), String];
-    facts.push(el("dt", { text: label }), el("dd", { "data-usage": key, text: format(value) }));
+  const shown = new Set();
+  for (const [group, labels] of USAGE_GROUPS) {
+    const rows = Object.entries(labels).filter(([key]) => usage?.[key] !== undefined);
+    if (!rows.length) continue;
+    facts.push(el("dt", { class: "group", "data-group": group.toLowerCase(), text: group }), el("dd", { class: "group" }));
+    for (const [key, [label, format]] of rows) {
+      facts.push(el("dt", { text: label }), el("dd", { "data-usage": key, text: format(usage[key]) }));
+      shown.add(key);
+    }
+    if (group === "Staging" && usage?.staged_bytes && usage?.staging_seconds) {
+      facts.push(el("dt", { text: "Staging rate" }), el("dd", { text: `${bytes(usage.staged_bytes / usage.staging_seconds)}/s` }));
+    }
   }
-  if (usage?.staged_bytes && usage?.staging_seconds) {
-    facts.push(el("dt", { text: "Staging rate" }), el("dd", { text: `${bytes(usage.staged_bytes / usage.staging_seconds)}/s` }));
+  const rest = Object.entries(usage || {}).filter(([key]) => !shown.has(key));
+  if (rest.length) facts.push(el("dt", { class: "group", text: "Other" }), el("dd", { class: "group" }));
+  for (const [key, value] of rest) {
+    facts.push(el("dt", { text: key.replaceAll("_", " ") }), el("dd", { "data-usage": key, text: String(value) }));
   }
   return facts.length ? facts : [el("dd", { class: "muted", text: "Nothing measured yet." })];
 }
@@ -307,19 +367,27 @@ function runPage() {
     return !terminal;
   }
 
+  let shownMetrics = {};
+  const axis = axisSwitch(() => drawMetrics());
+
   async function loadMetrics() {
     const answer = await api(`/v3/models/${runId}/metrics`);
     const key = JSON.stringify(Object.values(answer.metrics).map((m) => [m.count, m.last?.step]));
     if (key === lastMetrics) return;
     lastMetrics = key;
+    shownMetrics = answer.metrics;
+    drawMetrics();
+  }
+
+  function drawMetrics() {
     const charts = document.getElementById("charts");
     charts.replaceChildren();
-    const names = Object.keys(answer.metrics);
+    const names = Object.keys(shownMetrics);
     document.getElementById("metrics-none").hidden = names.length > 0;
     for (const name of names) {
-      const metric = answer.metrics[name];
+      const metric = shownMetrics[name];
       const best = metric.best ? `; best ${metric.best.value} at step ${metric.best.step}` : "";
-      lineChart(charts, `${name} (${metric.goal || "-"}${best})`, [{ label: name, points: metric.points }]);
+      lineChart(charts, `${name} (${metric.goal || "-"}${best})`, [{ label: name, points: metric.points }], axis());
     }
   }
 
@@ -407,6 +475,10 @@ function experimentPage() {
         el("td", { text: t.objective_step ?? "-" }),
         el("td", {}, t.best ? el("strong", { class: "best-mark", text: "★ best" }) : early ? el("span", { class: "early-mark", text: "stopped early" }) : null));
     }));
+    const trialRuns = x.leaderboard.map((t) => t.run_id).slice(0, 10);
+    const link = document.getElementById("compare-trials");
+    link.hidden = trialRuns.length < 2;
+    link.href = `/ui/compare?runs=${trialRuns.join(",")}`;
     const key = JSON.stringify(x.leaderboard.map((t) => [t.trial, t.state, t.objective_step]));
     if (key !== drawn) {
       drawn = key;
@@ -432,6 +504,78 @@ async function drawCurves(x) {
   charts.replaceChildren();
   document.getElementById("curves-none").hidden = lines.length > 0;
   if (lines.length) lineChart(charts, `${x.objective} by trial`, lines);
+}
+
+// -- runs compared -----------------------------------------------------------------------------
+
+// The manifest as dotted paths and their values (`training_data.bucket`), to find what differs.
+function flatten(value, prefix = "", out = {}) {
+  if (value && typeof value === "object" && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
+  } else {
+    out[prefix] = Array.isArray(value) ? JSON.stringify(value) : String(value ?? "");
+  }
+  return out;
+}
+
+function comparePage() {
+  const ids = document.body.dataset.runIds.split(",");
+  const color = (i) => PALETTE[i % PALETTE.length];
+  let runs = [], answers = [], drawn = "";
+  const axis = axisSwitch(() => draw());
+
+  function differences() {
+    const head = document.querySelector("#differences thead tr");
+    head.replaceChildren(el("th", { text: "" }), ...runs.map((run, i) => el("th", { "data-run-id": run.model_id },
+      el("span", { class: "swatch", style: `background: ${color(i)}` }), " ",
+      el("a", { href: `/ui/runs/${run.model_id}`, text: run.name || run.model_id }),
+      el("div", { class: "muted small", text: run.model_id }))));
+    const fixed = [
+      ["Framework", (r) => `${r.framework.name} ${r.framework.version}`],
+      ["Size", (r) => `${r.resource} (${r.gpu_count} GPU)`],
+      ["Command", (r) => r.command],
+      ["Hyperparameters", (r) => Object.entries(r.experiment?.values || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "-"],
+      ["State", (r) => r.state.toLowerCase()],
+    ];
+    const rows = fixed.map(([label, of]) => [label, runs.map(of)]);
+    const flat = runs.map((r) => flatten(r.manifest));
+    const paths = [...new Set(flat.flatMap(Object.keys))].sort();
+    for (const path of paths) {
+      if (["execution.command", "execution.resource", "framework.name", "framework.version"].includes(path)) continue;
+      const values = flat.map((f) => f[path] ?? "-");
+      if (new Set(values).size > 1) rows.push([`manifest ${path}`, values]);
+    }
+    const names = [...new Set(answers.flatMap((a) => Object.keys(a.metrics)))].sort();
+    for (const name of names) {
+      rows.push([`${name}, last`, answers.map((a) => a.metrics[name]?.last ? `${a.metrics[name].last.value} (step ${a.metrics[name].last.step})` : "-")]);
+      rows.push([`${name}, best`, answers.map((a) => a.metrics[name]?.best ? `${a.metrics[name].best.value} (step ${a.metrics[name].best.step})` : "-")]);
+    }
+    document.querySelector("#differences tbody").replaceChildren(...rows.map(([label, values]) => el("tr",
+      { class: new Set(values).size > 1 ? "differs" : null, "data-row": label },
+      el("th", { text: label }), ...values.map((v) => el("td", { text: v })))));
+  }
+
+  function draw() {
+    const charts = document.getElementById("charts");
+    charts.replaceChildren();
+    const names = [...new Set(answers.flatMap((a) => Object.keys(a.metrics)))].sort();
+    document.getElementById("metrics-none").hidden = names.length > 0;
+    for (const name of names) {
+      // Every run a line in every chart, in the same colour: one with no such metric stays empty.
+      lineChart(charts, name, runs.map((run, i) => ({
+        label: `${run.name || run.model_id} (${run.model_id})`, color: color(i), points: answers[i].metrics[name]?.points || [],
+      })), axis());
+    }
+  }
+
+  every(POLL_MS, async () => {
+    runs = await Promise.all(ids.map((id) => api(`/v3/models/${id}`)));
+    answers = await Promise.all(ids.map((id) => api(`/v3/models/${id}/metrics`)));
+    differences();
+    const key = JSON.stringify(answers.map((a) => Object.values(a.metrics).map((m) => [m.count, m.last?.step])));
+    if (key !== drawn) { drawn = key; draw(); }
+    return runs.some((r) => !["COMPLETED", "FAILED", "HALTED"].includes(r.state));
+  });
 }
 
 // -- the fleet ------------------------------------------------------------------------------
@@ -461,5 +605,5 @@ function fleetPage() {
   });
 }
 
-const PAGES = { runs: runsPage, run: runPage, experiments: experimentsPage, experiment: experimentPage, fleet: fleetPage };
+const PAGES = { runs: runsPage, run: runPage, experiments: experimentsPage, experiment: experimentPage, compare: comparePage, fleet: fleetPage };
 if (PAGES[PAGE]) PAGES[PAGE]();

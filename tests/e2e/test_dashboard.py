@@ -340,3 +340,68 @@ def test_a_narrow_window_shows_the_run_page_without_sideways_scrolling(
     assert wide <= 390, wide  # the tables scroll inside their own box; the page does not
     expect(page.locator("#run-state")).to_have_text("completed")  # a word, not only a colour
     visitor.shot("run-narrow")
+
+
+def _metric_run(stack, steps: int, scale: int) -> str:
+    """A run whose program reports `loss` (scale*100/step) at steps 1..steps (JSON lines)."""
+    command = (
+        f"for s in $(seq 1 {steps}); do "
+        f'echo "{{\\"step\\": $s, \\"loss\\": $(( {scale} * 100 / s ))}}" '
+        ">> $LOG_DIR/evaluation-metrics.txt; done"
+    )
+    return stack.submit(manifest_yaml(command=command, name=f"compare-{scale}"))
+
+
+def test_runs_compared_side_by_side_from_the_runs_list_and_by_a_shared_address(
+    visit, stack, workers
+):
+    stack.bucket("data"), stack.bucket("results")
+    counts = {5: 1, 3: 2, 4: 3}  # steps: scale
+    run_ids = [_metric_run(stack, steps, scale) for steps, scale in counts.items()]
+    for run_id in run_ids:
+        assert stack.wait_ended(run_id)["state"] == "COMPLETED"
+    visitor = visit("alice")
+    page = visitor.page
+    page.fill("#filters input[name=name]", "compare-")
+    for run_id in run_ids:
+        page.locator(f'#runs tr[data-run-id="{run_id}"] input[type=checkbox]').check()
+    expect(page.locator("#compare")).to_have_text("Compare 3 selected")
+    page.click("#compare")
+    page.wait_for_url(re.compile(r".*/ui/compare\?runs="))
+    shared = urlsplit(page.url)
+    assert set(parse_qs(shared.query)["runs"][0].split(",")) == set(run_ids)
+    in_address = parse_qs(shared.query)["runs"][0].split(",")
+
+    def check(page) -> None:
+        # One chart of `loss`, a line a run in the address's order, each with its points.
+        chart = page.locator('figure.chart[data-metric="loss"]')
+        by_run = dict(zip(run_ids, counts, strict=True))
+        expect(chart).to_have_attribute(
+            "data-line-points", ",".join(str(by_run[r]) for r in in_address)
+        )
+        expect(chart).to_have_attribute("data-points", "5")  # steps 1..5 in all
+        commands = page.locator('#differences tr[data-row="Command"]')
+        expect(commands).to_have_class("differs")
+        for run_id in in_address:
+            expect(page.locator(f'#differences th[data-run-id="{run_id}"]')).to_be_visible()
+        last = page.locator('#differences tr[data-row="loss, last"] td')
+        expected = {r: f"{scale * 100 // steps} (step {steps})" for r, (steps, scale) in
+                    zip(run_ids, counts.items(), strict=True)}  # fmt: skip
+        expect(last).to_have_text([expected[r] for r in in_address])
+        expect(page.locator('#differences tr[data-row="Framework"]')).not_to_have_class("differs")
+
+    check(page)
+    visitor.shot("compare")
+    page.click(".axis-switch button[data-axis=time]")
+    expect(page.locator('figure.chart[data-metric="loss"]')).to_have_attribute("data-axis", "time")
+
+    # The address shared: another visitor of the same user sees the same comparison.
+    again = visit("alice").page
+    again.goto(shared.path + "?" + shared.query)
+    check(again)
+    # Another user's runs in the address: the 404 page naming one, as a run's page does.
+    other = visit("bob").page
+    answer = other.goto(shared.path + "?" + shared.query)
+    assert answer.status == 404
+    expect(other.locator("#missing")).to_have_text(f"no training run {in_address[0]!r}")
+    assert other.goto("/ui/compare?runs=" + run_ids[0]).status == 404  # one run: nothing to compare
