@@ -14,8 +14,9 @@
    metric regexes declared (every 100th line a metric line, matched by all three), in the
    same rounds: the metrics' cost on the command, and every metric point counted; and the
    same command while the worker reads 100,000 TensorBoard scalars (an event file written
-   here by tensorboard's own writer, copied into the run's LOG_DIR just before it prints):
-   their cost on the command (the reader takes at most 0.2 s of CPU a poll), every point read.
+   here by tensorboard's own writer, copied into the run's LOG_DIR 0.9 s before it prints,
+   so that the printing spans the metrics thread's first read of it): their cost on the
+   command (the reader takes at most 0.2 s of CPU a poll), every point read.
 2. A command printing a line every 20 ms (plain print, no flush), each carrying its print
    time, is followed with
    `logs --follow` (server-sent events); prints the median and 95th percentile of the delay
@@ -131,7 +132,9 @@ def wait_done(client: DlaasClient, run_id: str, timeout: float = 900) -> dict:
 
 TENSORBOARD_SCALARS = 100_000
 EVENT_FILE = "events.out.tfevents.1.bench"
-WITH_EVENTS = f"mkdir -p $LOG_DIR/tb && cp {EVENT_FILE} $LOG_DIR/tb/ && "
+# The event file in place, then printing from 0.9 s on: across the metrics thread's first
+# poll (each DLAAS_METRICS_POLL_SECONDS, 1 s), which reads for 0.2 s of CPU meanwhile.
+WITH_EVENTS = f"mkdir -p $LOG_DIR/tb && cp {EVENT_FILE} $LOG_DIR/tb/ && sleep 0.9 && "
 
 
 def write_event_file(path: Path, scalars: int) -> None:

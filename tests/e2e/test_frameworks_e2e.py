@@ -15,6 +15,7 @@ import requests
 
 from common.layout import ENVIRONMENT_LOG, TRAINING_LOG_KEY
 from tests.conftest import ROOT, make_zip, manifest_yaml, unstamped
+from tests.e2e.test_cli_e2e import dlaas
 
 pytestmark = pytest.mark.integration
 
@@ -207,5 +208,7 @@ def test_summarywriter_scalars_are_the_runs_metrics_live_and_stored_with_the_eve
     assert metrics["train/loss"]["best"]["value"] == min(value for _, value in train)
     shown = requests.get(url, headers=stack.headers(), timeout=10).json()
     assert shown["metrics"]["train/loss"]["last"]["step"] == 40
+    table = dlaas(stack, "metrics", run_id)
+    assert re.search(r"^train/loss\s+\S+\s+40\s+\S+\s+\d+\s+minimize\s+40$", table.stdout, re.M)
     stored = sorted(p.relative_to(out).parent.as_posix() for p in out.rglob("*tfevents*"))
     assert stored == ["learner-1/tensorboard/eval", "learner-1/tensorboard/train"]

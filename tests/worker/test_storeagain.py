@@ -72,3 +72,20 @@ def test_a_request_for_another_nodes_run_is_left_alone(ctx):
     assert ctx.runs.get(run.id).kept_results["state"] == "kept"
     assert not blocked.exists()
     assert serve(ctx, run.id) == "stored"
+
+
+def test_kept_tensorboard_event_files_are_stored_again_in_the_learners_folder(ctx):
+    from tests.worker.test_tensorboard import _simple, write_events
+
+    root = ctx.settings.local_store_root / "tests"
+    event_file = write_events(root / "data", [(step, _simple("loss", step)) for step in range(3)])
+    (root / "results").mkdir(parents=True, exist_ok=True)
+    command = f"mkdir -p $LOG_DIR/tb/train && cp $DATA_DIR/{event_file.name} $LOG_DIR/tb/train/"
+    run = submit_manifest(ctx, manifest_yaml(command))
+    (root / "results" / run.id).touch()  # its folder in the bucket is a file: not stored
+    assert run_training(run.id, ctx) == "FAILED"
+    assert ctx.runs.get(run.id).metrics["loss"]["count"] == 3  # read while it ran
+    (root / "results" / run.id).unlink()
+    assert serve(ctx, run.id) == "stored"
+    stored = root / "results" / run.id / "learner-1" / "tensorboard" / event_file.name
+    assert stored.read_bytes() == event_file.read_bytes()
