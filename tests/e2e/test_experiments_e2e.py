@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -371,6 +372,13 @@ def test_the_experiment_page_shows_the_leaderboard_every_trials_curve_and_the_st
         steps |= {p["step"] for p in objective_points(sweep_stack, entry["run_id"])}
     expect(chart).to_have_attribute("data-points", str(len(steps)))
     visitor.shot("experiment")
+    # Its trials compared side by side: a line a trial in every metric's chart.
+    page.click("#compare-trials")
+    page.wait_for_url(re.compile(r".*/ui/compare\?runs="))
+    compared = page.locator('figure.chart[data-metric="test_accuracy"]')
+    counts = [len(objective_points(sweep_stack, e["run_id"])) for e in final["leaderboard"]]
+    expect(compared).to_have_attribute("data-line-points", ",".join(map(str, counts)))
+    page.go_back()
     page.goto("/ui/experiments/")
     listed = page.locator(f'#experiments tr[data-experiment-id="{final["experiment_id"]}"]')
     expect(listed).to_contain_text("completed")

@@ -12,6 +12,7 @@ import time
 
 import pytest
 import requests
+from playwright.sync_api import expect
 
 from common.layout import ENVIRONMENT_LOG, TRAINING_LOG_KEY
 from tests.conftest import ROOT, make_zip, manifest_yaml, unstamped
@@ -170,7 +171,7 @@ train.close(); evaluation.close()
 
 
 def test_summarywriter_scalars_are_the_runs_metrics_live_and_stored_with_the_event_files(
-    stack, workers, buckets
+    stack, workers, buckets, visit
 ):
     """A PyTorch program logging with SummaryWriter (tensorboard from its requirements.txt),
     no metric declared: its scalars are the run's metrics while it runs and after."""
@@ -210,5 +211,10 @@ def test_summarywriter_scalars_are_the_runs_metrics_live_and_stored_with_the_eve
     assert shown["metrics"]["train/loss"]["last"]["step"] == 40
     table = dlaas(stack, "metrics", run_id)
     assert re.search(r"^train/loss\s+\S+\s+40\s+\S+\s+\d+\s+minimize\s+40$", table.stdout, re.M)
+    page = visit("alice").page
+    page.goto(f"/ui/runs/{run_id}")
+    expect(page.locator('figure.chart[data-metric^="train/loss "]')).to_have_attribute(
+        "data-points", "40"
+    )
     stored = sorted(p.relative_to(out).parent.as_posix() for p in out.rglob("*tfevents*"))
     assert stored == ["learner-1/tensorboard/eval", "learner-1/tensorboard/train"]
