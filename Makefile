@@ -36,6 +36,7 @@ demo-pytorch: up
 
 test: setup
 	@bash deploy/ensure-chromium.sh
+	@bash deploy/ensure-bubblewrap.sh
 	$(PY) -m pytest
 
 test-unit: setup

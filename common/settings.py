@@ -235,6 +235,22 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DLAAS_KEEP_RUN_DIRS", "DLAAS_KEEP_WORKDIR"),
         description="keep a run's working folder (root's, 0700) after it ends, for debugging",
     )
+    sandbox: Annotated[str, _one_of("auto", "bwrap", "off")] = Field(
+        "off",
+        description="each run's command in a bubblewrap sandbox (`worker/sandbox.py`): its own "
+        "processes only, a read-only system, its folders writable, a private /tmp and "
+        "/dev/shm, only its GPUs' device nodes; `auto` (when bwrap works on the node), `bwrap` "
+        "(the worker refuses to start without it) or `off` (today's default, until the whole "
+        "suite runs sandboxed)",
+    )
+    sandbox_shm_bytes: Annotated[int, _from_text(byte_amount)] = Field(
+        2 * 1024**3, description="size of a sandboxed run's private /dev/shm"
+    )
+    device_dir: Path = Field(
+        Path("/dev"),
+        description="where the node's GPU device nodes are (`nvidia0`, `nvidiactl`, ...): a "
+        "sandboxed run gets its own GPUs' and the control nodes CUDA needs, no other",
+    )
     run_python_output: Annotated[str, _one_of("flushed", "unbuffered")] = Field(
         "flushed",
         description="how a run's Python prints reach the log: `flushed` (64 KB buffer flushed "

@@ -14,6 +14,7 @@ from common.runstore import RunStore
 from common.settings import Settings
 from worker.environments import EnvironmentCache
 from worker.gpus import GpuSet
+from worker.sandbox import Sandbox, find_sandbox
 
 
 @dataclass
@@ -33,8 +34,13 @@ class WorkerContext:
     slots: int = 1
     # Puts a run id back on its size's queue (the Celery app's send_task); None: cannot.
     requeue: Callable[[str, ResourceSize], None] | None = None
+    # How its runs' commands are sandboxed (worker/sandbox.py): found from the settings
+    # unless given (the worker finds it at start, as its first run user).
+    sandbox: Sandbox | None = None
 
     def __post_init__(self) -> None:
+        if self.sandbox is None:
+            self.sandbox = find_sandbox(self.settings)
         if self.frameworks is None:
             self.frameworks = Registry.load(self.settings.frameworks_file)
         if self.environments is None:

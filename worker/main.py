@@ -26,6 +26,7 @@ from worker.runuser import (
     run_user,
     slot_user,
 )
+from worker.sandbox import SandboxUnavailable, find_sandbox
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,7 +79,16 @@ def main(argv: list[str] | None = None) -> int:
             for user in users:
                 check_reachable(user, settings.work_dir)
                 check_reachable(user, settings.environment_dir)
-    except (SettingsError, GpuSpecError, CredentialsError, RunUserError, ValueError) as exc:
+        first = users[0]
+        sandbox = find_sandbox(settings, (first.uid, first.gid) if first else None)
+    except (
+        SettingsError,
+        GpuSpecError,
+        CredentialsError,
+        RunUserError,
+        SandboxUnavailable,
+        ValueError,
+    ) as exc:
         print(f"dlaas-worker: {exc}", file=sys.stderr)
         return 2
     if not sizes:
@@ -98,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dlaas-worker {name}: up to {slots} runs at once", flush=True)
     for slot, user in enumerate(users):
         print(f"dlaas-worker {name}: {describe(user, slot_user(settings.run_as, slot))}")
+    print(f"dlaas-worker {name}: sandbox: {sandbox.reason}", flush=True)
     connection = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     ctx = WorkerContext(
         settings=settings,
@@ -108,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         gpus=gpus,
         name=name,
         slots=slots,
+        sandbox=sandbox,
     )
     app = create_worker_app(ctx, [s.value for s in sizes])
     app.worker_main(

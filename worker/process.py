@@ -144,6 +144,7 @@ def execute(
     user: RunUser | None = None,
     limits: tuple[Limit, ...] = (),
     before_stop: Sequence[Callable[[], None]] = (),
+    wrap: Callable[[list[str]], list[str]] | None = None,
 ) -> Execution:
     """Run the command to its end, or until `stop` is set: then SIGTERM to its whole tree,
     `grace_seconds`, SIGKILL. Exit code 128+N when killed by signal N. Whatever the run left
@@ -151,13 +152,14 @@ def execute(
     log pump (stamped lines into `log_file`, each write offered to `listeners`); `samplers`
     see its process tree once a second; each of `before_stop` is called when the stop comes,
     before the first signal. With `user`, it runs as that user with no supplementary groups;
-    `limits` are set in the child before exec."""
+    `limits` are set in the child before exec; `wrap` turns its argv into the sandbox's."""
     not_ours = ProcessTree.current_children()
     read_fd, write_fd = open_pipe()
     pump = LogPump(read_fd, log_file, listeners)
     try:
+        argv = ["bash", "-c", command]
         proc = subprocess.Popen(
-            ["bash", "-c", command],
+            wrap(argv) if wrap else argv,
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -173,7 +175,7 @@ def execute(
     finally:
         os.close(write_fd)
     pump.start()
-    tree = ProcessTree(proc.pid, not_ours)
+    tree = ProcessTree(proc.pid, not_ours, sandboxed=wrap is not None)
     try:
         if on_start:
             on_start(proc.pid)

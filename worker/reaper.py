@@ -69,11 +69,14 @@ class ProcessTree:
     """The processes of one run: the `bash -c` and everything it started, including
     processes re-parented to this worker after their parent exited."""
 
-    def __init__(self, root_pid: int, not_ours: set[int]):
+    def __init__(self, root_pid: int, not_ours: set[int], sandboxed: bool = False):
         self.root_pid = root_pid
         # Children this process had before the run started (a test runner's servers, say).
         self.not_ours = not_ours
         self.seen: set[int] = {root_pid}
+        # The root is bwrap, and its child the sandbox's pid 1 (worker/sandbox.py): both end
+        # when the command does; a SIGTERM to either would SIGKILL the command at once.
+        self.sandboxed = sandboxed
 
     @staticmethod
     def current_children() -> set[int]:
@@ -115,11 +118,17 @@ class ProcessTree:
         return time.monotonic() - started
 
     def _signal(self, sig: int) -> None:
-        try:
-            os.killpg(self.root_pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        spared = set()
+        if self.sandboxed and sig != signal.SIGKILL:
+            spared = {self.root_pid, *children_of(self.root_pid)}
+        else:
+            try:
+                os.killpg(self.root_pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
         for proc in self.members():
+            if proc.pid in spared:
+                continue
             try:
                 proc.send_signal(sig)
             except psutil.Error:

@@ -14,7 +14,13 @@ from common.states import ErrorCode, RunState
 from worker.attempt import Attempt, RunFailed
 from worker.limits import run_limits
 from worker.pipeline import Phase
-from worker.process import credential_environment, execute, expand_command, run_environment
+from worker.process import (
+    RUNTIME_DIR,
+    credential_environment,
+    execute,
+    expand_command,
+    run_environment,
+)
 from worker.reaper import gpus_released
 from worker.runuser import (
     RunUserError,
@@ -90,6 +96,7 @@ def _staged_text(attempt: Attempt) -> str:
 
 def _run_command(attempt: Attempt, env: dict):
     settings = attempt.settings
+    wrap = _sandboxed(attempt)
     return execute(
         expand_command(attempt.run.command, env),
         env,
@@ -101,8 +108,30 @@ def _run_command(attempt: Attempt, env: dict):
         listeners=attempt.log_listeners,
         samplers=attempt.samplers,
         before_stop=attempt.before_stop,
-        user=attempt.user,
+        # In the sandbox as root, bwrap's setpriv switches to the run user (worker/sandbox.py).
+        user=None if wrap is not None and os.geteuid() == 0 else attempt.user,
         limits=attempt.limits,
+        wrap=wrap,
+    )
+
+
+def _sandboxed(attempt: Attempt):
+    """The run's argv inside the node's sandbox (None when it has none): its run folder
+    writable, its environment and the runtime folder readable, its GPUs' device nodes. (Its
+    staged data are links into the data cache: the cache's own path is not needed.)"""
+    sandbox, settings = attempt.ctx.sandbox, attempt.settings
+    if sandbox is None or not sandbox.on:
+        return None
+    read_only = [settings.environment_dir, RUNTIME_DIR]
+    user = attempt.user
+    return lambda argv: sandbox.wrap(
+        argv,
+        settings,
+        attempt.dirs.root,
+        attempt.dirs.model,
+        tuple(attempt.run.gpus),
+        [path for path in read_only if path is not None],
+        (user.uid, user.gid) if user is not None and os.geteuid() == 0 else None,
     )
 
 
