@@ -535,12 +535,14 @@ def _nodes_list(client: DlaasClient, args, out: Printer) -> int:
     """List the fleet's workers: their status, the sizes they serve, their GPUs, their host."""
     nodes = client.nodes()["nodes"]
     out.data({"nodes": nodes})
-    out.say(f"{'Name':<36}{'status':<10}{'sizes':<20}{'GPUs':<10}{'host':<16}GPU use")
+    out.say(f"{'Name':<36}{'status':<10}{'sizes':<20}{'GPUs':<10}{'host':<16}{'sandbox':<9}GPU use")
     for node in nodes:
         gpus = ",".join(map(str, node.get("gpus", []))) or "-"
+        isolation = node.get("isolation") or {}
+        sandbox = "-" if not isolation else "bwrap" if isolation.get("sandbox") else "none"
         out.say(
             f"{node['name']:<36}{node['status']:<10}{','.join(node.get('sizes', [])) or '-':<20}"
-            f"{gpus:<10}{node.get('host', '-'):<16}{_gpu_use(node)}"
+            f"{gpus:<10}{node.get('host', '-'):<16}{sandbox:<9}{_gpu_use(node)}"
         )
     out.say(f"{len(nodes)} nodes found.")
     out.say("OK")

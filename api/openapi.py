@@ -616,6 +616,13 @@ SCHEMAS: dict[str, Schema] = {
             "gpus": {"type": "array", "items": {"type": "integer"}},
             "accelerator": {"type": "string", "enum": ["cpu", "gpu"]},
             "environments": {"type": "array", "items": ref("NodeEnvironment")},
+            "isolation": obj(
+                {
+                    "sandbox": {"type": "boolean", "description": "Runs in a sandbox each"},
+                    "detail": {"type": "string", "description": "Which, or why none"},
+                },
+                description="How the node keeps its runs apart",
+            ),
         },
         required=["name", "status", "last_heartbeat"],
     ),

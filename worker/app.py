@@ -126,6 +126,8 @@ class Heartbeat(threading.Thread):
             "gpu_memory_bytes": list(ctx.gpus.memory_bytes),
             "gpu_source": ctx.gpus.source,
             "started_at": iso(utcnow()),
+            # How its runs are kept apart (worker/sandbox.py), or why they are not.
+            "isolation": {"sandbox": ctx.sandbox.on, "detail": ctx.sandbox.reason},
         }
         self._halt = threading.Event()
 

@@ -593,6 +593,7 @@ function fleetPage() {
       return el("article", { class: `node node-${n.status}`, "data-node": n.name },
         el("h3", {}, `${n.name} `, el("span", { class: `status status-${n.status}`, text: n.status })),
         el("p", { class: "muted small", text: n.status === "lost" ? `last heard ${when(new Date(n.last_heartbeat * 1000).toISOString())}` : `${n.host || ""} · serves ${(n.sizes || []).join(", ")} · ${n.accelerator || "cpu"}` }),
+        n.isolation ? el("p", { class: "small isolation", "data-sandbox": String(n.isolation.sandbox), text: `isolation: ${n.isolation.detail}` }) : null,
         gpus.length ? el("ul", { class: "gpus" }, ...gpus.map((g) => el("li", { class: holder(n, g) ? "gpu busy" : "gpu free" },
           `GPU ${g}: `, holder(n, g) ? el("a", { href: `/ui/runs/${holder(n, g)}`, text: `busy, ${holder(n, g)}` }) : "free")))
           : el("p", { class: "small" }, n.status === "lost" ? "" : n.run ? el("a", { href: `/ui/runs/${n.run}`, text: `running ${n.run}` }) : "idle (no GPU)"));

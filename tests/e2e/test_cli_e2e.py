@@ -243,7 +243,7 @@ def test_cancel_and_nodes_through_the_cli(stack, workers, buckets, tmp_path):
     run_id = json.loads(submitted.stdout)["model_id"]
     _wait_state(stack, run_id, "PROCESSING")
     busy = dlaas(stack, "nodes").stdout.splitlines()
-    assert busy[0].split() == ["Name", "status", "sizes", "GPUs", "host", "GPU", "use"]
+    assert busy[0].split() == ["Name", "status", "sizes", "GPUs", "host", "sandbox", "GPU", "use"]
     (small,) = [line.split() for line in busy if line.startswith(workers["small"] + " ")]
     assert small[-1] == f"0:{run_id}"
     cancelled = dlaas(stack, "cancel", "training-runs", run_id)
@@ -263,6 +263,7 @@ def test_cancel_and_nodes_through_the_cli(stack, workers, buckets, tmp_path):
     assert nodes.returncode == 0
     rows = {line.split()[0]: line.split() for line in nodes.stdout.splitlines()[1:-2]}
     assert rows[workers["small"]][1:4] == ["ready", "small", "0"]
+    assert rows[workers["small"]][5] == "none"  # DLAAS_SANDBOX is off by default
     assert rows[workers["medium"]][1:4] == ["ready", "medium", "1,2"]
     assert rows[workers["small"]][-1] == "0:free" and rows[workers["medium"]][-2:] == [
         "1:free",
