@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 
 # `make demo-pytorch`: the PyTorch example (framework pytorch 2.13, its environment built by uv).
-.PHONY: setup demo demo-s3 demo-pytorch up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-stores bench-ratelimit bench-environments bench-experiments bench-runslist bench-packing bench-packing-real bench-checkpoints bench-fleet clean
+.PHONY: setup demo demo-s3 demo-pytorch up down status test test-unit lint bench-dispatch bench-faults bench-logs bench-staging bench-stores bench-ratelimit bench-environments bench-experiments bench-runslist bench-packing bench-packing-real bench-checkpoints bench-fleet bench-sandbox clean
 
 setup: $(VENV)/.installed
 	@bash deploy/ensure-redis.sh $(VENV)
@@ -83,6 +83,9 @@ bench-checkpoints: setup
 
 bench-fleet: setup
 	$(PY) -m benchmarks.fleet
+
+bench-sandbox: setup
+	$(PY) -m benchmarks.sandbox
 
 clean: down
 	rm -rf .dlaas
