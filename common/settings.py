@@ -236,12 +236,11 @@ class Settings(BaseSettings):
         description="keep a run's working folder (root's, 0700) after it ends, for debugging",
     )
     sandbox: Annotated[str, _one_of("auto", "bwrap", "off")] = Field(
-        "off",
+        "auto",
         description="each run's command in a bubblewrap sandbox (`worker/sandbox.py`): its own "
         "processes only, a read-only system, its folders writable, a private /tmp and "
         "/dev/shm, only its GPUs' device nodes; `auto` (when bwrap works on the node), `bwrap` "
-        "(the worker refuses to start without it) or `off` (today's default, until the whole "
-        "suite runs sandboxed)",
+        "(the worker refuses to start without it) or `off`",
     )
     sandbox_shm_bytes: Annotated[int, _from_text(byte_amount)] = Field(
         2 * 1024**3, description="size of a sandboxed run's private /dev/shm"

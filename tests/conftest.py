@@ -134,6 +134,7 @@ class Stack:
     api_url: str = ""
     pids: list[int] = field(default_factory=list)
     work_dir: Path | None = None
+    settings: dict[str, str] = field(default_factory=dict)  # more DLAAS_* for its services
 
     @property
     def env(self) -> dict[str, str]:
@@ -160,6 +161,7 @@ class Stack:
         if self.work_dir:
             env["DLAAS_WORK_DIR"] = str(self.work_dir)
         env.update(environment_env())
+        env.update(self.settings)
         return env
 
     @property

@@ -35,7 +35,10 @@ def test_a_sandboxed_worker_says_so_and_runs_its_runs_in_the_sandbox(stack, work
         listed = dlaas(stack, "nodes").stdout.splitlines()
         (row,) = [line.split() for line in listed if line.startswith(name + " ")]
         assert row[5] == "bwrap"
-        command = "ps -e -o comm=; echo ---; ls -A /tmp; echo ---; echo $RESULT_DIR $VIRTUAL_ENV"
+        command = (
+            "ps -e -o comm=; echo ---; ls -A /tmp; echo ---; echo $RESULT_DIR $VIRTUAL_ENV; "
+            "echo $PYTHONPATH | tr : ' '"
+        )
         run_id = stack.submit(manifest_yaml(command, resource="large"))
         done = stack.wait_ended(run_id)
         assert done["state"] == "COMPLETED" and done["worker"] == name, done["status_message"]
@@ -43,7 +46,7 @@ def test_a_sandboxed_worker_says_so_and_runs_its_runs_in_the_sandbox(stack, work
         processes, in_tmp, given = (part.split() for part in log.split("---\n"))
         assert set(processes) <= {"bwrap", "bash", "ps"}, log  # nothing of the node
         # Its own /tmp: nothing but the way to the folders it was given (its run folder, its
-        # environment), when they live under /tmp.
+        # environment, the worker's runtime folder on its PYTHONPATH), when under /tmp.
         assert all(any(p.startswith(f"/tmp/{entry}/") for p in given) for entry in in_tmp), log
     finally:
         stack.stop(worker)
