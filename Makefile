@@ -35,8 +35,8 @@ demo-pytorch: up
 	$(PY) -m deploy.demo --example pytorch-mlp
 
 test: setup
-	@bash deploy/ensure-chromium.sh
-	@bash deploy/ensure-bubblewrap.sh
+	@bash deploy/ensure-apt.sh "$${DLAAS_TEST_CHROMIUM:-/usr/bin/chromium}" chromium "the dashboard's browser tests"
+	@bash deploy/ensure-apt.sh /usr/bin/bwrap bubblewrap "the run sandbox's tests"
 	$(PY) -m pytest
 
 test-unit: setup
