@@ -1,6 +1,7 @@
 """What the run sandbox costs a run's way to its command: `benchmarks.dispatch`'s latency
-(submission to the command's start, runs of `true` one after another) on a private embedded
-stack with DLAAS_SANDBOX=off and one with DLAAS_SANDBOX=bwrap, alternately, in one run.
+(submission to the command's PROCESSING entry, runs of `true` one after another) on a private
+embedded stack with DLAAS_SANDBOX=off and one with DLAAS_SANDBOX=bwrap, alternately, in one
+run; and the spawn after it, `bash -c true` bare and inside the sandbox's argv.
 
     .venv/bin/python -m benchmarks.sandbox [--runs 100] [--rounds 2]
 
@@ -14,7 +15,11 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import redis
 
@@ -24,6 +29,8 @@ from benchmarks.figures import machine, percentile
 from benchmarks.privatestack import private_stack
 from common.runstore import RunStore
 from common.settings import Settings
+from worker.runuser import run_user
+from worker.sandbox import find_sandbox
 
 VARIANTS = ("off", "bwrap")
 
@@ -52,6 +59,33 @@ def latencies(sandbox: str, runs: int) -> list[float]:
         return out
 
 
+def spawns(sandboxed: bool, count: int) -> list[float]:
+    """`bash -c true` spawned and waited for here, bare or with the sandbox's argv (as a
+    root worker builds it, switching to the first run user when there is one): the part of
+    a run's start the dispatch figure does not hold (it ends at PROCESSING, written just
+    before the spawn)."""
+    home = Path(tempfile.mkdtemp(prefix="dlaas-bench-sandbox-spawn-"))
+    try:
+        settings = Settings(home=home, secret_key="x", sandbox="bwrap")
+        user = run_user(settings.run_as) if os.geteuid() == 0 else None
+        root = home / "run"
+        root.mkdir()
+        if user is not None:
+            os.chown(root, user.uid, user.gid)
+        argv = ["bash", "-c", "true"]
+        if sandboxed:
+            ids = (user.uid, user.gid) if user else None
+            argv = find_sandbox(settings).wrap(argv, settings, root, root, (), [], ids)
+        out = []
+        for _ in range(count):
+            began = time.perf_counter()
+            subprocess.run(argv, env={"PATH": "/usr/bin:/bin"}, check=True)
+            out.append(time.perf_counter() - began)
+        return out
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=100)
@@ -67,6 +101,7 @@ def main() -> int:
             found = latencies(variant, args.runs)
             medians[variant].append(statistics.median(found))
             rows.append((round_number, variant, statistics.median(found), percentile(found, 0.95)))
+    bare, boxed = spawns(False, args.runs), spawns(True, args.runs)
     print(f"sandbox benchmark: {args.runs} runs of `true` a variant a round, embedded stack")
     print(
         f"environment: {machine()}, PYTHONUNBUFFERED="
@@ -80,6 +115,13 @@ def main() -> int:
     off, on = (statistics.median(medians[v]) for v in VARIANTS)
     added = 1000 * (on - off)
     print(f"the sandbox adds {added:+.1f} ms to dispatch (median of the rounds' medians)")
+    spawn_bare, spawn_boxed = statistics.median(bare), statistics.median(boxed)
+    print(
+        f"spawning `bash -c true` after PROCESSING: bare median {spawn_bare * 1000:.1f} ms, "
+        f"sandboxed {spawn_boxed * 1000:.1f} ms (+{(spawn_boxed - spawn_bare) * 1000:.1f} ms)"
+    )
+    whole = added + (spawn_boxed - spawn_bare) * 1000
+    print(f"the sandbox's whole cost to a run's start: {whole:+.1f} ms")
     return 0
 
 
