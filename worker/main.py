@@ -57,6 +57,20 @@ def default_slots(gpu_count: int, size_gpus: list[int]) -> int:
     return max(1, gpu_count // smallest) if gpu_count and smallest else 1
 
 
+def _run_users(settings: Settings, slots: int) -> list:
+    """As root, each slot's runs run as its run user (DLAAS_RUN_AS, then <name>-1, ...),
+    which must exist and reach the work and environment folders (RunUserError if not);
+    unprivileged, none (the worker's own user)."""
+    users = [run_user(slot_user(settings.run_as, slot)) for slot in range(slots)]
+    if users[0] is not None:
+        prepare_work_dir(settings.work_dir)
+        prepare_work_dir(settings.environment_dir)
+        for user in users:
+            check_reachable(user, settings.work_dir)
+            check_reachable(user, settings.environment_dir)
+    return users
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -70,15 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         slots = args.slots or default_slots(len(gpus), [settings.size_gpus[s] for s in sizes])
         if slots < 1:
             raise ValueError(f"--slots: {slots}: a worker runs at least one run")
-        # Root: each slot's runs run as its run user (DLAAS_RUN_AS, then <name>-1, ...),
-        # which must exist and reach the work directory.
-        users = [run_user(slot_user(settings.run_as, slot)) for slot in range(slots)]
-        if users[0] is not None:
-            prepare_work_dir(settings.work_dir)
-            prepare_work_dir(settings.environment_dir)
-            for user in users:
-                check_reachable(user, settings.work_dir)
-                check_reachable(user, settings.environment_dir)
+        users = _run_users(settings, slots)
         first = users[0]
         sandbox = find_sandbox(settings, (first.uid, first.gid) if first else None)
     except (
